@@ -124,18 +124,19 @@ impl RedisConfig {
         KeySpace::new(self.key_prefix.clone())
     }
 
-    /// Checks the settings without connecting.
+    /// Checks the settings without connecting. Field names in errors are relative
+    /// (`url`, `response_timeout`); nest them with [`ConfigError::within`].
     pub fn validate(&self) -> Result<(), ConfigError> {
         match (&self.url, self.cluster_nodes.is_empty()) {
             (Some(_), false) => {
                 return Err(ConfigError::new(
-                    "redis",
+                    "url",
                     "set either `url` or `cluster_nodes`, not both",
                 ));
             }
             (None, true) => {
                 return Err(ConfigError::new(
-                    "redis",
+                    "url",
                     "set `url` (one node) or `cluster_nodes` (a cluster)",
                 ));
             }
@@ -155,7 +156,7 @@ impl RedisConfig {
         }
         for url in self.url.iter().chain(&self.cluster_nodes) {
             redis::parse_redis_url(url).ok_or_else(|| {
-                ConfigError::new("redis.url", format!("not a Redis URL: {url:?}"))
+                ConfigError::new("url", format!("not a Redis URL: {url:?}"))
             })?;
         }
         self.keyspace()?;
@@ -279,11 +280,11 @@ mod tests {
             cluster_nodes: vec!["redis://a:1".into()],
             ..RedisConfig::single("redis://b:2")
         };
-        assert_eq!(both.validate().unwrap_err().field, "redis");
+        assert_eq!(both.validate().unwrap_err().field, "url");
         let none = RedisConfig::cluster(Vec::<String>::new());
-        assert_eq!(none.validate().unwrap_err().field, "redis");
+        assert_eq!(none.validate().unwrap_err().field, "url");
         let bad = RedisConfig::single("http://x").validate().unwrap_err();
-        assert_eq!(bad.field, "redis.url");
+        assert_eq!(bad.field, "url");
         let t = RedisConfig::single("redis://x").response_timeout(Duration::ZERO);
         assert_eq!(t.validate().unwrap_err().field, "response_timeout");
         let p = RedisConfig::single("redis://x").key_prefix("a{b}");

@@ -1,11 +1,16 @@
 //! Reliability stacks for tower: the facade.
 //!
-//! Re-exports the shared vocabulary today; presets (`cex`, `dex`, `social`), config
-//! loading, reliable-client builders and the admin router arrive with the layers.
+//! - [`config`]: the settings of the CEX, DEX and social presets, from the source tables,
+//!   a TOML file and `RELIABILITY__*` environment variables.
+//! - [`core`]: the shared vocabulary (classification, clock, Redis, health snapshots).
 //!
 //! ```
-//! use reliability::core::classify::{classify_http_status, Outcome};
-//! assert_eq!(classify_http_status(503).outcome, Outcome::Failure);
+//! use reliability::config::{Settings, SourceKind};
+//!
+//! let settings = Settings::default();
+//! assert_eq!(settings.source(SourceKind::Cex).breaker.failure_threshold, 5);
 //! ```
+
+pub mod config;
 
 pub use reliability_core as core;
