@@ -473,7 +473,11 @@ impl SourceSettings {
             ));
         }
         unit_interval("sla.min_success_rate", s.min_success_rate)?;
-        at_least("sla.max_consecutive_failures", s.max_consecutive_failures, 1)?;
+        at_least(
+            "sla.max_consecutive_failures",
+            s.max_consecutive_failures,
+            1,
+        )?;
         at_least("sla.window", s.window, 1)?;
 
         let b = &self.breaker;
@@ -623,21 +627,30 @@ mod tests {
         assert!(msg.contains("open_wait"), "{msg}");
         let err = Settings::from_toml_str("[cex.breaker]\nopen_wait = \"soon\"").unwrap_err();
         assert!(err.to_string().contains("open_wait"), "{err}");
-        let err = Settings::from_sources("", [("RELIABILITY__CEX__SLA__WINDOW", "many")])
-            .unwrap_err();
+        let err =
+            Settings::from_sources("", [("RELIABILITY__CEX__SLA__WINDOW", "many")]).unwrap_err();
         assert!(err.to_string().contains("window"), "{err}");
     }
 
     #[test]
     fn out_of_range_is_named_with_its_path() {
         let cases = [
-            ("[cex.breaker]\nfailure_rate = 150.0", "cex.breaker.failure_rate"),
-            ("[dex.sla]\nmin_success_rate = 1.5", "dex.sla.min_success_rate"),
+            (
+                "[cex.breaker]\nfailure_rate = 150.0",
+                "cex.breaker.failure_rate",
+            ),
+            (
+                "[dex.sla]\nmin_success_rate = 1.5",
+                "dex.sla.min_success_rate",
+            ),
             ("[social.cache]\nttl = \"1h\"", "social.cache.ttl"),
             ("[cex.retry]\nmax_attempts = 0", "cex.retry.max_attempts"),
             ("[cex.sla]\np99 = \"10ms\"", "cex.sla.p99"),
             ("[dex.breaker]\nopen_wait = \"0s\"", "dex.breaker.open_wait"),
-            ("[cex.rate_limit]\nper_second = -1.0", "cex.rate_limit.per_second"),
+            (
+                "[cex.rate_limit]\nper_second = -1.0",
+                "cex.rate_limit.per_second",
+            ),
             ("[redis]\nurl = \"http://x\"", "redis.url"),
         ];
         for (toml, path) in cases {
@@ -658,8 +671,11 @@ mod tests {
     fn file_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.toml");
-        std::fs::write(&path, "[redis]\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"app\"\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "[redis]\nurl = \"redis://127.0.0.1:6379\"\nkey_prefix = \"app\"\n",
+        )
+        .unwrap();
         let s = Settings::load(Some(&path)).unwrap();
         assert_eq!(s.redis.unwrap().key_prefix, "app");
     }

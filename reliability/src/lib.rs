@@ -2,6 +2,9 @@
 //!
 //! - [`config`]: the settings of the CEX, DEX and social presets, from the source tables,
 //!   a TOML file and `RELIABILITY__*` environment variables.
+//! - [`health`]: one health document for every SLA monitor, breaker, cache and limiter.
+//! - `admin` (feature `admin`): the token-guarded admin router for axum and the live
+//!   dashboard.
 //! - [`core`]: the shared vocabulary (classification, clock, Redis, health snapshots).
 //!
 //! ```
@@ -11,6 +14,9 @@
 //! assert_eq!(settings.source(SourceKind::Cex).breaker.failure_threshold, 5);
 //! ```
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod config;
+pub mod health;
 
 pub use reliability_core as core;

@@ -1,0 +1,423 @@
+//! The admin router for axum (feature `admin`): health, metrics, cache, breaker and
+//! rate-limit operations, and a live dashboard.
+//!
+//! Off unless mounted, and every route but the dashboard's static page needs
+//! `Authorization: Bearer <token>` (compared in constant time; 401 otherwise). The
+//! dashboard page holds no data and no secret: it asks for the token and reads the same
+//! JSON routes with it.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /admin/health` | [`HealthReport`] JSON |
+//! | `GET /admin/metrics` | Prometheus text exposition |
+//! | `GET /admin/cache/stats` | cache components JSON |
+//! | `POST /admin/cache/clear` | `{"cleared": true}` |
+//! | `GET /admin/breakers` | breaker components JSON |
+//! | `POST /admin/breakers/{name}/reset` | `{"name": .., "state": "CLOSED"}` |
+//! | `POST /admin/breakers/{name}/open` | `{"name": .., "state": "FORCED_OPEN"}` |
+//! | `GET /admin/ratelimit/top?n=10` | top users by volume |
+//! | `GET /admin/ratelimit/{user}` | the user's status per window |
+//! | `PUT /admin/ratelimit/{user}/tier` | body `{"tier": "pro"}` |
+//! | `POST /admin/ratelimit/{user}/reset` | `{"user": .., "reset": true}` |
+//! | `GET /dashboard` | the live page |
+//!
+//! Parts that were not given answer 404 with a JSON error, so a server without a cache
+//! still serves the rest.
+//!
+//! # Example
+//!
+//! ```
+//! use reliability::admin::Admin;
+//!
+//! let app: axum::Router = axum::Router::new()
+//!     .merge(Admin::new("s3cret-token").unwrap().router());
+//! # let _ = app;
+//! ```
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use futures_util::future::BoxFuture;
+use reliability_core::error::ConfigError;
+use reliability_core::health::{ComponentHealth, HealthSource};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use crate::health::{HealthReport, system_health};
+
+/// Shortest accepted admin token: a guessable token is no protection.
+pub const MIN_TOKEN_LEN: usize = 12;
+
+/// Why an admin operation failed; becomes a JSON error answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    /// No such breaker, user or tier.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request is malformed (an unknown tier, an oversized name).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// The backend failed (Redis unreachable).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = match self {
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// Cache operations the admin router can call.
+pub trait CacheControl: HealthSource {
+    /// Removes every entry of every tier (and, where shared, on every instance).
+    fn clear(&self) -> BoxFuture<'_, Result<(), AdminError>>;
+}
+
+/// Breaker operations the admin router can call.
+pub trait BreakerControl: HealthSource {
+    /// Closes the breaker `name` and clears its window.
+    fn reset(&self, name: &str) -> Result<(), AdminError>;
+    /// Holds the breaker `name` open until reset.
+    fn force_open(&self, name: &str) -> Result<(), AdminError>;
+}
+
+/// Rate-limit operations the admin router can call.
+pub trait RateLimitControl: HealthSource {
+    /// The user's status per window (remaining, reset), as JSON.
+    fn status(&self, user: &str) -> BoxFuture<'_, Result<Value, AdminError>>;
+    /// Moves the user to `tier`.
+    fn set_tier(&self, user: &str, tier: &str) -> BoxFuture<'_, Result<(), AdminError>>;
+    /// Forgets the user's usage.
+    fn reset(&self, user: &str) -> BoxFuture<'_, Result<(), AdminError>>;
+    /// The `n` users with the most requests, as JSON.
+    fn top(&self, n: usize) -> BoxFuture<'_, Result<Value, AdminError>>;
+}
+
+type MetricsFn = dyn Fn() -> String + Send + Sync;
+
+/// Builder of the admin router.
+#[derive(Clone)]
+pub struct Admin {
+    token: Arc<[u8]>,
+    sources: Vec<Arc<dyn HealthSource>>,
+    cache: Option<Arc<dyn CacheControl>>,
+    breakers: Option<Arc<dyn BreakerControl>>,
+    rate_limits: Option<Arc<dyn RateLimitControl>>,
+    metrics: Option<Arc<MetricsFn>>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("token", &"<redacted>")
+            .field("sources", &self.sources.len())
+            .field("cache", &self.cache.is_some())
+            .field("breakers", &self.breakers.is_some())
+            .field("rate_limits", &self.rate_limits.is_some())
+            .finish()
+    }
+}
+
+impl Admin {
+    /// An admin router guarded by `token` (at least [`MIN_TOKEN_LEN`] bytes).
+    pub fn new(token: impl Into<String>) -> Result<Self, ConfigError> {
+        let token = token.into();
+        if token.len() < MIN_TOKEN_LEN {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!("must be at least {MIN_TOKEN_LEN} bytes"),
+            ));
+        }
+        Ok(Self {
+            token: Arc::from(token.into_bytes()),
+            sources: Vec::new(),
+            cache: None,
+            breakers: None,
+            rate_limits: None,
+            metrics: None,
+        })
+    }
+
+    /// Adds a health source (an SLA registry, a retry layer...).
+    #[must_use]
+    pub fn health_source(mut self, source: Arc<dyn HealthSource>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// The cache to report and clear (also a health source).
+    #[must_use]
+    pub fn cache(mut self, cache: Arc<dyn CacheControl>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The breakers to list, reset and force open (also a health source).
+    #[must_use]
+    pub fn breakers(mut self, breakers: Arc<dyn BreakerControl>) -> Self {
+        self.breakers = Some(breakers);
+        self
+    }
+
+    /// The rate limiter to operate (also a health source).
+    #[must_use]
+    pub fn rate_limits(mut self, limits: Arc<dyn RateLimitControl>) -> Self {
+        self.rate_limits = Some(limits);
+        self
+    }
+
+    /// The Prometheus exposition served at `/admin/metrics`.
+    #[must_use]
+    pub fn metrics(mut self, render: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.metrics = Some(Arc::new(render));
+        self
+    }
+
+    /// The health report of every registered part.
+    pub fn report(&self) -> HealthReport {
+        let mut all: Vec<&dyn HealthSource> = self.sources.iter().map(|s| &**s as _).collect();
+        if let Some(c) = &self.cache {
+            all.push(&**c as &dyn HealthSource);
+        }
+        if let Some(b) = &self.breakers {
+            all.push(&**b as &dyn HealthSource);
+        }
+        if let Some(r) = &self.rate_limits {
+            all.push(&**r as &dyn HealthSource);
+        }
+        system_health(all)
+    }
+
+    /// The router: `/admin/*` behind the bearer token, and `/dashboard`.
+    pub fn router(self) -> Router {
+        let state = Arc::new(self);
+        let protected = Router::new()
+            .route("/admin/health", get(health))
+            .route("/admin/metrics", get(metrics))
+            .route("/admin/cache/stats", get(cache_stats))
+            .route("/admin/cache/clear", post(cache_clear))
+            .route("/admin/breakers", get(breakers))
+            .route("/admin/breakers/{name}/reset", post(breaker_reset))
+            .route("/admin/breakers/{name}/open", post(breaker_open))
+            .route("/admin/ratelimit/top", get(ratelimit_top))
+            .route("/admin/ratelimit/{user}", get(ratelimit_status))
+            .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
+            .route("/admin/ratelimit/{user}/reset", post(ratelimit_reset))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ));
+        Router::new()
+            .route("/dashboard", get(dashboard))
+            .merge(protected)
+            .with_state(state)
+    }
+}
+
+type Shared = State<Arc<Admin>>;
+
+async fn require_token(State(admin): Shared, request: Request, next: Next) -> Response {
+    if bearer_matches(request.headers(), &admin.token) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(json!({ "error": "missing or wrong bearer token" })),
+        )
+            .into_response()
+    }
+}
+
+fn bearer_matches(headers: &HeaderMap, token: &[u8]) -> bool {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return false;
+    };
+    let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+        return false;
+    };
+    // Length is not secret (the minimum is documented); the bytes are compared in
+    // constant time.
+    given.len() == token.len() && bool::from(given.ct_eq(token))
+}
+
+/// User names and breaker names arrive in the path: bound them before they reach a
+/// backend.
+fn checked_name(name: &str) -> Result<&str, AdminError> {
+    if name.is_empty() || name.len() > 256 {
+        Err(AdminError::BadRequest("names are 1 to 256 bytes".into()))
+    } else {
+        Ok(name)
+    }
+}
+
+fn not_configured(part: &str) -> AdminError {
+    AdminError::NotFound(format!("no {part} is configured"))
+}
+
+async fn health(State(admin): Shared) -> Json<HealthReport> {
+    Json(admin.report())
+}
+
+async fn metrics(State(admin): Shared) -> Response {
+    let body = admin.metrics.as_ref().map_or_else(String::new, |m| m());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn cache_stats(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
+    let cache = admin
+        .cache
+        .as_ref()
+        .ok_or_else(|| not_configured("cache"))?;
+    Ok(Json(cache.health()))
+}
+
+async fn cache_clear(State(admin): Shared) -> Result<Json<Value>, AdminError> {
+    let cache = admin
+        .cache
+        .as_ref()
+        .ok_or_else(|| not_configured("cache"))?;
+    cache.clear().await?;
+    Ok(Json(json!({ "cleared": true })))
+}
+
+async fn breakers(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
+    let b = admin
+        .breakers
+        .as_ref()
+        .ok_or_else(|| not_configured("breaker"))?;
+    Ok(Json(b.health()))
+}
+
+async fn breaker_reset(
+    State(admin): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let b = admin
+        .breakers
+        .as_ref()
+        .ok_or_else(|| not_configured("breaker"))?;
+    b.reset(checked_name(&name)?)?;
+    Ok(Json(json!({ "name": name, "state": "CLOSED" })))
+}
+
+async fn breaker_open(
+    State(admin): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let b = admin
+        .breakers
+        .as_ref()
+        .ok_or_else(|| not_configured("breaker"))?;
+    b.force_open(checked_name(&name)?)?;
+    Ok(Json(json!({ "name": name, "state": "FORCED_OPEN" })))
+}
+
+fn limits(admin: &Admin) -> Result<&dyn RateLimitControl, AdminError> {
+    admin
+        .rate_limits
+        .as_deref()
+        .ok_or_else(|| not_configured("rate limiter"))
+}
+
+#[derive(Deserialize)]
+struct TopQuery {
+    n: Option<usize>,
+}
+
+async fn ratelimit_top(
+    State(admin): Shared,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Value>, AdminError> {
+    let n = q.n.unwrap_or(10).clamp(1, 1000);
+    Ok(Json(limits(&admin)?.top(n).await?))
+}
+
+async fn ratelimit_status(
+    State(admin): Shared,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    Ok(Json(limits(&admin)?.status(checked_name(&user)?).await?))
+}
+
+#[derive(Deserialize)]
+struct TierBody {
+    tier: String,
+}
+
+async fn ratelimit_tier(
+    State(admin): Shared,
+    Path(user): Path<String>,
+    Json(body): Json<TierBody>,
+) -> Result<Json<Value>, AdminError> {
+    let tier = checked_name(&body.tier)?;
+    limits(&admin)?.set_tier(checked_name(&user)?, tier).await?;
+    Ok(Json(json!({ "user": user, "tier": body.tier })))
+}
+
+async fn ratelimit_reset(
+    State(admin): Shared,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    limits(&admin)?.reset(checked_name(&user)?).await?;
+    Ok(Json(json!({ "user": user, "reset": true })))
+}
+
+/// The dashboard: one self-contained page (no CDN), polling `/admin/health` each second.
+const DASHBOARD_HTML: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> impl IntoResponse {
+    (
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        Html(DASHBOARD_HTML),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rules() {
+        assert!(Admin::new("short").is_err());
+        let mut h = HeaderMap::new();
+        assert!(!bearer_matches(&h, b"0123456789abcdef"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer 0123456789abcdef".parse().unwrap(),
+        );
+        assert!(bearer_matches(&h, b"0123456789abcdef"));
+        assert!(!bearer_matches(&h, b"0123456789abcdeX"));
+        assert!(!bearer_matches(&h, b"0123456789abcdef0"));
+        h.insert(
+            header::AUTHORIZATION,
+            "Basic 0123456789abcdef".parse().unwrap(),
+        );
+        assert!(!bearer_matches(&h, b"0123456789abcdef"));
+    }
+}

@@ -1,0 +1,404 @@
+//! The admin router through a real axum server on loopback: token checks, every route's
+//! JSON shape, and the dashboard in real headless Chromium.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures_util::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use reliability::admin::{Admin, AdminError, BreakerControl, CacheControl, RateLimitControl};
+use reliability::core::health::*;
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A source whose figures move with every call of `bump`, so the dashboard can be seen
+/// to change.
+#[derive(Default)]
+struct Figures {
+    calls: AtomicU64,
+    cleared: AtomicU64,
+    reset: std::sync::Mutex<Vec<String>>,
+}
+
+impl HealthSource for Figures {
+    fn health(&self) -> Vec<ComponentHealth> {
+        let calls = self.calls.load(Ordering::SeqCst);
+        vec![
+            ComponentHealth::new(
+                "cex",
+                if calls > 0 {
+                    HealthStatus::Healthy
+                } else {
+                    HealthStatus::Degraded
+                },
+                ComponentDetail::Sla(SlaSnapshot {
+                    calls,
+                    successes: calls,
+                    success_rate: 1.0,
+                    p50_ms: 1.0 + calls as f64,
+                    p95_ms: 2.0 + calls as f64,
+                    p99_ms: 3.0 + calls as f64,
+                    ..Default::default()
+                }),
+            ),
+            ComponentHealth::new(
+                "binance",
+                HealthStatus::Healthy,
+                ComponentDetail::Breaker(BreakerSnapshot::default()),
+            ),
+            ComponentHealth::new(
+                "cex-cache",
+                HealthStatus::Healthy,
+                ComponentDetail::Cache(CacheSnapshot {
+                    hits: calls,
+                    misses: 1,
+                    hit_rate: calls as f64 / (calls + 1) as f64,
+                    ..Default::default()
+                }),
+            ),
+            ComponentHealth::new(
+                "api",
+                HealthStatus::Healthy,
+                ComponentDetail::RateLimit(RateLimitSnapshot {
+                    backend: "memory".into(),
+                    allowed: calls,
+                    ..Default::default()
+                }),
+            ),
+        ]
+    }
+}
+
+struct Parts(Arc<Figures>);
+
+impl HealthSource for Parts {
+    fn health(&self) -> Vec<ComponentHealth> {
+        Vec::new()
+    }
+}
+
+impl CacheControl for Parts {
+    fn clear(&self) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.0.cleared.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl BreakerControl for Parts {
+    fn reset(&self, name: &str) -> Result<(), AdminError> {
+        if name != "binance" {
+            return Err(AdminError::NotFound(format!("breaker {name}")));
+        }
+        self.0.reset.lock().unwrap().push(name.to_owned());
+        Ok(())
+    }
+    fn force_open(&self, name: &str) -> Result<(), AdminError> {
+        BreakerControl::reset(self, name)
+    }
+}
+
+impl RateLimitControl for Parts {
+    fn status(&self, user: &str) -> BoxFuture<'_, Result<Value, AdminError>> {
+        let v = json!({ "user": user, "tier": "free", "windows": [] });
+        Box::pin(async move { Ok(v) })
+    }
+    fn set_tier(&self, _user: &str, tier: &str) -> BoxFuture<'_, Result<(), AdminError>> {
+        let ok = ["free", "basic", "pro", "enterprise"].contains(&tier);
+        let tier = tier.to_owned();
+        Box::pin(async move {
+            if ok {
+                Ok(())
+            } else {
+                Err(AdminError::BadRequest(format!("unknown tier {tier}")))
+            }
+        })
+    }
+    fn reset(&self, _user: &str) -> BoxFuture<'_, Result<(), AdminError>> {
+        Box::pin(async { Ok(()) })
+    }
+    fn top(&self, n: usize) -> BoxFuture<'_, Result<Value, AdminError>> {
+        Box::pin(async move { Ok(json!({ "top": [], "n": n })) })
+    }
+}
+
+async fn serve(figures: Arc<Figures>) -> SocketAddr {
+    let parts = Arc::new(Parts(figures.clone()));
+    let app = Admin::new(TOKEN)
+        .unwrap()
+        .health_source(figures)
+        .cache(parts.clone())
+        .breakers(parts.clone())
+        .rate_limits(parts)
+        .metrics(|| "# TYPE up gauge\nup 1\n".to_owned())
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+    let req = req
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let res = client.request(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn json(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test]
+async fn every_admin_route_needs_the_token() {
+    let addr = serve(Arc::default()).await;
+    let routes = [
+        (Method::GET, "/admin/health"),
+        (Method::GET, "/admin/metrics"),
+        (Method::GET, "/admin/cache/stats"),
+        (Method::POST, "/admin/cache/clear"),
+        (Method::GET, "/admin/breakers"),
+        (Method::POST, "/admin/breakers/binance/reset"),
+        (Method::POST, "/admin/breakers/binance/open"),
+        (Method::GET, "/admin/ratelimit/top"),
+        (Method::GET, "/admin/ratelimit/alice"),
+        (Method::PUT, "/admin/ratelimit/alice/tier"),
+        (Method::POST, "/admin/ratelimit/alice/reset"),
+    ];
+    for (method, path) in routes {
+        let (status, _) = call(addr, method.clone(), path, None, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        let (status, _) = call(
+            addr,
+            method.clone(),
+            path,
+            Some("wrong-token-0123456789"),
+            None,
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} wrong token"
+        );
+    }
+}
+
+#[tokio::test]
+async fn routes_answer_with_their_json_shapes() {
+    let figures = Arc::new(Figures::default());
+    figures.calls.store(3, Ordering::SeqCst);
+    let addr = serve(figures.clone()).await;
+    let t = Some(TOKEN);
+
+    let (s, body) = call(addr, Method::GET, "/admin/health", t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let h = json(&body);
+    assert_eq!(h["status"], "HEALTHY");
+    assert_eq!(h["sources"][0]["name"], "cex");
+    assert_eq!(h["sources"][0]["p95_ms"], 5.0);
+    assert_eq!(h["breakers"][0]["state"], "CLOSED");
+    assert_eq!(h["caches"][0]["hits"], 3);
+    assert_eq!(h["rate_limits"][0]["backend"], "memory");
+    assert!(h["components"].as_array().unwrap().len() >= 4);
+
+    let (s, body) = call(addr, Method::GET, "/admin/metrics", t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("up 1"));
+
+    let (s, body) = call(addr, Method::GET, "/admin/cache/stats", t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(json(&body).is_array());
+    let (s, body) = call(addr, Method::POST, "/admin/cache/clear", t, None).await;
+    assert_eq!(
+        (s, json(&body)["cleared"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+    assert_eq!(figures.cleared.load(Ordering::SeqCst), 1);
+
+    let (s, body) = call(addr, Method::POST, "/admin/breakers/binance/reset", t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(json(&body)["state"], "CLOSED");
+    let (s, body) = call(addr, Method::POST, "/admin/breakers/nope/reset", t, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(json(&body)["error"].as_str().unwrap().contains("nope"));
+    let (s, body) = call(addr, Method::POST, "/admin/breakers/binance/open", t, None).await;
+    assert_eq!(
+        (s, json(&body)["state"].clone()),
+        (StatusCode::OK, json!("FORCED_OPEN"))
+    );
+
+    let (s, body) = call(addr, Method::GET, "/admin/ratelimit/alice", t, None).await;
+    assert_eq!(
+        (s, json(&body)["user"].clone()),
+        (StatusCode::OK, json!("alice"))
+    );
+    let (s, body) = call(addr, Method::GET, "/admin/ratelimit/top?n=5", t, None).await;
+    assert_eq!((s, json(&body)["n"].clone()), (StatusCode::OK, json!(5)));
+    let tier = Some(json!({ "tier": "pro" }));
+    let (s, body) = call(addr, Method::PUT, "/admin/ratelimit/alice/tier", t, tier).await;
+    assert_eq!(
+        (s, json(&body)["tier"].clone()),
+        (StatusCode::OK, json!("pro"))
+    );
+    let bad = Some(json!({ "tier": "platinum" }));
+    let (s, _) = call(addr, Method::PUT, "/admin/ratelimit/alice/tier", t, bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, body) = call(addr, Method::POST, "/admin/ratelimit/alice/reset", t, None).await;
+    assert_eq!(
+        (s, json(&body)["reset"].clone()),
+        (StatusCode::OK, json!(true))
+    );
+
+    // Hostile path input is bounded.
+    let long = format!("/admin/ratelimit/{}", "x".repeat(300));
+    let (s, _) = call(addr, Method::GET, &long, t, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn dashboard_page_is_self_contained_and_secret_free() {
+    let addr = serve(Arc::default()).await;
+    let (s, body) = call(addr, Method::GET, "/dashboard", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(body.contains("<table id=\"sources\""));
+    assert!(!body.contains(TOKEN));
+    assert!(
+        !body.contains("http://") && !body.contains("https://"),
+        "no external assets"
+    );
+}
+
+/// Where Chromium lives, if installed.
+fn chromium() -> Option<&'static str> {
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists())
+}
+
+/// Renders `url` in headless Chromium and returns the DOM after scripts ran for a while.
+async fn render(url: &str, screenshot: Option<&std::path::Path>) -> String {
+    let bin = chromium().expect("checked by the caller");
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--virtual-time-budget=2500",
+        "--window-size=1200,900",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), cmd.arg(url).output())
+        .await
+        .expect("chromium finished")
+        .expect("chromium ran");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The text of the `<td>` cells of the row named `name` in table `table`.
+fn row_cells(dom: &str, table: &str, name: &str) -> Vec<String> {
+    let start = dom
+        .find(&format!("<table id=\"{table}\""))
+        .unwrap_or_else(|| panic!("table {table} in {dom}"));
+    let rest = &dom[start..];
+    let row = rest
+        .find(&format!("data-name=\"{name}\""))
+        .unwrap_or_else(|| panic!("row {name} in table {table}: {rest}"));
+    let row = &rest[row..rest[row..].find("</tr>").map_or(rest.len(), |e| row + e)];
+    row.split("<td>")
+        .skip(1)
+        .map(|c| strip_tags(c.split("</td>").next().unwrap_or_default()))
+        .collect()
+}
+
+/// The text of an HTML fragment (badges are `<span>`s inside cells).
+fn strip_tags(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for ch in html.chars() {
+        match ch {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
+    if chromium().is_none() {
+        assert!(
+            std::env::var("RELIABILITY_REQUIRE_BROWSER").is_err(),
+            "chromium is required (RELIABILITY_REQUIRE_BROWSER is set) but not installed"
+        );
+        eprintln!("SKIPPED browser test: chromium is not installed");
+        return;
+    }
+    let figures = Arc::new(Figures::default());
+    let addr = serve(figures.clone()).await;
+    let url = format!("http://{addr}/dashboard#token={TOKEN}");
+
+    let before = render(&url, None).await;
+    let cex = row_cells(&before, "sources", "cex");
+    assert_eq!(cex[0], "cex");
+    assert_eq!(cex[1], "DEGRADED");
+    assert_eq!(cex[6], "0", "calls before traffic: {cex:?}");
+    assert!(before.contains("data-name=\"binance\""), "breaker listed");
+
+    figures.calls.store(250, Ordering::SeqCst);
+    let after = render(&url, None).await;
+    let cex = row_cells(&after, "sources", "cex");
+    assert_eq!(cex[1], "HEALTHY");
+    assert_eq!(cex[6], "250", "calls after traffic: {cex:?}");
+    assert_eq!(cex[3], "252.0", "p95 after traffic: {cex:?}");
+    let cache = row_cells(&after, "caches", "cex-cache");
+    assert_eq!(cache[2], "250");
+
+    let shot = std::env::temp_dir().join("reliability-dashboard.png");
+    render(&url, Some(&shot)).await;
+    assert!(shot.exists(), "screenshot written");
+    println!("dashboard screenshot: {}", shot.display());
+
+    // Without the token the page shows the login form and no figures.
+    let anonymous = render(&format!("http://{addr}/dashboard"), None).await;
+    assert!(!anonymous.contains("data-name=\"cex\""));
+}
