@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use examples::upstream::{Phase, Scenario, Source};
+use examples::upstream::{Phase, Source, Upstream, UpstreamRequest};
 use reliability::core::classify::{Outcome, classify_http_status};
 use reliability::core::health::HealthStatus;
 
@@ -74,7 +74,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let mut scenario = Scenario::new(args.seed);
+    let upstream = Upstream::new(args.seed);
     let mut tallies: Vec<(Source, Tally)> =
         Source::ALL.iter().map(|s| (*s, Tally::default())).collect();
     let start = tokio::time::Instant::now();
@@ -90,16 +90,27 @@ async fn main() {
             );
             last_phase = Some(phase);
         }
+        upstream.set_faults(phase.faults());
         for (source, tally) in &mut tallies {
-            let plan = scenario.plan(*source, phase);
-            let status = if plan.fails { 503 } else { 200 };
+            let request = match source {
+                Source::Cex => UpstreamRequest::OrderBook("BTC-USDT".into()),
+                Source::Dex => UpstreamRequest::Quote("ETH-USDC".into()),
+                Source::Social => UpstreamRequest::Search("rust".into()),
+            };
+            let started = tokio::time::Instant::now();
+            let status = match upstream.handle(request).await {
+                Ok(_) => 200,
+                Err(_) => 503,
+            };
             tally.requests += 1;
             if classify_http_status(status).outcome == Outcome::Failure {
                 tally.failures += 1;
             }
-            tally.latencies_ms.push(plan.latency.as_secs_f64() * 1000.0);
+            tally
+                .latencies_ms
+                .push(started.elapsed().as_secs_f64() * 1000.0);
         }
-        tokio::time::advance(tick).await;
+        tokio::time::sleep(tick).await;
     }
     let rows: Vec<serde_json::Value> = tallies
         .iter()
