@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the settings of the CEX, DEX and social presets, from the source tables,
 //!   a TOML file and `RELIABILITY__*` environment variables.
+//! - [`client`]: outgoing HTTP clients (hyper-util, reqwest) as buffered tower services.
 //! - [`health`]: one health document for every SLA monitor, breaker, cache and limiter.
 //! - `admin` (feature `admin`): the token-guarded admin router for axum and the live
 //!   dashboard.
@@ -16,6 +17,7 @@
 
 #[cfg(feature = "admin")]
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod health;
 
