@@ -1,0 +1,202 @@
+//! In-process checks against governor's keyed limiter, a 4-window tier check, and Redis
+//! decisions per second on loopback against `redis-benchmark` driving the same script.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use ratelimit_layer::backend::{MemoryBackend, RedisBackend};
+use ratelimit_layer::quota::Mode;
+use ratelimit_layer::{Backend, Quota, RateLimiter, Subject};
+
+const KEYS: usize = 1024;
+
+fn keys() -> Vec<String> {
+    (0..KEYS).map(|i| format!("user-{i}")).collect()
+}
+
+fn in_process(c: &mut Criterion) {
+    let keys = keys();
+    let mut g = c.benchmark_group("in_process");
+    let governor = governor::RateLimiter::keyed(governor::Quota::per_second(
+        NonZeroU32::new(1_000_000_000).unwrap(),
+    ));
+    let mut i = 0;
+    g.bench_function("governor_keyed_check", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(governor.check_key(&keys[i]).is_ok())
+        })
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let backend = MemoryBackend::new();
+    let one = Quota::per(100_000_000, Duration::from_secs(1)).unwrap();
+    g.bench_function("memory_backend_single_window", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(backend.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
+        })
+    });
+    let tier = Quota::tiered(100_000_000, 100_000_000, 100_000_000, 100_000_000).unwrap();
+    g.bench_function("memory_backend_four_windows", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(
+                backend
+                    .decide_now(&keys[i], &tier, 1, Mode::Consume)
+                    .allowed,
+            )
+        })
+    });
+    let subjects: Vec<Subject> = keys.iter().map(Subject::new).collect();
+    for (name, usage) in [
+        ("limiter_four_windows", 100_000),
+        ("limiter_four_windows_no_usage_stats", 0),
+    ] {
+        let limiter = RateLimiter::builder()
+            .quota(tier)
+            .usage_capacity(usage)
+            .build()
+            .unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                let (resolved, mut pending) = limiter.begin(&subjects[i], Mode::Consume);
+                let result = pending.now_or_never().unwrap();
+                black_box(limiter.finish(&subjects[i], &resolved, result).is_ok())
+            })
+        });
+    }
+    g.finish();
+}
+
+fn redis_benchmark_rps(port: u16, concurrency: usize, requests: usize) -> Option<f64> {
+    let sha = {
+        let out = std::process::Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "SCRIPT",
+                "LOAD",
+                ratelimit_layer::backend::redis::DECIDE_SCRIPT,
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8(out.stdout).ok()?.trim().to_owned()
+    };
+    let out = std::process::Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-q",
+        ])
+        .args([
+            "EVALSHA",
+            &sha,
+            "1",
+            "bench:{user-1}:g1000",
+            "1",
+            "1",
+            "g",
+            "100000000",
+            "1000000",
+            "100000000",
+            "1",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().rfind(|l| l.contains("requests per second"))?;
+    let before = line.split(" requests per second").next()?;
+    before
+        .rsplit([' ', ':'])
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
+}
+
+/// `tasks` concurrent tasks making `per_task` decisions each, on their own keys.
+fn decisions(
+    rt: &tokio::runtime::Runtime,
+    backend: &RedisBackend,
+    quota: &Quota,
+    tasks: usize,
+    per_task: usize,
+) {
+    rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|t| {
+                let (backend, quota) = (backend.clone(), *quota);
+                tokio::spawn(async move {
+                    let key = format!("user-{t}");
+                    for _ in 0..per_task {
+                        backend
+                            .decide(&key, &quota, 1, Mode::Consume)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+    });
+}
+
+fn redis(c: &mut Criterion) {
+    let Some(server) = reliability_core::harness::RedisServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = rt
+        .block_on(RedisBackend::builder(server.config()).build())
+        .unwrap();
+    let one = Quota::per(100_000_000, Duration::from_secs(1)).unwrap();
+    const CONCURRENCY: usize = 16;
+    const PER_TASK: usize = 200;
+    let mut g = c.benchmark_group("redis_loopback");
+    g.sample_size(10);
+    g.throughput(criterion::Throughput::Elements(
+        (CONCURRENCY * PER_TASK) as u64,
+    ));
+    g.bench_function("decisions_c16", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                decisions(&rt, &backend, &one, CONCURRENCY, PER_TASK);
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+    // Same script, same concurrency, driven by redis-benchmark (no client logic at all).
+    let n = CONCURRENCY * PER_TASK * 5;
+    let start = Instant::now();
+    decisions(&rt, &backend, &one, CONCURRENCY, n / CONCURRENCY);
+    let ours = n as f64 / start.elapsed().as_secs_f64();
+    if let Some(reference) =
+        redis_benchmark_rps(server.port(), CONCURRENCY, CONCURRENCY * PER_TASK * 5)
+    {
+        println!(
+            "redis decisions/s: ours {ours:.0}, redis-benchmark EVALSHA {reference:.0}, ratio {:.2}",
+            ours / reference
+        );
+    }
+}
+
+criterion_group!(benches, in_process, redis);
+criterion_main!(benches);

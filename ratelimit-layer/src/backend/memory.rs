@@ -1,0 +1,364 @@
+//! The in-process backend: sharded maps, bounded memory, idle keys reclaimed.
+//!
+//! Keys are spread over 64 shards, each behind its own mutex held for one map lookup and
+//! one [`decide`](crate::quota::decide()): there is no global lock. A key is *idle* once its
+//! state equals a fresh key's (GCRA: TAT in the past; sliding window: two periods without
+//! traffic); forgetting it then changes no decision, so idle keys are dropped by a sweep
+//! that runs when a shard doubles in size, once per `sweep_interval`, at the cap, and on
+//! [`MemoryBackend::purge_idle`].
+//!
+//! **Bound.** At most `max_keys` keys are held. When a shard is full of keys that are all
+//! still active, the key closest to idle among a sample of 16 is evicted (it restarts
+//! fresh, a bounded over-admission that is counted in [`MemoryBackend::evicted`]).
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use reliability_core::clock::{Instant, SharedClock, default_clock};
+use reliability_core::error::ConfigError;
+
+use super::{Backend, Pending};
+use crate::quota::{Cell, Decision, MAX_WINDOWS, Mode, Quota, decide, idle_after};
+
+const SHARDS: usize = 64;
+const EVICTION_SAMPLE: usize = 16;
+
+/// Approximate bytes held per key besides the key text (entry, map slot, box).
+pub const BYTES_PER_KEY: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<Box<str>>() + 8;
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    cells: [Cell; MAX_WINDOWS],
+    layout: u64,
+    idle_after: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shard {
+    map: HashMap<Box<str>, Entry>,
+    swept_len: usize,
+    next_sweep: u64,
+    last_sweep: u64,
+    key_bytes: usize,
+}
+
+/// The in-process backend. Cheap to clone (one `Arc`).
+#[derive(Debug, Clone)]
+pub struct MemoryBackend {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
+    hasher: RandomState,
+    clock: SharedClock,
+    base: Instant,
+    base_wall: u64,
+    shard_cap: usize,
+    sweep_interval: u64,
+    evicted: AtomicU64,
+}
+
+/// Builder of [`MemoryBackend`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryBackendBuilder {
+    max_keys: usize,
+    sweep_interval: Duration,
+    clock: Option<SharedClock>,
+}
+
+impl Default for MemoryBackendBuilder {
+    fn default() -> Self {
+        Self {
+            max_keys: 1_000_000,
+            sweep_interval: Duration::from_secs(1),
+            clock: None,
+        }
+    }
+}
+
+impl MemoryBackendBuilder {
+    /// Most keys held at once (default 1,000,000, at least 64).
+    pub fn max_keys(mut self, n: usize) -> Self {
+        self.max_keys = n;
+        self
+    }
+    /// How often each shard drops idle keys while it is used (default 1 s).
+    pub fn sweep_interval(mut self, d: Duration) -> Self {
+        self.sweep_interval = d;
+        self
+    }
+    /// The clock (default: tokio's, which follows `tokio::time::pause`).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+    /// Validates and builds.
+    pub fn build(self) -> Result<MemoryBackend, ConfigError> {
+        if self.max_keys < SHARDS || self.max_keys > 1 << 40 {
+            return Err(ConfigError::out_of_range(
+                "max_keys",
+                "[64, 2^40]",
+                self.max_keys,
+            ));
+        }
+        if self.sweep_interval.is_zero() || self.sweep_interval > Duration::from_secs(3600) {
+            return Err(ConfigError::out_of_range(
+                "sweep_interval",
+                "(0s, 1h]",
+                format!("{:?}", self.sweep_interval),
+            ));
+        }
+        let clock = self.clock.unwrap_or_else(default_clock);
+        let base_wall = clock
+            .wall()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        Ok(MemoryBackend {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS)
+                    .map(|_| CachePadded::new(Mutex::new(Shard::default())))
+                    .collect(),
+                hasher: RandomState::new(),
+                base: clock.now(),
+                clock,
+                base_wall,
+                shard_cap: self.max_keys.div_ceil(SHARDS),
+                sweep_interval: self.sweep_interval.as_micros() as u64,
+                evicted: AtomicU64::new(0),
+            }),
+        })
+    }
+}
+
+fn layout_of(quota: &Quota) -> u64 {
+    // FNV-1a over (algorithm, period) pairs: cheap, stable, only compared for equality.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (alg, period) in quota.layout() {
+        for x in [alg as u64, period] {
+            h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
+impl MemoryBackend {
+    /// A backend with defaults (1,000,000 keys, tokio clock).
+    pub fn new() -> Self {
+        Self::builder().build().expect("defaults are valid")
+    }
+
+    /// A builder.
+    pub fn builder() -> MemoryBackendBuilder {
+        MemoryBackendBuilder::default()
+    }
+
+    /// Microseconds since the Unix epoch, by the injected clock.
+    pub fn now_micros(&self) -> u64 {
+        let i = &self.inner;
+        i.base_wall + i.clock.now().saturating_duration_since(i.base).as_micros() as u64
+    }
+
+    /// Keys evicted while still active because the cap was reached.
+    pub fn evicted(&self) -> u64 {
+        self.inner.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Approximate bytes held by keys and their state.
+    pub fn approx_bytes(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.map.capacity() * BYTES_PER_KEY + s.key_bytes
+            })
+            .sum()
+    }
+
+    /// Drops every idle key now; returns how many were dropped.
+    pub fn purge_idle(&self) -> usize {
+        let now = self.now_micros();
+        self.inner
+            .shards
+            .iter()
+            .map(|s| sweep(&mut s.lock(), now))
+            .sum()
+    }
+
+    /// Decides synchronously (what [`Backend::decide`] returns, without the wrapper).
+    pub fn decide_now(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Decision {
+        let now = self.now_micros();
+        let inner = &*self.inner;
+        let shard_index = inner.hasher.hash_one(key) as usize % SHARDS;
+        let mut shard = inner.shards[shard_index].lock();
+        let layout = layout_of(quota);
+        if now >= shard.next_sweep {
+            shard.next_sweep = now + inner.sweep_interval;
+            sweep(&mut shard, now);
+        }
+        if let Some(entry) = shard.map.get_mut(key) {
+            if entry.layout != layout {
+                entry.cells = [Cell::default(); MAX_WINDOWS];
+                entry.layout = layout;
+            }
+            let decision = decide(quota, &mut entry.cells, now, cost, mode);
+            if decision.allowed && mode == Mode::Consume {
+                entry.idle_after = idle_after(quota, &entry.cells);
+            }
+            return decision;
+        }
+        let mut cells = [Cell::default(); MAX_WINDOWS];
+        let decision = decide(quota, &mut cells, now, cost, mode);
+        if decision.allowed && mode == Mode::Consume {
+            make_room(
+                &mut shard,
+                now,
+                inner.shard_cap,
+                inner.sweep_interval,
+                &inner.evicted,
+            );
+            shard.key_bytes += key.len();
+            shard.map.insert(
+                key.into(),
+                Entry {
+                    cells,
+                    layout,
+                    idle_after: idle_after(quota, &cells),
+                },
+            );
+        }
+        decision
+    }
+
+    /// Forgets `key` (it starts fresh).
+    pub fn forget(&self, key: &str) {
+        let shard_index = self.inner.hasher.hash_one(key) as usize % SHARDS;
+        let mut shard = self.inner.shards[shard_index].lock();
+        if shard.map.remove(key).is_some() {
+            shard.key_bytes -= key.len();
+        }
+    }
+}
+
+impl Default for MemoryBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn sweep(shard: &mut Shard, now: u64) -> usize {
+    let before = shard.map.len();
+    let mut freed = 0;
+    shard.map.retain(|k, e| {
+        let keep = e.idle_after > now;
+        if !keep {
+            freed += k.len();
+        }
+        keep
+    });
+    shard.key_bytes -= freed;
+    if shard.map.len() * 4 < shard.map.capacity() {
+        shard.map.shrink_to_fit();
+    }
+    shard.swept_len = shard.map.len();
+    shard.last_sweep = now;
+    before - shard.map.len()
+}
+
+fn make_room(shard: &mut Shard, now: u64, cap: usize, sweep_interval: u64, evicted: &AtomicU64) {
+    let len = shard.map.len();
+    // Sweeps cost O(shard): run them when the shard doubled, or at the cap at most 16
+    // times per sweep interval, so a flood of new keys costs O(1) amortised per key.
+    let at_cap = len >= cap && now >= shard.last_sweep + sweep_interval / 16;
+    if at_cap || (len < cap && len >= 2 * shard.swept_len.max(32)) {
+        sweep(shard, now);
+    }
+    if shard.map.len() >= cap {
+        let victim = shard
+            .map
+            .iter()
+            .take(EVICTION_SAMPLE)
+            .min_by_key(|(_, e)| e.idle_after)
+            .map(|(k, _)| k.clone());
+        if let Some(k) = victim {
+            shard.key_bytes -= k.len();
+            shard.map.remove(&k);
+            evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Backend for MemoryBackend {
+    fn decide(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Pending<Decision> {
+        Pending::ready(Ok(self.decide_now(key, quota, cost, mode)))
+    }
+
+    fn reset(&self, key: &str, _quota: &Quota) -> Pending<()> {
+        self.forget(key);
+        Pending::ready(Ok(()))
+    }
+
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn tracked_keys(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| s.lock().map.len() as u64)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reliability_core::clock::ManualClock;
+
+    #[test]
+    fn cap_holds_and_idle_keys_go() {
+        let clock = ManualClock::new();
+        let b = MemoryBackend::builder()
+            .max_keys(640)
+            .clock(clock.shared())
+            .build()
+            .unwrap();
+        let q = Quota::per(1, Duration::from_secs(10)).unwrap();
+        for i in 0..5_000 {
+            assert!(b.decide_now(&format!("k{i}"), &q, 1, Mode::Consume).allowed);
+        }
+        assert!(
+            b.tracked_keys() <= 640 + SHARDS as u64,
+            "{}",
+            b.tracked_keys()
+        );
+        assert!(b.evicted() > 0);
+        clock.advance(Duration::from_secs(11));
+        b.purge_idle();
+        assert_eq!(b.tracked_keys(), 0);
+        assert_eq!(b.approx_bytes(), 0);
+    }
+
+    #[test]
+    fn denied_fresh_key_is_not_stored() {
+        let b = MemoryBackend::builder()
+            .clock(ManualClock::new().shared())
+            .build()
+            .unwrap();
+        let q = Quota::per(1, Duration::from_secs(1)).unwrap();
+        assert!(!b.decide_now("x", &q, 2, Mode::Consume).allowed);
+        assert!(b.decide_now("x", &q, 1, Mode::Peek).allowed);
+        assert_eq!(b.tracked_keys(), 0);
+        assert!(MemoryBackend::builder().max_keys(1).build().is_err());
+    }
+}

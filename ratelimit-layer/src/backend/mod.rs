@@ -1,0 +1,96 @@
+//! Where the per-key state lives: in this process ([`MemoryBackend`]) or in Redis
+//! ([`RedisBackend`], single node or cluster, with a local fallback).
+//!
+//! A backend answers one question: decide this quota for this key, atomically. The
+//! in-process backend answers right away (no allocation, no `Box`); a remote backend
+//! answers with a boxed future, which is small next to a network round trip.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use crate::quota::{Decision, Mode, Quota};
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::{MemoryBackend, MemoryBackendBuilder};
+pub use self::redis::{FailureMode, RedisBackend, RedisBackendBuilder};
+
+/// The backend could not decide (Redis unreachable or answering nonsense).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("rate-limit backend unavailable: {message}")]
+pub struct BackendUnavailable {
+    /// What went wrong.
+    pub message: String,
+}
+
+/// A backend's answer: ready now (in-process) or later (remote).
+#[must_use = "a pending answer does nothing unless polled"]
+pub enum Pending<T> {
+    /// Answered without waiting.
+    Ready(Option<Result<T, BackendUnavailable>>),
+    /// Answered by a remote round trip.
+    Remote(Pin<Box<dyn Future<Output = Result<T, BackendUnavailable>> + Send>>),
+}
+
+impl<T> fmt::Debug for Pending<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Ready(_) => "Pending::Ready",
+            Self::Remote(_) => "Pending::Remote",
+        })
+    }
+}
+
+impl<T> Pending<T> {
+    /// An answer available now.
+    pub fn ready(result: Result<T, BackendUnavailable>) -> Self {
+        Self::Ready(Some(result))
+    }
+
+    /// Takes the answer if it was available without waiting.
+    pub fn now_or_never(&mut self) -> Option<Result<T, BackendUnavailable>> {
+        match self {
+            Self::Ready(r) => r.take(),
+            Self::Remote(_) => None,
+        }
+    }
+}
+
+impl<T> Unpin for Pending<T> {}
+
+impl<T> Future for Pending<T> {
+    type Output = Result<T, BackendUnavailable>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(r) => Poll::Ready(r.take().expect("Pending polled after completion")),
+            Self::Remote(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Storage and atomic decision of rate-limit state.
+///
+/// `key` is an opaque subject string (any bytes a user may send); implementations must
+/// namespace it safely. A decision must be atomic across all windows of `quota`.
+pub trait Backend: Send + Sync + fmt::Debug + 'static {
+    /// Decides `cost` units for `key` under `quota`.
+    fn decide(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Pending<Decision>;
+
+    /// Forgets every window of `key` for `quota` (the key starts fresh).
+    fn reset(&self, key: &str, quota: &Quota) -> Pending<()>;
+
+    /// A short name for metrics (`"memory"`, `"redis"`, `"redis-cluster"`).
+    fn name(&self) -> &'static str;
+
+    /// Keys held in this process (0 for purely remote state).
+    fn tracked_keys(&self) -> u64;
+
+    /// Whether decisions currently come from a local fallback instead of the shared store.
+    fn fallback_active(&self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,164 @@
+//! [`ResponseFuture`]: the future of [`RateLimit`](crate::RateLimit).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::backend::Pending;
+use crate::error::{RateLimited, Reason};
+use crate::quota::{Decision, Mode};
+use crate::service::{Job, Respond};
+
+pin_project! {
+    /// Response future of [`RateLimit`](crate::RateLimit): answers refusals right away,
+    /// waits for a remote decision or (client mode) for the quota, then calls the service.
+    pub struct ResponseFuture<S, Req, R>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State<S, Req>,
+        respond: R,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Rejected { rejection: Option<RateLimited> },
+        Calling { #[pin] future: S::Future, detail: Option<(Decision, String)> },
+        Deciding { pending: Pending<Decision>, job: Option<Job<S, Req>> },
+        Waiting { #[pin] sleep: tokio::time::Sleep, job: Option<Job<S, Req>> },
+    }
+}
+
+impl<S: Service<Req>, Req, R> ResponseFuture<S, Req, R> {
+    pub(crate) fn rejected(rejection: RateLimited, respond: R) -> Self {
+        Self {
+            state: State::Rejected {
+                rejection: Some(rejection),
+            },
+            respond,
+        }
+    }
+    pub(crate) fn calling(
+        future: S::Future,
+        detail: Option<(Decision, String)>,
+        respond: R,
+    ) -> Self {
+        Self {
+            state: State::Calling { future, detail },
+            respond,
+        }
+    }
+    pub(crate) fn deciding(pending: Pending<Decision>, job: Job<S, Req>, respond: R) -> Self {
+        Self {
+            state: State::Deciding {
+                pending,
+                job: Some(job),
+            },
+            respond,
+        }
+    }
+    pub(crate) fn waiting(wait: Duration, job: Job<S, Req>, respond: R) -> Self {
+        Self {
+            state: State::Waiting {
+                sleep: tokio::time::sleep(wait),
+                job: Some(job),
+            },
+            respond,
+        }
+    }
+}
+
+impl<S, Req, R> std::fmt::Debug for ResponseFuture<S, Req, R>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<S, Req, R> Future for ResponseFuture<S, Req, R>
+where
+    S: Service<Req>,
+    R: Respond<S::Response, S::Error>,
+{
+    type Output = Result<S::Response, R::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            let this = self.as_mut().project();
+            let respond = &*this.respond;
+            let next = match this.state.project() {
+                StateProj::Rejected { rejection } => {
+                    let r = rejection.take().expect("polled after completion");
+                    return Poll::Ready(respond.rejected(r));
+                }
+                StateProj::Calling { future, detail } => {
+                    let out = ready!(future.poll(cx));
+                    return Poll::Ready(match out {
+                        Ok(res) => Ok(match detail.take() {
+                            Some((d, policy)) => respond.allowed(res, &d, &policy),
+                            None => res,
+                        }),
+                        Err(e) => Err(respond.inner_error(e)),
+                    });
+                }
+                StateProj::Deciding { pending, job } => {
+                    let result = ready!(Pin::new(pending).poll(cx));
+                    let mut job = job.take().expect("polled after completion");
+                    match job.limiter.finish(&job.subject, &job.resolved, result) {
+                        Ok(decision) => {
+                            let detail = R::WANTS_DECISION
+                                .then(|| (decision, job.limiter.policy_name(job.resolved.policy)));
+                            State::Calling {
+                                future: job.inner.call(job.request),
+                                detail,
+                            }
+                        }
+                        Err(rejection) => match (job.deadline, rejection.retry_after) {
+                            (Some(deadline), Some(wait))
+                                if rejection.is_exceeded()
+                                    && tokio::time::Instant::now() + wait <= deadline =>
+                            {
+                                job.limiter.record_wait();
+                                State::Waiting {
+                                    sleep: tokio::time::sleep(wait),
+                                    job: Some(job),
+                                }
+                            }
+                            (Some(_), _) if rejection.is_exceeded() => State::Rejected {
+                                rejection: Some(RateLimited {
+                                    reason: Reason::WaitExceeded,
+                                    ..rejection
+                                }),
+                            },
+                            _ => State::Rejected {
+                                rejection: Some(rejection),
+                            },
+                        },
+                    }
+                }
+                StateProj::Waiting { sleep, job } => {
+                    ready!(sleep.poll(cx));
+                    let job = job.take().expect("polled after completion");
+                    let (resolved, pending) = job.limiter.begin(&job.subject, Mode::Consume);
+                    State::Deciding {
+                        pending,
+                        job: Some(Job { resolved, ..job }),
+                    }
+                }
+            };
+            self.as_mut().project().state.set(next);
+        }
+    }
+}

@@ -1,0 +1,369 @@
+//! HTTP integration: 429 answers with `Retry-After` and the IETF `RateLimit-Policy` /
+//! `RateLimit` fields, and key extractors for HTTP requests.
+//!
+//! Header syntax follows draft-ietf-httpapi-ratelimit-headers (structured-field lists):
+//!
+//! ```text
+//! RateLimit-Policy: "free-1s";q=2;w=1, "free-60s";q=60;w=60, …
+//! RateLimit: "free-1s";r=0;t=1, "free-60s";r=57;t=3, …
+//! ```
+//!
+//! one list member per window of the quota, named `<policy>-<window>`; `q` is the quota,
+//! `w` the window in seconds, `r` the units left and `t` the seconds until the window is full
+//! again. Legacy `X-RateLimit-Limit/Remaining/Reset` (of the binding window) are optional.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
+use http::{Request, Response, StatusCode};
+use reliability_core::error::ConfigError;
+
+use crate::error::{RateLimited, Reason};
+use crate::key::{KeyExtractor, MAX_KEY_LEN, Subject};
+use crate::quota::Decision;
+use crate::service::Respond;
+
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+fn secs_ceil(micros: u64) -> u64 {
+    micros.div_ceil(1_000_000)
+}
+
+fn window_label(period_us: u64) -> String {
+    if period_us.is_multiple_of(1_000_000) {
+        format!("{}s", period_us / 1_000_000)
+    } else {
+        format!("{}ms", period_us / 1_000)
+    }
+}
+
+/// The `RateLimit-Policy` value for `policy` and a decision's windows.
+pub fn policy_header(policy: &str, decision: &Decision) -> String {
+    decision
+        .windows()
+        .iter()
+        .map(|w| {
+            format!(
+                "\"{policy}-{}\";q={};w={}",
+                window_label(w.period),
+                w.limit,
+                secs_ceil(w.period).max(1)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `RateLimit` value for `policy` and a decision's windows.
+pub fn ratelimit_header(policy: &str, decision: &Decision) -> String {
+    decision
+        .windows()
+        .iter()
+        .map(|w| {
+            format!(
+                "\"{policy}-{}\";r={};t={}",
+                window_label(w.period),
+                w.remaining,
+                secs_ceil(w.reset_after)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Server mode for HTTP: refusals become `429 Too Many Requests` (`503` when the backend is
+/// down and the limiter fails closed) with an empty body; admitted responses get the
+/// `RateLimit` fields. The inner error type passes through unchanged (axum needs
+/// `Infallible`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpResponse {
+    legacy: bool,
+}
+
+impl HttpResponse {
+    /// Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
+    #[must_use]
+    pub fn with_legacy_headers(mut self) -> Self {
+        self.legacy = true;
+        self
+    }
+
+    fn decorate(&self, headers: &mut http::HeaderMap, decision: &Decision, policy: &str) {
+        let mut put = |name: HeaderName, value: String| {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(name, v);
+            }
+        };
+        put(RATELIMIT_POLICY, policy_header(policy, decision));
+        put(RATELIMIT, ratelimit_header(policy, decision));
+        if self.legacy
+            && let Some(w) = decision.binding()
+        {
+            put(
+                HeaderName::from_static("x-ratelimit-limit"),
+                w.limit.to_string(),
+            );
+            put(
+                HeaderName::from_static("x-ratelimit-remaining"),
+                w.remaining.to_string(),
+            );
+            put(
+                HeaderName::from_static("x-ratelimit-reset"),
+                secs_ceil(w.reset_after).to_string(),
+            );
+        }
+    }
+}
+
+impl<B: Default, E> Respond<Response<B>, E> for HttpResponse {
+    type Error = E;
+    const WANTS_DECISION: bool = true;
+
+    fn rejected(&self, rejection: RateLimited) -> Result<Response<B>, E> {
+        let mut res = Response::new(B::default());
+        *res.status_mut() = match rejection.reason {
+            Reason::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        if let Some(d) = &rejection.decision {
+            self.decorate(res.headers_mut(), d, &rejection.policy);
+        }
+        if let Some(wait) = rejection.retry_after {
+            let secs = secs_ceil(wait.as_micros() as u64).max(1);
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        Ok(res)
+    }
+
+    fn allowed(&self, mut response: Response<B>, decision: &Decision, policy: &str) -> Response<B> {
+        self.decorate(response.headers_mut(), decision, policy);
+        response
+    }
+
+    fn inner_error(&self, error: E) -> E {
+        error
+    }
+}
+
+/// The value of a request header as the user key (an API key, a user id set by an
+/// authentication layer). Missing, non-UTF-8, empty or over-long values find nothing.
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: HeaderName,
+}
+
+impl HeaderKey {
+    /// Keys requests by header `name`.
+    pub fn new(name: &str) -> Result<Self, ConfigError> {
+        let name =
+            HeaderName::from_str(name).map_err(|e| ConfigError::new("header", e.to_string()))?;
+        Ok(Self { name })
+    }
+}
+
+impl<B> KeyExtractor<Request<B>> for HeaderKey {
+    fn extract(&self, req: &Request<B>) -> Option<Subject> {
+        let v = req.headers().get(&self.name)?.to_str().ok()?;
+        (!v.is_empty() && v.len() <= MAX_KEY_LEN).then(|| Subject::new(v))
+    }
+}
+
+/// The route as the endpoint: axum's matched route template if present (so `/users/{id}`
+/// is one endpoint), else the path. Use with [`KeyExtractorExt::with_endpoint`](crate::key::KeyExtractorExt::with_endpoint).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteKey;
+
+impl<B> KeyExtractor<Request<B>> for RouteKey {
+    fn extract(&self, req: &Request<B>) -> Option<Subject> {
+        #[cfg(feature = "axum")]
+        if let Some(m) = req.extensions().get::<axum::extract::MatchedPath>() {
+            return Some(Subject::new(m.as_str()));
+        }
+        let path = req.uri().path();
+        (path.len() <= MAX_KEY_LEN).then(|| Subject::new(path))
+    }
+}
+
+/// An IPv4 or IPv6 network, `addr/prefix`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is inside.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn bits(ip: IpAddr) -> (u128, u8) {
+            match ip {
+                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) => (u128::from(u32::from(v4)) << 96, 32),
+                    None => (u128::from(v6), 128),
+                },
+            }
+        }
+        let (a, alen) = bits(self.addr);
+        let (b, blen) = bits(ip);
+        if alen != blen {
+            return false;
+        }
+        let mask = if self.prefix == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix))
+        };
+        a & mask == b & mask
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, ConfigError> {
+        let bad = || ConfigError::new("trusted_proxies", format!("not an IP network: {s:?}"));
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (
+                a.parse::<IpAddr>().map_err(|_| bad())?,
+                Some(p.parse::<u8>().map_err(|_| bad())?),
+            ),
+            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Self { addr, prefix })
+    }
+}
+
+/// The client IP: the TCP peer (axum `ConnectInfo<SocketAddr>` or a `SocketAddr` request
+/// extension). `X-Forwarded-For` is read **only** when the peer is one of the trusted
+/// proxies (none by default): then the right-most address that is not a trusted proxy is
+/// the client. A spoofed header from an untrusted peer is ignored.
+#[derive(Debug, Clone, Default)]
+pub struct PeerIp {
+    trusted: Vec<IpNet>,
+}
+
+impl PeerIp {
+    /// Peer address only.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Trusts `X-Forwarded-For` from these proxies (`"10.0.0.0/8"`, `"::1"`).
+    pub fn trusted_proxies<I, T>(mut self, proxies: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<str>,
+    {
+        for p in proxies {
+            self.trusted.push(p.as_ref().parse()?);
+        }
+        Ok(self)
+    }
+
+    fn trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(ip))
+    }
+
+    /// The client IP of a request.
+    pub fn client_ip<B>(&self, req: &Request<B>) -> Option<IpAddr> {
+        let peer = peer_addr(req)?.ip();
+        if !self.trusted(peer) {
+            return Some(peer);
+        }
+        let mut client = peer;
+        for value in req.headers().get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else {
+                return Some(client);
+            };
+            for hop in value.rsplit(',') {
+                let Ok(ip) = hop.trim().parse::<IpAddr>() else {
+                    return Some(client);
+                };
+                client = ip;
+                if !self.trusted(ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        Some(client)
+    }
+}
+
+fn peer_addr<B>(req: &Request<B>) -> Option<SocketAddr> {
+    #[cfg(feature = "axum")]
+    if let Some(ci) = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(ci.0);
+    }
+    req.extensions().get::<SocketAddr>().copied()
+}
+
+impl<B> KeyExtractor<Request<B>> for PeerIp {
+    fn extract(&self, req: &Request<B>) -> Option<Subject> {
+        self.client_ip(req).map(|ip| Subject::new(ip.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(peer: &str, xff: &[&str]) -> Request<()> {
+        let mut b = Request::builder();
+        for v in xff {
+            b = b.header("x-forwarded-for", *v);
+        }
+        let mut r = b.body(()).unwrap();
+        r.extensions_mut()
+            .insert(peer.parse::<SocketAddr>().unwrap());
+        r
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let plain = PeerIp::new();
+        assert_eq!(
+            plain.extract(&req("1.2.3.4:5", &["9.9.9.9"])).unwrap().user,
+            "1.2.3.4"
+        );
+        let trusting = PeerIp::new().trusted_proxies(["10.0.0.0/8"]).unwrap();
+        let r = req("10.0.0.1:5", &["6.6.6.6, 7.7.7.7, 10.1.1.1"]);
+        assert_eq!(trusting.extract(&r).unwrap().user, "7.7.7.7");
+        assert_eq!(
+            trusting
+                .extract(&req("10.0.0.1:5", &["garbage"]))
+                .unwrap()
+                .user,
+            "10.0.0.1"
+        );
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("::ffff:10.1.2.3".parse::<IpNet>().is_ok());
+    }
+
+    #[test]
+    fn header_key_bounds() {
+        let k = HeaderKey::new("x-api-key").unwrap();
+        let r = Request::builder()
+            .header("x-api-key", "k1")
+            .body(())
+            .unwrap();
+        assert_eq!(k.extract(&r).unwrap().user, "k1");
+        let long = Request::builder()
+            .header("x-api-key", "a".repeat(MAX_KEY_LEN + 1))
+            .body(())
+            .unwrap();
+        assert!(k.extract(&long).is_none());
+        assert!(HeaderKey::new("bad header").is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! Who a request counts against: key extractors.
+//!
+//! An extractor turns a request into a [`Subject`]: the user (API key, user id, client IP…),
+//! optionally the endpoint (so per-endpoint limits can apply) and the cost. Requests for
+//! which an extractor finds nothing count against one shared anonymous subject (`""`),
+//! which gets the default tier: an unidentified client never escapes the limit.
+//!
+//! Extractors compose: [`KeyExtractorExt::or`] (first that finds a key),
+//! [`KeyExtractorExt::and`] (composite key, both parts) and
+//! [`KeyExtractorExt::with_endpoint`] (user from one, endpoint from another).
+
+/// Longest user or endpoint string an extractor keeps (longer values count as missing).
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// What a request counts against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Subject {
+    /// The user key (any string; the backends namespace and escape it).
+    pub user: String,
+    /// The endpoint, when per-endpoint limits may apply.
+    pub endpoint: Option<String>,
+    /// Units this request costs (default 1).
+    pub cost: u32,
+}
+
+impl Subject {
+    /// A subject for `user`, cost 1, no endpoint.
+    pub fn new(user: impl Into<String>) -> Self {
+        Self {
+            user: user.into(),
+            endpoint: None,
+            cost: 1,
+        }
+    }
+    /// The shared subject of requests without a key.
+    pub fn anonymous() -> Self {
+        Self::new("")
+    }
+    /// With an endpoint.
+    #[must_use]
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+    /// With a cost.
+    #[must_use]
+    pub fn cost(mut self, cost: u32) -> Self {
+        self.cost = cost;
+        self
+    }
+}
+
+/// Turns a request into a [`Subject`].
+pub trait KeyExtractor<Req>: Clone + Send + Sync + 'static {
+    /// The subject, or `None` when the request carries no usable key.
+    fn extract(&self, req: &Req) -> Option<Subject>;
+}
+
+/// Every request counts against one subject (`"global"`): a limit for the whole service,
+/// e.g. a client respecting an upstream API's quota.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalKey;
+
+impl<Req> KeyExtractor<Req> for GlobalKey {
+    fn extract(&self, _: &Req) -> Option<Subject> {
+        Some(Subject::new("global"))
+    }
+}
+
+/// A closure as an extractor; see [`key_fn`].
+#[derive(Clone)]
+pub struct FnKey<F>(F);
+
+impl<F> std::fmt::Debug for FnKey<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnKey")
+    }
+}
+
+/// An extractor from a closure `Fn(&Req) -> Option<Subject>`.
+pub fn key_fn<F>(f: F) -> FnKey<F> {
+    FnKey(f)
+}
+
+impl<Req, F> KeyExtractor<Req> for FnKey<F>
+where
+    F: Fn(&Req) -> Option<Subject> + Clone + Send + Sync + 'static,
+{
+    fn extract(&self, req: &Req) -> Option<Subject> {
+        (self.0)(req)
+    }
+}
+
+/// The first of two extractors that finds a key.
+#[derive(Debug, Clone)]
+pub struct Or<A, B>(A, B);
+
+impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for Or<A, B> {
+    fn extract(&self, req: &Req) -> Option<Subject> {
+        self.0.extract(req).or_else(|| self.1.extract(req))
+    }
+}
+
+/// A composite key of two extractors (both must find one), e.g. API key and client IP.
+#[derive(Debug, Clone)]
+pub struct And<A, B>(A, B);
+
+impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for And<A, B> {
+    fn extract(&self, req: &Req) -> Option<Subject> {
+        let a = self.0.extract(req)?;
+        let b = self.1.extract(req)?;
+        // Length-prefixed so that ("ab", "c") and ("a", "bc") stay apart.
+        Some(Subject {
+            user: format!("{}:{}{}", a.user.len(), a.user, b.user),
+            endpoint: a.endpoint.or(b.endpoint),
+            cost: a.cost.max(b.cost),
+        })
+    }
+}
+
+/// User from one extractor, endpoint from another.
+#[derive(Debug, Clone)]
+pub struct WithEndpoint<A, B>(A, B);
+
+impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for WithEndpoint<A, B> {
+    fn extract(&self, req: &Req) -> Option<Subject> {
+        let mut s = self.0.extract(req)?;
+        s.endpoint = self.1.extract(req).map(|e| e.user);
+        Some(s)
+    }
+}
+
+/// Combinators for every extractor.
+pub trait KeyExtractorExt: Clone + Send + Sync + 'static + Sized {
+    /// This extractor, or `other` when this one finds nothing.
+    fn or<B>(self, other: B) -> Or<Self, B> {
+        Or(self, other)
+    }
+    /// A composite key of this extractor and `other`.
+    fn and<B>(self, other: B) -> And<Self, B> {
+        And(self, other)
+    }
+    /// This extractor's user with `endpoint`'s key as the endpoint (e.g. `http::RouteKey`).
+    fn with_endpoint<B>(self, endpoint: B) -> WithEndpoint<Self, B> {
+        WithEndpoint(self, endpoint)
+    }
+}
+
+impl<X: Clone + Send + Sync + 'static> KeyExtractorExt for X {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composition() {
+        let none = key_fn(|_: &u32| None);
+        let num = key_fn(|r: &u32| Some(Subject::new(r.to_string())));
+        assert_eq!(none.clone().or(num.clone()).extract(&7).unwrap().user, "7");
+        let both = num.clone().and(key_fn(|_: &u32| Some(Subject::new("x"))));
+        assert_eq!(both.extract(&12).unwrap().user, "2:12x");
+        assert!(num.clone().and(none).extract(&1).is_none());
+        let e = num.with_endpoint(GlobalKey).extract(&3).unwrap();
+        assert_eq!(e.endpoint.as_deref(), Some("global"));
+    }
+}

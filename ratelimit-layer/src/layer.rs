@@ -1,0 +1,112 @@
+//! [`RateLimitLayer`]: wraps services with a [`RateLimiter`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tower_layer::Layer;
+
+use crate::key::GlobalKey;
+use crate::limiter::RateLimiter;
+use crate::service::{RateLimit, Rejection, Shared};
+
+/// Applies [`RateLimit`] to services. Cheap to clone; every service it builds shares the
+/// same limiter (and so the same state).
+///
+/// Modes:
+/// - **generic** (default): a refusal is a [`RateLimited`](crate::RateLimited) error inside
+///   `tower::BoxError`;
+/// - **HTTP** ([`RateLimitLayer::http`]): a refusal is a 429 response with `Retry-After`,
+///   `RateLimit-Policy` and `RateLimit`; admitted responses carry the two `RateLimit` fields;
+/// - **gRPC** ([`RateLimitLayer::grpc`]): a refusal is a `RESOURCE_EXHAUSTED` status;
+/// - **client** ([`RateLimitLayer::wait_up_to`]): a refused request waits until the quota
+///   admits it, up to a maximum wait, then fails as in the chosen mode.
+#[derive(Debug)]
+#[must_use]
+pub struct RateLimitLayer<X = GlobalKey, R = Rejection> {
+    shared: Arc<Shared<X, R>>,
+}
+
+impl<X, R> Clone for RateLimitLayer<X, R> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl RateLimitLayer<GlobalKey, Rejection> {
+    /// A layer for `limiter`, every request counting against one global subject.
+    pub fn new(limiter: RateLimiter) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                limiter,
+                extractor: GlobalKey,
+                respond: Rejection,
+                max_wait: None,
+            }),
+        }
+    }
+}
+
+impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
+    fn map<X2, R2>(&self, extractor: X2, respond: R2) -> RateLimitLayer<X2, R2> {
+        RateLimitLayer {
+            shared: Arc::new(Shared {
+                limiter: self.shared.limiter.clone(),
+                extractor,
+                respond,
+                max_wait: self.shared.max_wait,
+            }),
+        }
+    }
+
+    /// Chooses how requests map to subjects.
+    pub fn key<X2>(self, extractor: X2) -> RateLimitLayer<X2, R> {
+        let respond = self.shared.respond.clone();
+        self.map(extractor, respond)
+    }
+
+    /// Chooses how refusals are answered (see [`Respond`](crate::service::Respond)).
+    pub fn respond_with<R2>(self, respond: R2) -> RateLimitLayer<X, R2> {
+        let extractor = self.shared.extractor.clone();
+        self.map(extractor, respond)
+    }
+
+    /// Client mode: a refused request waits (without holding any lock) until the limiter
+    /// admits it, if that is at most `max_wait` away; otherwise it is refused at once with
+    /// [`Reason::WaitExceeded`](crate::Reason::WaitExceeded).
+    pub fn wait_up_to(self, max_wait: Duration) -> Self {
+        let mut layer = self.map(self.shared.extractor.clone(), self.shared.respond.clone());
+        Arc::get_mut(&mut layer.shared).expect("fresh").max_wait = Some(max_wait);
+        layer
+    }
+
+    /// The limiter (for the operations API).
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.shared.limiter
+    }
+}
+
+#[cfg(feature = "http")]
+impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
+    /// HTTP server mode: 429 answers with the IETF `RateLimit` fields.
+    pub fn http(self) -> RateLimitLayer<X, crate::http::HttpResponse> {
+        self.respond_with(crate::http::HttpResponse::default())
+    }
+}
+
+#[cfg(feature = "grpc")]
+impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
+    /// gRPC server mode: `RESOURCE_EXHAUSTED` answers.
+    pub fn grpc(self) -> RateLimitLayer<X, crate::grpc::GrpcResponse> {
+        self.respond_with(crate::grpc::GrpcResponse)
+    }
+}
+
+impl<S, X: Clone, R: Clone> Layer<S> for RateLimitLayer<X, R> {
+    type Service = RateLimit<S, X, R>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimit::from_shared(inner, self.shared.clone())
+    }
+}

@@ -1,0 +1,603 @@
+//! Quotas: up to four windows decided together, atomically.
+//!
+//! A [`Quota`] is a list of [`Window`]s (say 2 per second, 60 per minute, 1,000 per hour and
+//! 10,000 per day). [`decide`] evaluates every window for one request and either consumes
+//! from all of them or from none: a request denied by the daily window leaves the per-second
+//! window untouched. This is the pure core both backends run (the Redis backend runs its Lua
+//! twin), so their answers agree for the same arrival times.
+
+use std::time::Duration;
+
+use reliability_core::error::ConfigError;
+use serde::{Deserialize, Serialize};
+
+use crate::{gcra, window};
+
+/// Most windows one quota may hold (second, minute, hour, day).
+pub const MAX_WINDOWS: usize = 4;
+/// Largest `limit` of one window.
+pub const MAX_LIMIT: u64 = 100_000_000;
+/// Longest `period` of one window.
+pub const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// How one window counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// GCRA (token bucket in one integer): smooth, allows `burst` at once. The default.
+    #[default]
+    Gcra,
+    /// Sliding-window counter: no aligned window ever admits more than `limit`.
+    SlidingWindow,
+}
+
+/// One window of a quota as configured: `limit` requests per `period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowConfig {
+    /// Units admitted per period.
+    pub limit: u64,
+    /// Length of the window, e.g. `"1s"`, `"1m"`, `"1h"`, `"1day"`.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// GCRA capacity (units at once after idling); defaults to `limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u64>,
+    /// Counting algorithm; GCRA by default.
+    #[serde(default)]
+    pub algorithm: Algorithm,
+}
+
+impl WindowConfig {
+    /// `limit` per `period`, GCRA, burst = limit.
+    #[must_use]
+    pub fn new(limit: u64, period: Duration) -> Self {
+        Self {
+            limit,
+            period,
+            burst: None,
+            algorithm: Algorithm::Gcra,
+        }
+    }
+}
+
+/// One validated window in integer microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Window {
+    algorithm: Algorithm,
+    limit: u64,
+    period: u64,
+    burst: u64,
+    interval: u64,
+}
+
+impl Window {
+    /// Validates a configured window.
+    pub fn new(config: WindowConfig) -> Result<Self, ConfigError> {
+        let WindowConfig {
+            limit,
+            period,
+            burst,
+            algorithm,
+        } = config;
+        if period < Duration::from_millis(1) || period > MAX_PERIOD {
+            return Err(ConfigError::out_of_range(
+                "window.period",
+                "[1ms, 366days]",
+                humantime_serde::re::humantime::format_duration(period),
+            ));
+        }
+        if period.subsec_micros() % 1_000 != 0 {
+            return Err(ConfigError::new(
+                "window.period",
+                "must be a whole number of milliseconds",
+            ));
+        }
+        let period = period.as_micros() as u64;
+        if limit == 0 || limit > MAX_LIMIT || limit > period {
+            return Err(ConfigError::out_of_range(
+                "window.limit",
+                "[1, 10^8] and at most one per microsecond of the period",
+                limit,
+            ));
+        }
+        let burst = burst.unwrap_or(limit);
+        if burst == 0 || burst > MAX_LIMIT {
+            return Err(ConfigError::out_of_range(
+                "window.burst",
+                "[1, 10^8]",
+                burst,
+            ));
+        }
+        Ok(Self {
+            algorithm,
+            limit,
+            period,
+            burst,
+            interval: period / limit,
+        })
+    }
+
+    /// `limit` per `period` (GCRA, burst = limit).
+    pub fn per(limit: u64, period: Duration) -> Result<Self, ConfigError> {
+        Self::new(WindowConfig::new(limit, period))
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+    /// Units per period.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+    /// The period.
+    pub fn period(&self) -> Duration {
+        Duration::from_micros(self.period)
+    }
+    /// The period in µs.
+    pub fn period_micros(&self) -> u64 {
+        self.period
+    }
+    /// GCRA capacity (the sliding window ignores it).
+    pub fn burst(&self) -> u64 {
+        self.burst
+    }
+    /// GCRA emission interval in µs (`period / limit`).
+    pub fn emission_interval(&self) -> u64 {
+        self.interval
+    }
+
+    /// This window with its limit and burst divided by `n` (at least 1 each): the share of
+    /// one of `n` processes when a shared limit falls back to local limiters.
+    #[must_use]
+    pub fn share(self, n: u64) -> Self {
+        let n = n.max(1);
+        let limit = (self.limit / n).max(1);
+        Self {
+            limit,
+            burst: (self.burst / n).max(1),
+            interval: self.period / limit,
+            ..self
+        }
+    }
+
+    /// Back to the configuration form.
+    pub fn config(&self) -> WindowConfig {
+        WindowConfig {
+            limit: self.limit,
+            period: self.period(),
+            burst: (self.burst != self.limit).then_some(self.burst),
+            algorithm: self.algorithm,
+        }
+    }
+}
+
+/// Up to [`MAX_WINDOWS`] windows decided together. `Copy`: resolving a quota on the hot
+/// path copies it instead of counting references.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    windows: [Window; MAX_WINDOWS],
+    len: u8,
+}
+
+impl std::fmt::Debug for Quota {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.windows()).finish()
+    }
+}
+
+impl Quota {
+    /// A quota from validated windows (1 to [`MAX_WINDOWS`]).
+    pub fn new(windows: impl IntoIterator<Item = Window>) -> Result<Self, ConfigError> {
+        let placeholder = Window {
+            algorithm: Algorithm::Gcra,
+            limit: 1,
+            period: 1,
+            burst: 1,
+            interval: 1,
+        };
+        let mut out = [placeholder; MAX_WINDOWS];
+        let mut len = 0;
+        for w in windows {
+            if len == MAX_WINDOWS {
+                return Err(ConfigError::out_of_range(
+                    "windows",
+                    "1 to 4 windows",
+                    "more than 4",
+                ));
+            }
+            out[len] = w;
+            len += 1;
+        }
+        if len == 0 {
+            return Err(ConfigError::out_of_range("windows", "1 to 4 windows", 0));
+        }
+        Ok(Self {
+            windows: out,
+            len: len as u8,
+        })
+    }
+
+    /// A quota from configured windows.
+    pub fn from_config(windows: &[WindowConfig]) -> Result<Self, ConfigError> {
+        let validated: Result<Vec<_>, _> = windows.iter().map(|w| Window::new(*w)).collect();
+        Self::new(validated?)
+    }
+
+    /// A single-window quota of `limit` per `period`.
+    pub fn per(limit: u64, period: Duration) -> Result<Self, ConfigError> {
+        Self::new([Window::per(limit, period)?])
+    }
+
+    /// A quota of per-second, per-minute, per-hour and per-day GCRA windows.
+    pub fn tiered(second: u64, minute: u64, hour: u64, day: u64) -> Result<Self, ConfigError> {
+        const S: u64 = 1;
+        Self::new([
+            Window::per(second, Duration::from_secs(S))?,
+            Window::per(minute, Duration::from_secs(60 * S))?,
+            Window::per(hour, Duration::from_secs(3600 * S))?,
+            Window::per(day, Duration::from_secs(86_400 * S))?,
+        ])
+    }
+
+    /// The windows.
+    pub fn windows(&self) -> &[Window] {
+        &self.windows[..self.len as usize]
+    }
+
+    /// Configured form of the windows.
+    pub fn config(&self) -> Vec<WindowConfig> {
+        self.windows().iter().map(Window::config).collect()
+    }
+
+    /// Every window's share for one of `n` processes (see [`Window::share`]).
+    #[must_use]
+    pub fn share(mut self, n: u64) -> Self {
+        for w in &mut self.windows[..self.len as usize] {
+            *w = w.share(n);
+        }
+        self
+    }
+
+    /// Layout fingerprint: windows with the same algorithm and period keep their state
+    /// when a key moves to another quota (tier change); others start fresh.
+    pub(crate) fn layout(&self) -> [(Algorithm, u64); MAX_WINDOWS] {
+        let mut out = [(Algorithm::Gcra, 0); MAX_WINDOWS];
+        for (o, w) in out.iter_mut().zip(self.windows()) {
+            *o = (w.algorithm, w.period);
+        }
+        out
+    }
+}
+
+/// Stored state of one window of one key. GCRA uses `mark` as its TAT; the sliding window
+/// uses `mark` as the window start and the two counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cell {
+    /// GCRA: theoretical arrival time; sliding window: start of the current window (µs).
+    pub mark: u64,
+    /// Sliding window: units of the previous window.
+    pub previous: u32,
+    /// Sliding window: units of the current window.
+    pub current: u32,
+}
+
+/// Whether a decision consumes or only looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Consume `cost` units from every window if all admit it.
+    Consume,
+    /// Report what consuming would do, change nothing.
+    Peek,
+}
+
+/// What one window says about one request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WindowStatus {
+    /// The window's limit.
+    pub limit: u64,
+    /// The window's period in µs.
+    pub period: u64,
+    /// Units left after this decision.
+    pub remaining: u64,
+    /// µs until the window is full again (GCRA) or rolls over (sliding window).
+    pub reset_after: u64,
+    /// µs until this window would admit the request (0 if it does, `u64::MAX` if never).
+    pub retry_after: u64,
+}
+
+/// The answer for one request across all windows of its quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether every window admits the request.
+    pub allowed: bool,
+    /// µs until the request would be admitted by all windows (0 if allowed,
+    /// `u64::MAX` if never: the cost exceeds a window's capacity).
+    pub retry_after: u64,
+    windows: [WindowStatus; MAX_WINDOWS],
+    len: u8,
+}
+
+impl Decision {
+    /// Builds a decision (used by backends that compute it remotely).
+    pub fn from_parts(allowed: bool, retry_after: u64, statuses: &[WindowStatus]) -> Self {
+        let mut windows = [WindowStatus::default(); MAX_WINDOWS];
+        let len = statuses.len().min(MAX_WINDOWS);
+        windows[..len].copy_from_slice(&statuses[..len]);
+        Self {
+            allowed,
+            retry_after,
+            windows,
+            len: len as u8,
+        }
+    }
+
+    /// Per-window status, in the quota's order.
+    pub fn windows(&self) -> &[WindowStatus] {
+        &self.windows[..self.len as usize]
+    }
+
+    /// The window that binds: the one with the fewest units left (ties: the longest wait).
+    pub fn binding(&self) -> Option<&WindowStatus> {
+        self.windows()
+            .iter()
+            .min_by_key(|w| (w.remaining, u64::MAX - w.retry_after))
+    }
+
+    /// `retry_after` as a duration; `None` if allowed or never.
+    pub fn retry_after(&self) -> Option<Duration> {
+        (!self.allowed && self.retry_after != u64::MAX)
+            .then(|| Duration::from_micros(self.retry_after))
+    }
+}
+
+/// One window's verdict: its next cell (if consumed), whether it admits, its status.
+fn evaluate(w: &Window, cell: &Cell, now: u64, cost: u64) -> (Cell, bool, WindowStatus) {
+    let (next, allowed, remaining, reset_after, retry_after) = match w.algorithm {
+        Algorithm::Gcra => {
+            let o = gcra::evaluate(cell.mark, now, cost, w.interval, w.burst);
+            let next = Cell {
+                mark: o.tat,
+                ..*cell
+            };
+            (next, o.allowed, o.remaining, o.reset_after, o.retry_after)
+        }
+        Algorithm::SlidingWindow => {
+            let counts = window::WindowCounts {
+                start: cell.mark,
+                previous: u64::from(cell.previous),
+                current: u64::from(cell.current),
+            };
+            let o = window::evaluate(counts, now, cost, w.limit, w.period);
+            // Counts never exceed the limit (<= 10^8), so they fit in u32.
+            let next = Cell {
+                mark: o.counts.start,
+                previous: o.counts.previous as u32,
+                current: o.counts.current as u32,
+            };
+            (next, o.allowed, o.remaining, o.reset_after, o.retry_after)
+        }
+    };
+    let status = WindowStatus {
+        limit: w.limit,
+        period: w.period,
+        remaining,
+        reset_after,
+        retry_after,
+    };
+    (next, allowed, status)
+}
+
+/// Decides `cost` units at `now` (µs since the Unix epoch) for a key whose per-window
+/// state is `cells` (one per window, same order as the quota). On [`Mode::Consume`] with
+/// every window admitting, all cells are updated; otherwise none is touched.
+pub fn decide(quota: &Quota, cells: &mut [Cell], now: u64, cost: u64, mode: Mode) -> Decision {
+    let mut next = [Cell::default(); MAX_WINDOWS];
+    let mut statuses = [WindowStatus::default(); MAX_WINDOWS];
+    let mut allowed = true;
+    let mut retry_after = 0u64;
+    for (i, (w, cell)) in quota.windows().iter().zip(cells.iter()).enumerate() {
+        let (cell, ok, status) = evaluate(w, cell, now, cost);
+        next[i] = cell;
+        allowed &= ok;
+        retry_after = retry_after.max(status.retry_after);
+        statuses[i] = status;
+    }
+    let len = quota.windows().len();
+    if allowed {
+        retry_after = 0;
+        if mode == Mode::Consume {
+            cells[..len].copy_from_slice(&next[..len]);
+        }
+    } else {
+        // Remaining as seen without this request: nothing was consumed anywhere.
+        for (s, (w, cell)) in statuses
+            .iter_mut()
+            .zip(quota.windows().iter().zip(cells.iter()))
+        {
+            if s.retry_after == 0 {
+                let unchanged = evaluate(w, cell, now, 0).2;
+                s.remaining = unchanged.remaining;
+                s.reset_after = unchanged.reset_after;
+            }
+        }
+    }
+    Decision {
+        allowed,
+        retry_after,
+        windows: statuses,
+        len: len as u8,
+    }
+}
+
+/// The instant (µs) after which `cells` equal a fresh key's state for `quota`: forgetting
+/// the key then changes no future decision.
+pub fn idle_after(quota: &Quota, cells: &[Cell]) -> u64 {
+    quota
+        .windows()
+        .iter()
+        .zip(cells)
+        .map(|(w, c)| match w.algorithm {
+            Algorithm::Gcra => c.mark,
+            Algorithm::SlidingWindow => c.mark.saturating_add(2 * w.period),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEC: u64 = 1_000_000;
+
+    fn two_windows(alg: Algorithm) -> Quota {
+        let w = |limit, secs| {
+            Window::new(WindowConfig {
+                limit,
+                period: Duration::from_secs(secs),
+                burst: None,
+                algorithm: alg,
+            })
+            .unwrap()
+        };
+        Quota::new([w(3, 1), w(5, 10)]).unwrap()
+    }
+
+    #[test]
+    fn denied_by_one_window_consumes_from_none() {
+        let q = two_windows(Algorithm::Gcra);
+        let mut cells = [Cell::default(); 4];
+        let t0 = 1000 * SEC;
+        let mut admitted = 0;
+        for i in 0..20 {
+            let before = cells;
+            let d = decide(&q, &mut cells, t0 + i * 400_000, 1, Mode::Consume);
+            if d.allowed {
+                admitted += 1;
+            } else {
+                assert_eq!(cells, before);
+                assert!(d.retry_after > 0);
+            }
+        }
+        // 5 per 10 s with burst 5, plus refill of 8 s / 2 s = 4 more at most.
+        assert!(admitted <= 9, "{admitted}");
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        assert_eq!(
+            Window::per(0, Duration::from_secs(1)).unwrap_err().field,
+            "window.limit"
+        );
+        assert_eq!(
+            Window::per(1, Duration::ZERO).unwrap_err().field,
+            "window.period"
+        );
+        assert_eq!(
+            Window::per(1, Duration::from_micros(1500))
+                .unwrap_err()
+                .field,
+            "window.period"
+        );
+        assert_eq!(Quota::new([]).unwrap_err().field, "windows");
+        let w = Window::per(1, Duration::from_secs(1)).unwrap();
+        assert_eq!(Quota::new([w; 5]).unwrap_err().field, "windows");
+        let burst = Window::new(WindowConfig {
+            burst: Some(0),
+            ..WindowConfig::new(1, Duration::from_secs(1))
+        });
+        assert_eq!(burst.unwrap_err().field, "window.burst");
+    }
+
+    fn arb_quota() -> impl Strategy<Value = Quota> {
+        let window = (
+            1u64..8,
+            prop_oneof![Just(1u64), Just(2), Just(5)],
+            any::<bool>(),
+        )
+            .prop_map(|(limit, secs, sliding)| {
+                Window::new(WindowConfig {
+                    limit,
+                    period: Duration::from_secs(secs),
+                    burst: None,
+                    algorithm: if sliding {
+                        Algorithm::SlidingWindow
+                    } else {
+                        Algorithm::Gcra
+                    },
+                })
+                .unwrap()
+            });
+        proptest::collection::vec(window, 1..=4).prop_map(|w| Quota::new(w).unwrap())
+    }
+
+    proptest! {
+        /// Every documented invariant at once: a denial or a peek changes no cell; each
+        /// window keeps its bound (GCRA: burst + d/T over any interval; sliding window:
+        /// limit per aligned window).
+        #[test]
+        fn windows_hold_their_bounds_and_denials_change_nothing(
+            quota in arb_quota(),
+            arrivals in proptest::collection::vec((0u64..700_000, 1u64..3, any::<bool>()), 1..150),
+        ) {
+            let mut cells = [Cell::default(); MAX_WINDOWS];
+            let mut now = 50 * SEC + 123;
+            let mut admitted: Vec<(u64, u64)> = Vec::new();
+            for (gap, cost, peek) in arrivals {
+                now += gap;
+                let before = cells;
+                if peek {
+                    let p = decide(&quota, &mut cells, now, cost, Mode::Peek);
+                    prop_assert_eq!(cells, before);
+                    let c = decide(&quota, &mut cells.clone(), now, cost, Mode::Consume);
+                    prop_assert_eq!(p, c, "peek answers what consume would");
+                    continue;
+                }
+                let d = decide(&quota, &mut cells, now, cost, Mode::Consume);
+                if d.allowed {
+                    admitted.push((now, cost));
+                } else {
+                    prop_assert_eq!(cells, before);
+                }
+            }
+            for w in quota.windows() {
+                match w.algorithm() {
+                    Algorithm::Gcra => {
+                        for i in 0..admitted.len() {
+                            let mut units = 0;
+                            for &(t, c) in &admitted[i..] {
+                                units += c;
+                                prop_assert!(units <= w.burst() + (t - admitted[i].0) / w.emission_interval());
+                            }
+                        }
+                    }
+                    Algorithm::SlidingWindow => {
+                        let mut per = std::collections::BTreeMap::<u64, u64>::new();
+                        for &(t, c) in &admitted {
+                            *per.entry(t / w.period_micros()).or_default() += c;
+                        }
+                        prop_assert!(per.values().all(|&n| n <= w.limit()));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn idle_keys_equal_fresh_keys(quota in arb_quota(), gaps in proptest::collection::vec(0u64..500_000, 1..40)) {
+            let mut cells = [Cell::default(); MAX_WINDOWS];
+            let mut now = 10 * SEC;
+            for g in gaps {
+                now += g;
+                decide(&quota, &mut cells, now, 1, Mode::Consume);
+            }
+            let later = idle_after(&quota, &cells).max(now) + 1;
+            let mut fresh = [Cell::default(); MAX_WINDOWS];
+            let a = decide(&quota, &mut cells, later, 1, Mode::Consume);
+            let b = decide(&quota, &mut fresh, later, 1, Mode::Consume);
+            prop_assert_eq!(a, b);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! [`RateLimit`]: the service, and [`Respond`], how refusals are answered.
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tower::BoxError;
+use tower_service::Service;
+
+use crate::error::RateLimited;
+use crate::future::ResponseFuture;
+use crate::key::{KeyExtractor, Subject};
+use crate::limiter::RateLimiter;
+use crate::quota::{Decision, Mode};
+
+/// How a rate-limited service answers: refusals, admitted responses, inner errors.
+pub trait Respond<Res, E>: Clone + Send + Sync + 'static {
+    /// The service's error type.
+    type Error;
+    /// Whether admitted responses want the decision (to add headers).
+    const WANTS_DECISION: bool = false;
+    /// The answer to a refused request.
+    fn rejected(&self, rejection: RateLimited) -> Result<Res, Self::Error>;
+    /// Decorates an admitted response (called only if `WANTS_DECISION`).
+    fn allowed(&self, response: Res, _decision: &Decision, _policy: &str) -> Res {
+        response
+    }
+    /// Maps the inner service's error.
+    fn inner_error(&self, error: E) -> Self::Error;
+}
+
+/// Generic mode: refusals are [`RateLimited`] errors inside [`BoxError`]; inner errors are
+/// boxed unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rejection;
+
+impl<Res, E: Into<BoxError>> Respond<Res, E> for Rejection {
+    type Error = BoxError;
+    fn rejected(&self, rejection: RateLimited) -> Result<Res, BoxError> {
+        Err(Box::new(rejection))
+    }
+    fn inner_error(&self, error: E) -> BoxError {
+        error.into()
+    }
+}
+
+pub(crate) struct Shared<X, R> {
+    pub(crate) limiter: RateLimiter,
+    pub(crate) extractor: X,
+    pub(crate) respond: R,
+    pub(crate) max_wait: Option<Duration>,
+}
+
+impl<X, R> fmt::Debug for Shared<X, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("limiter", &self.limiter)
+            .field("max_wait", &self.max_wait)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rate-limits requests to `S`. `Clone` without `Buffer`: all clones share one limiter.
+pub struct RateLimit<S, X, R> {
+    inner: S,
+    shared: Arc<Shared<X, R>>,
+}
+
+impl<S: Clone, X, R> Clone for RateLimit<S, X, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, X, R> fmt::Debug for RateLimit<S, X, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl<S, X, R> RateLimit<S, X, R> {
+    pub(crate) fn from_shared(inner: S, shared: Arc<Shared<X, R>>) -> Self {
+        Self { inner, shared }
+    }
+    /// The limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.shared.limiter
+    }
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+/// A request that could not be decided right away, with what it needs to go on later.
+pub(crate) struct Job<S, Req> {
+    pub(crate) inner: S,
+    pub(crate) request: Req,
+    pub(crate) subject: Subject,
+    pub(crate) resolved: crate::limiter::Resolved,
+    pub(crate) limiter: RateLimiter,
+    pub(crate) deadline: Option<tokio::time::Instant>,
+}
+
+impl<S: Clone, Req> Job<S, Req> {
+    fn new<X, R>(
+        inner: &mut S,
+        request: Req,
+        subject: Subject,
+        resolved: crate::limiter::Resolved,
+        shared: &Shared<X, R>,
+    ) -> Self {
+        Self {
+            inner: take_ready(inner),
+            request,
+            subject,
+            resolved,
+            limiter: shared.limiter.clone(),
+            deadline: shared.max_wait.map(|w| tokio::time::Instant::now() + w),
+        }
+    }
+}
+
+impl<S, Req, X, R> Service<Req> for RateLimit<S, X, R>
+where
+    S: Service<Req> + Clone,
+    X: KeyExtractor<Req>,
+    R: Respond<S::Response, S::Error>,
+{
+    type Response = S::Response;
+    type Error = R::Error;
+    type Future = ResponseFuture<S, Req, R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner
+            .poll_ready(cx)
+            .map_err(|e| self.shared.respond.inner_error(e))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        let shared = &*self.shared;
+        let subject = shared
+            .extractor
+            .extract(&request)
+            .unwrap_or_else(Subject::anonymous);
+        let (resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
+        let respond = shared.respond.clone();
+        let Some(result) = pending.now_or_never() else {
+            let job = Job::new(&mut self.inner, request, subject, resolved, shared);
+            return ResponseFuture::deciding(pending, job, respond);
+        };
+        match shared.limiter.finish(&subject, &resolved, result) {
+            Ok(decision) => {
+                let detail = R::WANTS_DECISION
+                    .then(|| (decision, shared.limiter.policy_name(resolved.policy)));
+                ResponseFuture::calling(self.inner.call(request), detail, respond)
+            }
+            Err(rejection) => match (shared.max_wait, rejection.retry_after) {
+                (Some(max), Some(wait)) if wait <= max && rejection.is_exceeded() => {
+                    let job = Job::new(&mut self.inner, request, subject, resolved, shared);
+                    shared.limiter.record_wait();
+                    ResponseFuture::waiting(wait, job, respond)
+                }
+                (Some(_), _) if rejection.is_exceeded() => ResponseFuture::rejected(
+                    RateLimited {
+                        reason: crate::Reason::WaitExceeded,
+                        ..rejection
+                    },
+                    respond,
+                ),
+                _ => ResponseFuture::rejected(rejection, respond),
+            },
+        }
+    }
+}
+
+/// tower's "clone, then swap" idiom: the ready service goes with the request, the layer's
+/// service keeps a fresh clone that the next `poll_ready` drives to readiness.
+fn take_ready<S: Clone>(inner: &mut S) -> S {
+    let clone = inner.clone();
+    std::mem::replace(inner, clone)
+}

@@ -1,0 +1,232 @@
+//! Tiers: named quotas users are assigned to, with the defaults of the project's table.
+//!
+//! | tier | second | minute | hour | day |
+//! |---|---|---|---|---|
+//! | free | 2 | 60 | 1,000 | 10,000 |
+//! | basic | 5 | 150 | 5,000 | 50,000 |
+//! | pro | 10 | 300 | 15,000 | 150,000 |
+//! | enterprise | 50 | 1,000 | 50,000 | 500,000 |
+
+use std::collections::BTreeMap;
+
+use reliability_core::error::ConfigError;
+use serde::{Deserialize, Serialize};
+
+use crate::quota::{Quota, WindowConfig};
+
+/// Longest tier name.
+pub const MAX_TIER_NAME: usize = 64;
+
+/// One named tier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tier {
+    name: String,
+    quota: Quota,
+}
+
+impl Tier {
+    /// A tier; names are 1 to 64 bytes of ASCII letters, digits, `_` and `-` (they appear in
+    /// the `RateLimit-Policy` header as a token).
+    pub fn new(name: impl Into<String>, quota: Quota) -> Result<Self, ConfigError> {
+        let name = name.into();
+        validate_name(&name)?;
+        Ok(Self { name, quota })
+    }
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The quota.
+    pub fn quota(&self) -> &Quota {
+        &self.quota
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), ConfigError> {
+    if name.is_empty()
+        || name.len() > MAX_TIER_NAME
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            "tier.name",
+            format!("must be 1 to {MAX_TIER_NAME} ASCII letters, digits, `_` or `-`, got {name:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// The tiers a limiter knows and the one given to unknown users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierTable {
+    tiers: Vec<Tier>,
+    default: usize,
+}
+
+impl TierTable {
+    /// A table; `default` must name one of `tiers`, names must be unique.
+    pub fn new(tiers: Vec<Tier>, default: &str) -> Result<Self, ConfigError> {
+        if tiers.is_empty() || tiers.len() > u16::MAX as usize {
+            return Err(ConfigError::out_of_range(
+                "tiers",
+                "1 to 65535 tiers",
+                tiers.len(),
+            ));
+        }
+        for (i, t) in tiers.iter().enumerate() {
+            if tiers[..i].iter().any(|o| o.name == t.name) {
+                return Err(ConfigError::new(
+                    "tiers",
+                    format!("tier {:?} defined twice", t.name),
+                ));
+            }
+        }
+        let default = tiers
+            .iter()
+            .position(|t| t.name == default)
+            .ok_or_else(|| {
+                ConfigError::new("default_tier", format!("{default:?} is not a defined tier"))
+            })?;
+        Ok(Self { tiers, default })
+    }
+
+    /// The project's default table: free (the default), basic, pro, enterprise.
+    pub fn standard() -> Self {
+        let tier = |name: &str, s, m, h, d| {
+            Tier::new(name, Quota::tiered(s, m, h, d).expect("valid table")).expect("valid name")
+        };
+        Self {
+            tiers: vec![
+                tier("free", 2, 60, 1_000, 10_000),
+                tier("basic", 5, 150, 5_000, 50_000),
+                tier("pro", 10, 300, 15_000, 150_000),
+                tier("enterprise", 50, 1_000, 50_000, 500_000),
+            ],
+            default: 0,
+        }
+    }
+
+    /// All tiers in order.
+    pub fn tiers(&self) -> &[Tier] {
+        &self.tiers
+    }
+    /// The tier of users without one.
+    pub fn default_tier(&self) -> &Tier {
+        &self.tiers[self.default]
+    }
+    pub(crate) fn default_index(&self) -> u16 {
+        self.default as u16
+    }
+    /// Index of a tier by name.
+    pub fn index_of(&self, name: &str) -> Option<u16> {
+        self.tiers
+            .iter()
+            .position(|t| t.name == name)
+            .map(|i| i as u16)
+    }
+    /// Tier by index (falls back to the default tier).
+    pub fn get(&self, index: u16) -> &Tier {
+        self.tiers
+            .get(index as usize)
+            .unwrap_or(self.default_tier())
+    }
+}
+
+impl Default for TierTable {
+    fn default() -> Self {
+        Self::standard()
+    }
+}
+
+/// Serializable form of a tier table (`[tiers.free] windows = [...]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TiersConfig {
+    /// Tier of users without an assignment.
+    pub default_tier: String,
+    /// Tier name → windows.
+    pub tiers: BTreeMap<String, Vec<WindowConfig>>,
+}
+
+impl Default for TiersConfig {
+    fn default() -> Self {
+        let table = TierTable::standard();
+        Self {
+            default_tier: table.default_tier().name.clone(),
+            tiers: table
+                .tiers
+                .iter()
+                .map(|t| (t.name.clone(), t.quota.config()))
+                .collect(),
+        }
+    }
+}
+
+impl TiersConfig {
+    /// Validates into a table.
+    pub fn build(&self) -> Result<TierTable, ConfigError> {
+        let tiers = self
+            .tiers
+            .iter()
+            .map(|(name, windows)| {
+                let quota =
+                    Quota::from_config(windows).map_err(|e| e.within(&format!("tiers.{name}")))?;
+                Tier::new(name.clone(), quota)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        TierTable::new(tiers, &self.default_tier)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_table_matches_the_mission() {
+        let t = TierTable::standard();
+        let limits: Vec<Vec<u64>> = t
+            .tiers()
+            .iter()
+            .map(|t| t.quota().windows().iter().map(|w| w.limit()).collect())
+            .collect();
+        assert_eq!(limits[0], [2, 60, 1_000, 10_000]);
+        assert_eq!(limits[3], [50, 1_000, 50_000, 500_000]);
+        assert_eq!(t.default_tier().name(), "free");
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let text = r#"
+            default_tier = "gold"
+            [[tiers.gold]]
+            limit = 5
+            period = "1s"
+            [[tiers.gold]]
+            limit = 100
+            period = "1h"
+            algorithm = "sliding_window"
+        "#;
+        let c: TiersConfig = toml::from_str(text).unwrap();
+        let table = c.build().unwrap();
+        assert_eq!(table.default_tier().quota().windows().len(), 2);
+        let rebuilt = TiersConfig::default().build().unwrap();
+        for t in TierTable::standard().tiers() {
+            assert_eq!(rebuilt.get(rebuilt.index_of(t.name()).unwrap()), t);
+        }
+        assert_eq!(rebuilt.default_tier().name(), "free");
+        let bad = TiersConfig {
+            default_tier: "nope".into(),
+            ..TiersConfig::default()
+        };
+        assert_eq!(bad.build().unwrap_err().field, "default_tier");
+        assert!(
+            Tier::new(
+                "a b",
+                Quota::per(1, std::time::Duration::from_secs(1)).unwrap()
+            )
+            .is_err()
+        );
+    }
+}
