@@ -1,5 +1,76 @@
-//! SLA monitoring for tower services.
+//! SLA monitoring for tower services: rolling percentiles, a health status, error budgets
+//! and burn-rate alerts.
 //!
-//! This crate will provide `SlaLayer` / `Sla<S>`: latency in `hdrhistogram` over rolling
-//! windows, p50/p95/p99/max, success rate, HEALTHY/DEGRADED/FAILED status against
-//! per-source thresholds, error budgets with burn-rate alerts and Prometheus export.
+//! [`SlaLayer`] times every call of the service it wraps and records its latency and
+//! outcome (from a reliability-core classifier) into a named [`SlaMonitor`]. The monitor
+//! keeps two rolling windows, the last N calls and the last T seconds (a ring of
+//! per-interval HdrHistograms merged on read), and turns them into p50 / p95 / p99 / max,
+//! success rate, uptime, consecutive failures and call rate; checks them against the
+//! source's [thresholds](SlaThresholds) to decide HEALTHY / DEGRADED / FAILED (rules in
+//! [`status`]); and, given an SLO, tracks the [error budget](budget) with the SRE
+//! Workbook's multi-window burn-rate alerts. Status changes and alerts are `tracing` events
+//! and reach listeners. An [`SlaRegistry`] holds the monitors of a process, answers "what
+//! is unhealthy", builds the system health snapshot, and writes Prometheus text.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use reliability_core::health::HealthStatus;
+//! use sla_layer::{SlaLayer, SlaMonitor};
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let monitor = SlaMonitor::builder("prices")
+//!     .p95(Duration::from_millis(250))
+//!     .max_consecutive_failures(3)
+//!     .build()
+//!     .unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(SlaLayer::new(monitor.clone()))
+//!     .service(service_fn(|x: u32| async move {
+//!         if x % 2 == 0 { Ok(x) } else { Err("odd") }
+//!     }));
+//!
+//! assert_eq!(svc.clone().oneshot(2).await, Ok(2));
+//! for _ in 0..3 {
+//!     assert!(svc.clone().oneshot(1).await.is_err());
+//! }
+//! let report = monitor.report();
+//! assert_eq!(report.totals.failures, 3);
+//! assert_eq!(report.status, HealthStatus::Failed); // 3 failures in a row
+//! # }
+//! ```
+//!
+//! # Time
+//!
+//! By default the monitor reads the CPU's time-stamp counter through `quanta` (a few
+//! nanoseconds a read). Tests inject a clock with [`SlaMonitorBuilder::clock`]:
+//! `reliability_core::clock::TokioClock` follows `tokio::time::pause()`/`advance()`,
+//! `ManualClock` moves by hand.
+
+pub mod budget;
+mod clock;
+mod config;
+mod error;
+pub mod events;
+mod future;
+mod layer;
+mod monitor;
+mod service;
+pub mod status;
+pub mod window;
+
+pub use crate::budget::{AlertStatus, BurnRateAlert, ErrorBudget, Severity, SloConfig};
+pub use crate::config::{
+    MAX_COUNT_WINDOW, MAX_INTERVALS, MAX_NAME_LEN, SlaConfig, SlaMonitorBuilder, WindowKind,
+};
+pub use crate::error::{InvalidScore, RegistryFull};
+pub use crate::events::{AlertEvent, StatusChange};
+pub use crate::future::ResponseFuture;
+pub use crate::layer::SlaLayer;
+pub use crate::monitor::{CallTimer, CallTotals, SlaMonitor, SlaReport};
+pub use crate::service::Sla;
+pub use crate::status::{Reason, SlaThresholds};
+pub use crate::window::WindowStats;
