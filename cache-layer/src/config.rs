@@ -1,0 +1,256 @@
+//! The serde form of a cache's settings, so presets can come from TOML.
+
+use std::time::Duration;
+
+use reliability_core::error::ConfigError;
+use serde::Deserialize;
+
+use crate::adaptive::AdaptiveRule;
+use crate::backend::memory::EvictionPolicy;
+use crate::validation::ValidationMode;
+
+/// Every setting of a cache that is data (closures are set on the builder).
+///
+/// ```
+/// use std::time::Duration;
+/// use cache_layer::CacheConfig;
+///
+/// let c: CacheConfig = serde_json::from_str(r#"{
+///     "name": "cex", "ttl": "5s",
+///     "adaptive": { "rule": "popularity", "min": "2s", "max": "15s" }
+/// }"#).unwrap();
+/// assert_eq!(c.ttl, Duration::from_secs(5));
+/// assert_eq!(c.effective_stale_if_error(), Duration::from_secs(10));
+/// assert!(c.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Name in metrics, health and `Cache-Status` (ASCII letters, digits, `_ - .`).
+    pub name: String,
+    /// Time to live of a value.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// Stale-while-revalidate window after the TTL.
+    #[serde(with = "humantime_serde")]
+    pub stale_while_revalidate: Duration,
+    /// Stale-if-error window after the TTL; `None` means twice the TTL.
+    #[serde(with = "humantime_serde")]
+    pub stale_if_error: Option<Duration>,
+    /// Hard cap on how stale anything served may be.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
+    /// Random shortening of each TTL, as a fraction in `[0, 1)` (0 = off).
+    pub ttl_jitter: f64,
+    /// XFetch's β (0 = no early refresh; 1 is the paper's choice).
+    pub xfetch_beta: f64,
+    /// Adaptive TTL, off when absent.
+    pub adaptive: Option<AdaptiveConfig>,
+    /// TTL of cached negative answers; negative caching is off when absent.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Option<Duration>,
+    /// Most L1 entries.
+    pub max_entries: Option<u64>,
+    /// Most L1 bytes.
+    pub max_bytes: Option<u64>,
+    /// L1 eviction policy.
+    pub eviction: EvictionPolicy,
+    /// Key and value limits.
+    pub validation: ValidationMode,
+    /// Most keys with an upstream call in flight (single-flight table bound).
+    pub max_in_flight: usize,
+}
+
+/// Adaptive TTL settings.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// Which rule.
+    pub rule: AdaptiveRule,
+    /// Lowest TTL.
+    #[serde(with = "humantime_serde")]
+    pub min: Duration,
+    /// Highest TTL.
+    #[serde(with = "humantime_serde")]
+    pub max: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            name: "cache".to_owned(),
+            ttl: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: None,
+            max_staleness: Duration::from_secs(24 * 3600),
+            ttl_jitter: 0.0,
+            xfetch_beta: 0.0,
+            adaptive: None,
+            negative_ttl: None,
+            max_entries: Some(10_000),
+            max_bytes: None,
+            eviction: EvictionPolicy::TinyLfu,
+            validation: ValidationMode::Normal,
+            max_in_flight: 10_000,
+        }
+    }
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+fn check_duration(field: &str, d: Duration, allow_zero: bool) -> Result<(), ConfigError> {
+    if (!allow_zero && d.is_zero()) || d > YEAR {
+        let range = if allow_zero {
+            "[0s, 365d]"
+        } else {
+            "(0s, 365d]"
+        };
+        return Err(ConfigError::out_of_range(field, range, format!("{d:?}")));
+    }
+    Ok(())
+}
+
+impl CacheConfig {
+    /// The stale-if-error window in force (twice the TTL unless set).
+    pub fn effective_stale_if_error(&self) -> Duration {
+        self.stale_if_error
+            .unwrap_or_else(|| self.ttl.saturating_mul(2))
+    }
+
+    /// Checks every setting; the error names the field and the allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        {
+            return Err(ConfigError::new(
+                "name",
+                "must be 1 to 64 ASCII letters, digits or `_ - .`",
+            ));
+        }
+        check_duration("ttl", self.ttl, false)?;
+        check_duration("stale_while_revalidate", self.stale_while_revalidate, true)?;
+        check_duration("stale_if_error", self.effective_stale_if_error(), true)?;
+        check_duration("max_staleness", self.max_staleness, true)?;
+        if !(0.0..1.0).contains(&self.ttl_jitter) {
+            return Err(ConfigError::out_of_range(
+                "ttl_jitter",
+                "[0, 1)",
+                self.ttl_jitter,
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.xfetch_beta) {
+            return Err(ConfigError::out_of_range(
+                "xfetch_beta",
+                "[0, 100]",
+                self.xfetch_beta,
+            ));
+        }
+        if let Some(a) = &self.adaptive {
+            check_duration("adaptive.min", a.min, false)?;
+            check_duration("adaptive.max", a.max, false)?;
+            if a.min > a.max {
+                return Err(ConfigError::new(
+                    "adaptive.min",
+                    format!("{:?} is above adaptive.max {:?}", a.min, a.max),
+                ));
+            }
+        }
+        if let Some(n) = self.negative_ttl {
+            check_duration("negative_ttl", n, false)?;
+        }
+        if self.max_entries == Some(0) {
+            return Err(ConfigError::out_of_range("max_entries", "[1, 2^64)", 0));
+        }
+        if self.max_bytes == Some(0) {
+            return Err(ConfigError::out_of_range("max_bytes", "[1, 2^64)", 0));
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 10_000_000 {
+            return Err(ConfigError::out_of_range(
+                "max_in_flight",
+                "[1, 10000000]",
+                self.max_in_flight,
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_name_their_field() {
+        let ok = CacheConfig::default();
+        assert!(ok.validate().is_ok());
+        let cases: Vec<(CacheConfig, &str)> = vec![
+            (
+                CacheConfig {
+                    ttl: Duration::ZERO,
+                    ..ok.clone()
+                },
+                "ttl",
+            ),
+            (
+                CacheConfig {
+                    name: "a b".into(),
+                    ..ok.clone()
+                },
+                "name",
+            ),
+            (
+                CacheConfig {
+                    ttl_jitter: 1.0,
+                    ..ok.clone()
+                },
+                "ttl_jitter",
+            ),
+            (
+                CacheConfig {
+                    xfetch_beta: -1.0,
+                    ..ok.clone()
+                },
+                "xfetch_beta",
+            ),
+            (
+                CacheConfig {
+                    max_entries: Some(0),
+                    ..ok.clone()
+                },
+                "max_entries",
+            ),
+            (
+                CacheConfig {
+                    max_in_flight: 0,
+                    ..ok.clone()
+                },
+                "max_in_flight",
+            ),
+            (
+                CacheConfig {
+                    negative_ttl: Some(Duration::ZERO),
+                    ..ok.clone()
+                },
+                "negative_ttl",
+            ),
+            (
+                CacheConfig {
+                    adaptive: Some(AdaptiveConfig {
+                        rule: AdaptiveRule::Popularity,
+                        min: Duration::from_secs(10),
+                        max: Duration::from_secs(1),
+                    }),
+                    ..ok.clone()
+                },
+                "adaptive.min",
+            ),
+        ];
+        for (c, field) in cases {
+            assert_eq!(c.validate().unwrap_err().field, field);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! [`CacheHandle`]: invalidation, explicit writes, hot keys and metrics of a cache.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reliability_core::health::{
+    CacheSnapshot, ComponentDetail, ComponentHealth, HealthSource, HealthStatus, ratio,
+};
+
+use crate::backend::Invalidation;
+use crate::engine::Engine;
+use crate::error::PutError;
+use crate::freshness::Phase;
+use crate::metrics::read;
+
+/// A cheap, cloneable handle on a cache, shared with every clone of its layer.
+pub struct CacheHandle<V> {
+    pub(crate) engine: Arc<Engine<V>>,
+}
+
+impl<V> Clone for CacheHandle<V> {
+    fn clone(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl<V> fmt::Debug for CacheHandle<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheHandle")
+            .field("engine", &self.engine)
+            .finish()
+    }
+}
+
+/// Counters beyond the health snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Requests served from the cache, fresh or stale.
+    pub hits: u64,
+    /// Requests that made an upstream call.
+    pub misses: u64,
+    /// Stale values served at once (stale-while-revalidate).
+    pub stale_revalidate: u64,
+    /// Stale values served because the upstream failed (stale-if-error).
+    pub stale_if_error: u64,
+    /// Background refreshes started.
+    pub refreshes: u64,
+    /// Of which XFetch early refreshes (the entry was still fresh).
+    pub early_refreshes: u64,
+    /// Background refreshes that failed.
+    pub refresh_failures: u64,
+    /// Requests that joined another's upstream call.
+    pub coalesced: u64,
+    /// Upstream errors passed to callers.
+    pub errors: u64,
+    /// Values not stored because they were too large.
+    pub rejected_too_large: u64,
+    /// Requests that bypassed the cache because their key was invalid.
+    pub rejected_key: u64,
+    /// Requests without a key.
+    pub bypassed: u64,
+    /// Misses not coalesced because the in-flight table was full.
+    pub flight_overflow: u64,
+    /// Hits on cached negative answers.
+    pub negative_hits: u64,
+    /// L1 evictions for lack of room.
+    pub evictions: u64,
+}
+
+impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.engine.settings.name
+    }
+
+    /// Removes `key`; an upstream call in flight for it will not store its answer.
+    pub fn invalidate(&self, key: &str) {
+        self.engine.invalidate(&Invalidation::Key(key.to_owned()));
+    }
+
+    /// Removes every key starting with `prefix`.
+    pub fn invalidate_prefix(&self, prefix: &str) {
+        self.engine
+            .invalidate(&Invalidation::Prefix(prefix.to_owned()));
+    }
+
+    /// Removes every entry tagged `tag`.
+    pub fn invalidate_tag(&self, tag: &str) {
+        self.engine.invalidate(&Invalidation::Tag(tag.to_owned()));
+    }
+
+    /// Removes everything.
+    pub fn clear(&self) {
+        self.engine.invalidate(&Invalidation::All);
+    }
+
+    /// Stores `value` under `key`, fresh from now; an upstream call in flight for the key
+    /// will not overwrite it.
+    pub fn put(&self, key: &str, value: V) -> Result<(), PutError> {
+        self.engine.put(key, value)
+    }
+
+    /// The value cached under `key` if it may be served now (fresh or within
+    /// stale-while-revalidate), without counting a lookup.
+    pub fn peek(&self, key: &str) -> Option<V> {
+        let e = self.engine.l1.get_entry(key)?;
+        matches!(
+            e.freshness.phase(self.engine.clock.now()),
+            Phase::Fresh | Phase::Revalidate
+        )
+        .then(|| e.value.clone())
+    }
+
+    /// Freshness left for `key` (zero once stale), `None` when not held.
+    pub fn remaining_ttl(&self, key: &str) -> Option<Duration> {
+        let e = self.engine.l1.get_entry(key)?;
+        Some(e.freshness.ttl_remaining(self.engine.clock.now()))
+    }
+
+    /// Up to `limit` keys, most hit first: the set to re-warm after a restart.
+    pub fn hot_keys(&self, limit: usize) -> Vec<String> {
+        let mut keys = self.engine.l1.hit_counts();
+        keys.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        keys.into_iter().take(limit).map(|(k, _)| k).collect()
+    }
+
+    /// Entries in L1 (after pending maintenance).
+    pub fn entry_count(&self) -> u64 {
+        self.engine.l1.sync();
+        self.engine.l1.entry_count()
+    }
+
+    /// Upstream calls in flight.
+    pub fn in_flight(&self) -> usize {
+        self.engine.flights.len()
+    }
+
+    /// Every counter.
+    pub fn stats(&self) -> CacheStats {
+        let m = &self.engine.metrics;
+        CacheStats {
+            hits: read(&m.hits),
+            misses: read(&m.misses),
+            stale_revalidate: read(&m.stale_revalidate),
+            stale_if_error: read(&m.stale_if_error),
+            refreshes: read(&m.refreshes),
+            early_refreshes: read(&m.early_refreshes),
+            refresh_failures: read(&m.refresh_failures),
+            coalesced: read(&m.coalesced),
+            errors: read(&m.errors),
+            rejected_too_large: read(&m.rejected_too_large),
+            rejected_key: read(&m.rejected_key),
+            bypassed: read(&m.bypassed),
+            flight_overflow: read(&m.flight_overflow),
+            negative_hits: read(&m.negative_hits),
+            evictions: read(&self.engine.l1.metrics.evictions),
+        }
+    }
+
+    /// The health snapshot's figures.
+    pub fn snapshot(&self) -> CacheSnapshot {
+        use crate::backend::Tier;
+        let s = self.stats();
+        self.engine.l1.sync();
+        CacheSnapshot {
+            levels: vec![self.engine.l1.stats()],
+            hits: s.hits,
+            misses: s.misses,
+            stale_served: s.stale_revalidate + s.stale_if_error,
+            coalesced: s.coalesced,
+            rejected_too_large: s.rejected_too_large,
+            hit_rate: ratio(s.hits, s.hits + s.misses),
+        }
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> HealthSource for CacheHandle<V> {
+    /// One component named after the cache: DEGRADED for a minute after a caller saw the
+    /// upstream fail (served stale instead, or got the error), HEALTHY otherwise.
+    fn health(&self) -> Vec<ComponentHealth> {
+        let snapshot = self.snapshot();
+        let c = match self.engine.since_last_failure() {
+            Some(ago) if ago < Duration::from_secs(60) => ComponentHealth::new(
+                self.name(),
+                HealthStatus::Degraded,
+                ComponentDetail::Cache(snapshot),
+            )
+            .with_message(format!("upstream failed {}s ago", ago.as_secs())),
+            _ => ComponentHealth::new(
+                self.name(),
+                HealthStatus::Healthy,
+                ComponentDetail::Cache(snapshot),
+            ),
+        };
+        vec![c]
+    }
+}
