@@ -1,0 +1,249 @@
+//! [`Breaker`]: one named circuit breaker, shared by every clone of its layer and service,
+//! with manual controls, listeners and metrics.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use reliability_core::classify::Outcome;
+use reliability_core::clock::SharedClock;
+use reliability_core::health::{
+    BreakerSnapshot, BreakerState, ComponentDetail, ComponentHealth, HealthSource, HealthStatus,
+    unix_ms,
+};
+
+use crate::config::CircuitBreakerConfig;
+use crate::error::CircuitOpen;
+use crate::state::{Counts, Permit, StateMachine, Transition};
+
+/// A state-change listener: the breaker's name and the transition.
+pub type Listener = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
+
+struct Shared {
+    name: Arc<str>,
+    machine: StateMachine,
+    clock: SharedClock,
+    listeners: Box<[Listener]>,
+}
+
+/// One circuit breaker: a handle to the state shared by a layer, its services and their
+/// futures. Cloning is one `Arc` increment.
+///
+/// Get it from [`CircuitBreakerLayer::breaker`](crate::CircuitBreakerLayer::breaker) (or a
+/// registry) to read metrics and to operate the circuit by hand.
+///
+/// ```
+/// use breaker_layer::CircuitBreakerLayer;
+/// use reliability_core::health::BreakerState;
+///
+/// let layer = CircuitBreakerLayer::builder("payments").build().unwrap();
+/// let breaker = layer.breaker();
+/// breaker.isolate();
+/// assert_eq!(breaker.state(), BreakerState::ForcedOpen);
+/// breaker.release();
+/// assert_eq!(breaker.state(), BreakerState::Closed);
+/// ```
+#[derive(Clone)]
+pub struct Breaker {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Breaker")
+            .field("name", &self.shared.name)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metrics of one breaker: totals since creation and the current window.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BreakerMetrics {
+    /// The current state.
+    pub state: BreakerState,
+    /// How long the current state has lasted.
+    pub state_age: Duration,
+    /// How long until an OPEN circuit admits a probe.
+    pub retry_after: Option<Duration>,
+    /// Totals since creation.
+    pub counts: Counts,
+    /// Failure rate of the current window, percent.
+    pub failure_rate: f64,
+    /// Slow-call rate of the current window, percent.
+    pub slow_call_rate: f64,
+    /// Calls in the current window.
+    pub window_calls: u64,
+}
+
+impl Breaker {
+    pub(crate) fn new(
+        name: Arc<str>,
+        config: CircuitBreakerConfig,
+        clock: SharedClock,
+        listeners: Box<[Listener]>,
+    ) -> Self {
+        let machine = StateMachine::new(config, clock.now());
+        Self {
+            shared: Arc::new(Shared {
+                name,
+                machine,
+                clock,
+                listeners,
+            }),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &CircuitBreakerConfig {
+        self.shared.machine.config()
+    }
+
+    /// The current state. An OPEN circuit whose wait has passed still reads OPEN until a
+    /// call arrives to probe it.
+    pub fn state(&self) -> BreakerState {
+        self.shared.machine.state()
+    }
+
+    /// Asks to make a call: a permit, or the typed rejection.
+    #[inline]
+    pub(crate) fn acquire(&self) -> Result<Permit, CircuitOpen> {
+        let s = &*self.shared;
+        s.machine
+            .try_acquire(|| s.clock.now(), |tr| self.notify(&tr))
+            .map_err(|r| CircuitOpen::new(s.name.clone(), r.state, r.retry_at, s.clock.now()))
+    }
+
+    /// Records how an admitted call ended.
+    #[inline]
+    pub(crate) fn record(&self, permit: Permit, outcome: Outcome) {
+        let s = &*self.shared;
+        s.machine
+            .record(permit, outcome, || s.clock.now(), |tr| self.notify(&tr));
+    }
+
+    pub(crate) fn cancel(&self, permit: Permit) {
+        self.shared.machine.cancel(permit);
+    }
+
+    fn notify(&self, tr: &Transition) {
+        let name = &*self.shared.name;
+        match tr.to {
+            BreakerState::Open | BreakerState::ForcedOpen => tracing::warn!(
+                breaker = name,
+                from = ?tr.from,
+                to = ?tr.to,
+                cause = ?tr.cause,
+                "circuit breaker opened"
+            ),
+            _ => tracing::info!(
+                breaker = name,
+                from = ?tr.from,
+                to = ?tr.to,
+                cause = ?tr.cause,
+                "circuit breaker state changed"
+            ),
+        }
+        for listener in self.shared.listeners.iter() {
+            listener(name, tr);
+        }
+    }
+
+    fn manual(
+        &self,
+        op: fn(&StateMachine, reliability_core::clock::Instant) -> Option<Transition>,
+    ) {
+        let now = self.shared.clock.now();
+        if let Some(tr) = op(&self.shared.machine, now) {
+            self.notify(&tr);
+        }
+    }
+
+    /// Closes the circuit with an empty window, from any state.
+    pub fn reset(&self) {
+        self.manual(StateMachine::reset);
+    }
+
+    /// Opens the circuit now, as a trip would: it probes after the open wait.
+    pub fn force_open(&self) {
+        self.manual(StateMachine::force_open);
+    }
+
+    /// Holds the circuit open (FORCED_OPEN) until [`release`](Self::release).
+    pub fn isolate(&self) {
+        self.manual(StateMachine::isolate);
+    }
+
+    /// Ends an isolation and closes the circuit; does nothing unless isolated.
+    pub fn release(&self) {
+        self.manual(StateMachine::release);
+    }
+
+    /// Totals and the current window.
+    pub fn metrics(&self) -> BreakerMetrics {
+        let now = self.shared.clock.now();
+        let view = self.shared.machine.view(now);
+        BreakerMetrics {
+            state: view.state,
+            state_age: now.saturating_duration_since(view.since),
+            retry_after: view.retry_at.map(|at| at.saturating_duration_since(now)),
+            counts: view.counts,
+            failure_rate: view.window.failure_rate(),
+            slow_call_rate: view.window.slow_call_rate(),
+            window_calls: view.window.calls,
+        }
+    }
+
+    /// The metrics in the shared snapshot type served by the health endpoint.
+    pub fn snapshot(&self) -> BreakerSnapshot {
+        let m = self.metrics();
+        let wall = self.shared.clock.wall();
+        BreakerSnapshot {
+            state: m.state,
+            state_since_unix_ms: unix_ms(
+                wall.checked_sub(m.state_age)
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
+            ),
+            retry_at_unix_ms: m.retry_after.map(|d| unix_ms(wall + d)),
+            calls: m.counts.calls,
+            successes: m.counts.successes,
+            failures: m.counts.failures,
+            slow_calls: m.counts.slow,
+            rejections: m.counts.rejections,
+            state_changes: m.counts.state_changes,
+            failure_rate: m.failure_rate,
+            slow_call_rate: m.slow_call_rate,
+        }
+    }
+
+    /// This breaker as a health component: CLOSED is healthy, HALF_OPEN degraded, OPEN and
+    /// FORCED_OPEN failed.
+    pub fn component_health(&self) -> ComponentHealth {
+        let snapshot = self.snapshot();
+        let (status, message) = match snapshot.state {
+            BreakerState::Closed => (HealthStatus::Healthy, None),
+            BreakerState::HalfOpen => (HealthStatus::Degraded, Some("circuit half-open, probing")),
+            BreakerState::Open => (HealthStatus::Failed, Some("circuit open")),
+            BreakerState::ForcedOpen => (
+                HealthStatus::Failed,
+                Some("circuit isolated by an operator"),
+            ),
+        };
+        let health = ComponentHealth::new(self.name(), status, ComponentDetail::Breaker(snapshot));
+        match message {
+            Some(m) => health.with_message(m),
+            None => health,
+        }
+    }
+}
+
+impl HealthSource for Breaker {
+    fn health(&self) -> Vec<ComponentHealth> {
+        vec![self.component_health()]
+    }
+}

@@ -1,0 +1,64 @@
+//! HTTP mode: an open circuit answers `503 Service Unavailable` with `Retry-After`, so axum
+//! needs no `HandleErrorLayer`.
+//!
+//! Use [`CircuitBreakerBuilder::http`](crate::CircuitBreakerBuilder::http), which also
+//! counts 5xx, 429 and 408 answers as failures through
+//! [`HttpClassifier`](reliability_core::classify::HttpClassifier).
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{body::Body, http::{Request, StatusCode}, routing::get, Router};
+//! use breaker_layer::CircuitBreakerLayer;
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let layer = CircuitBreakerLayer::builder("search").http().build().unwrap();
+//! let app = Router::new().route("/", get(|| async { "ok" })).layer(layer.clone());
+//! layer.breaker().force_open();
+//! let res = app.oneshot(Request::new(Body::empty())).await.unwrap();
+//! assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert_eq!(res.headers()["retry-after"], "30");
+//! # }
+//! ```
+
+use http::{HeaderValue, Response, StatusCode, header};
+use reliability_core::classify::Outcome;
+
+use crate::error::CircuitOpen;
+use crate::respond::Respond;
+
+/// HTTP mode: see the [module docs](self).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AsHttp;
+
+/// The `503 Service Unavailable` answer to a rejected call: `Retry-After` when the circuit
+/// knows when it will probe, and the [`CircuitOpen`] in the response's extensions.
+pub fn service_unavailable<B: Default>(open: CircuitOpen) -> Response<B> {
+    let mut res = Response::new(B::default());
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(secs) = open.retry_after_secs() {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res.extensions_mut().insert(open);
+    res
+}
+
+impl<B: Default, E> Respond<Response<B>, E> for AsHttp {
+    type Error = E;
+
+    fn open(&self, open: CircuitOpen) -> Result<Response<B>, E> {
+        Ok(service_unavailable(open))
+    }
+
+    #[inline]
+    fn finished(&self, result: Result<Response<B>, E>, _: Outcome) -> Result<Response<B>, E> {
+        result
+    }
+
+    fn not_ready(&self, err: E) -> E {
+        err
+    }
+}
