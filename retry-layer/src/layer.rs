@@ -1,0 +1,499 @@
+//! [`RetryLayer`], its configuration and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+use reliability_core::error::ConfigError;
+use serde::Deserialize;
+use tokio::time::Instant;
+use tower_layer::Layer;
+
+use crate::backend::DeadLetterSink;
+use crate::backoff::Backoff;
+use crate::budget::{Budget, BudgetConfig};
+use crate::metrics::{AsCore, Metrics, RetryHandle};
+use crate::policy::ClassifierPolicy;
+use crate::schedule::{Schedule, StopReason};
+use crate::service::Retry;
+
+/// Everything a retry layer can be told, as plain data (TOML, env, code).
+///
+/// ```
+/// let config: retry_layer::RetryConfig = toml::from_str(r#"
+///     max_attempts = 4
+///     max_elapsed = "20s"
+///     attempt_timeout = "2s"
+///     backoff = { kind = "exponential", base = "50ms", cap = "5s", jitter = "equal" }
+///     budget = { kind = "ratio", ratio = 0.1, floor = 5, window = "10s" }
+/// "#).unwrap();
+/// let layer = retry_layer::RetryLayer::from_config(&config).unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// The layer's name in health reports.
+    pub name: String,
+    /// Attempts in total, the first included: `1..=100` (1 disables retries). Default 3.
+    pub max_attempts: u32,
+    /// The waiting rule. Default: exponential, 100 ms to 10 s, full jitter.
+    pub backoff: Backoff,
+    /// No retry is started if its wait would end later than this after the first attempt
+    /// began. Default: none (`max_attempts` and the backoff cap bound the time).
+    #[serde(with = "humantime_serde")]
+    pub max_elapsed: Option<Duration>,
+    /// Each attempt is cut off (and retried as a timeout) after this. Default: none.
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Option<Duration>,
+    /// The whole call, retries included, fails with
+    /// [`DeadlineExceeded`](crate::DeadlineExceeded) after this. Default: none.
+    #[serde(with = "humantime_serde")]
+    pub deadline: Option<Duration>,
+    /// Upstream-requested delays (`Retry-After`, gRPC retry info) are clamped to this,
+    /// at most 1 h. Default 60 s.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// The retry budget shared by every clone. Default: the AWS token bucket.
+    pub budget: BudgetConfig,
+    /// Seed of the jitter generator, for reproducible delays. Default: random.
+    pub seed: Option<u64>,
+    /// HTTP: retry POST/PATCH (and other non-idempotent methods) even without an
+    /// `Idempotency-Key` header. Default false.
+    pub retry_non_idempotent: bool,
+    /// HTTP: request bodies up to this many bytes are buffered for replay; longer ones
+    /// are sent once and never retried. `0..=64 MiB`, default 64 KiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            name: "retry".to_owned(),
+            max_attempts: 3,
+            backoff: Backoff::default(),
+            max_elapsed: None,
+            attempt_timeout: None,
+            deadline: None,
+            max_retry_after: Duration::from_secs(60),
+            budget: BudgetConfig::default(),
+            seed: None,
+            retry_non_idempotent: false,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Checks every setting; the error names the field and its allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const DAY: Duration = Duration::from_secs(86_400);
+        if !(1..=100).contains(&self.max_attempts) {
+            return Err(ConfigError::out_of_range(
+                "max_attempts",
+                "[1, 100]",
+                self.max_attempts,
+            ));
+        }
+        self.backoff.validate()?;
+        for (field, value) in [
+            ("max_elapsed", self.max_elapsed),
+            ("attempt_timeout", self.attempt_timeout),
+            ("deadline", self.deadline),
+        ] {
+            if let Some(d) = value
+                && (d.is_zero() || d > DAY)
+            {
+                return Err(ConfigError::out_of_range(
+                    field,
+                    "(0s, 1day]",
+                    humantime::format_duration(d),
+                ));
+            }
+        }
+        if self.max_retry_after > reliability_core::classify::MAX_RETRY_AFTER {
+            return Err(ConfigError::out_of_range(
+                "max_retry_after",
+                "[0s, 1h]",
+                humantime::format_duration(self.max_retry_after),
+            ));
+        }
+        if self.max_body_bytes > 64 * 1024 * 1024 {
+            return Err(ConfigError::out_of_range(
+                "max_body_bytes",
+                "[0, 67108864]",
+                self.max_body_bytes,
+            ));
+        }
+        self.budget.validate()
+    }
+}
+
+/// What the layer reports to an event listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RetryEvent<'a> {
+    /// A retry is about to wait `delay`, then make attempt number `attempt`.
+    Retrying {
+        /// The attempt about to be made (2 for the first retry).
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// A request failed for good after retries were cut short or used up.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+        /// Why retrying stopped.
+        reason: StopReason,
+        /// The last error or failed answer.
+        error: &'a str,
+    },
+    /// A critical failure: never retried, reported.
+    Critical {
+        /// Attempts made.
+        attempts: u32,
+        /// The error or failed answer.
+        error: &'a str,
+    },
+}
+
+pub(crate) type Listener = Arc<dyn Fn(&RetryEvent<'_>) + Send + Sync>;
+
+/// The non-generic shared state of one layer and all its clones.
+pub(crate) struct Core {
+    pub(crate) name: String,
+    pub(crate) schedule: Schedule,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) deadline: Option<Duration>,
+    pub(crate) budget: Budget,
+    pub(crate) metrics: Metrics,
+    pub(crate) sink: Option<Arc<dyn DeadLetterSink>>,
+    pub(crate) listener: Option<Listener>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) sequence: AtomicU64,
+    /// Whether a call must read the clock when it starts (some limit or budget needs
+    /// it); the plain success path skips the read.
+    pub(crate) needs_start_time: bool,
+    // Read by the HTTP integration only.
+    #[allow(dead_code)]
+    pub(crate) retry_non_idempotent: bool,
+    #[allow(dead_code)]
+    pub(crate) max_body_bytes: usize,
+}
+
+impl Core {
+    /// The jitter generator of one request, made on its first failure only.
+    pub(crate) fn request_rng(&self) -> SmallRng {
+        match self.seed {
+            Some(seed) => {
+                let n = self.sequence.fetch_add(1, Ordering::Relaxed);
+                // Spread consecutive request numbers over the seed space (SplitMix64's
+                // increment), so each request gets its own reproducible stream.
+                SmallRng::seed_from_u64(seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            }
+            None => SmallRng::from_rng(&mut rand::rng()),
+        }
+    }
+
+    pub(crate) fn emit(&self, event: RetryEvent<'_>) {
+        if let Some(listener) = &self.listener {
+            listener(&event);
+        }
+    }
+}
+
+impl fmt::Debug for Core {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Core")
+            .field("name", &self.name)
+            .field("schedule", &self.schedule)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("deadline", &self.deadline)
+            .field("budget", &self.budget)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A layer's shared state: the core and the policy.
+pub(crate) struct Shared<P> {
+    pub(crate) core: Core,
+    pub(crate) policy: P,
+}
+
+impl<P: Send + Sync + 'static> AsCore for Shared<P> {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for Shared<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("core", &self.core)
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Wraps services in [`Retry`]. Clones (and the services they make) share one budget,
+/// one set of counters and one dead-letter sink.
+pub struct RetryLayer<P = ClassifierPolicy> {
+    pub(crate) shared: Arc<Shared<P>>,
+}
+
+impl<P> Clone for RetryLayer<P> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<P: fmt::Debug> fmt::Debug for RetryLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+impl RetryLayer {
+    /// A builder with safe defaults: 3 attempts, full-jitter exponential backoff from
+    /// 100 ms to 10 s, the AWS token-bucket budget, errors retried unless marked "do not
+    /// retry".
+    pub fn builder() -> RetryBuilder<ClassifierPolicy> {
+        RetryBuilder::new(ClassifierPolicy::default())
+    }
+
+    /// A layer from configuration, with the default policy.
+    pub fn from_config(config: &RetryConfig) -> Result<Self, ConfigError> {
+        Self::builder().config(config.clone()).build()
+    }
+}
+
+impl<P: Send + Sync + 'static> RetryLayer<P> {
+    /// Counters, budget state and health of this layer and every clone.
+    pub fn handle(&self) -> RetryHandle {
+        RetryHandle {
+            core: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, P> Layer<S> for RetryLayer<P> {
+    type Service = Retry<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry::from_shared(inner, Arc::clone(&self.shared))
+    }
+}
+
+/// Builds a [`RetryLayer`]; each method reads like the setting it changes.
+#[must_use]
+pub struct RetryBuilder<P> {
+    config: RetryConfig,
+    policy: P,
+    sink: Option<Arc<dyn DeadLetterSink>>,
+    listener: Option<Listener>,
+}
+
+impl<P: fmt::Debug> fmt::Debug for RetryBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBuilder")
+            .field("config", &self.config)
+            .field("policy", &self.policy)
+            .field("sink", &self.sink)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P> RetryBuilder<P> {
+    /// Default settings with `policy`.
+    pub fn new(policy: P) -> Self {
+        Self {
+            config: RetryConfig::default(),
+            policy,
+            sink: None,
+            listener: None,
+        }
+    }
+
+    /// Replaces every setting at once (the policy, sink and listener stay).
+    pub fn config(mut self, config: RetryConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The name in health reports.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Attempts in total, the first included (`1..=100`).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.config.max_attempts = attempts;
+        self
+    }
+
+    /// The waiting rule between attempts.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.config.backoff = backoff;
+        self
+    }
+
+    /// No retry whose wait would end later than `max` after the first attempt began.
+    pub fn max_elapsed(mut self, max: Duration) -> Self {
+        self.config.max_elapsed = Some(max);
+        self
+    }
+
+    /// Cuts each attempt off after `timeout` (retried as a timeout).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.config.attempt_timeout = Some(timeout);
+        self
+    }
+
+    /// Fails the whole call after `deadline`, retries included.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.config.deadline = Some(deadline);
+        self
+    }
+
+    /// Clamps upstream-requested delays (at most 1 h).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.config.max_retry_after = max;
+        self
+    }
+
+    /// The retry budget.
+    pub fn budget(mut self, budget: BudgetConfig) -> Self {
+        self.config.budget = budget;
+        self
+    }
+
+    /// Seeds the jitter generator: the same seed and the same sequence of requests give
+    /// the same delays.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
+        self
+    }
+
+    /// HTTP: retry non-idempotent methods even without an `Idempotency-Key`.
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.config.retry_non_idempotent = yes;
+        self
+    }
+
+    /// HTTP: the largest request body buffered for replay.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+
+    /// Where requests that are given up on go.
+    pub fn dead_letter(mut self, sink: impl DeadLetterSink) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Calls `listener` on retries, give-ups and critical failures.
+    pub fn on_event(mut self, listener: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Replaces the policy (how requests are copied and answers judged).
+    pub fn policy<P2>(self, policy: P2) -> RetryBuilder<P2> {
+        RetryBuilder {
+            config: self.config,
+            policy,
+            sink: self.sink,
+            listener: self.listener,
+        }
+    }
+
+    /// Validates the settings and makes the layer.
+    pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+        let c = self.config;
+        c.validate()?;
+        let needs_start_time = c.max_elapsed.is_some()
+            || c.attempt_timeout.is_some()
+            || c.deadline.is_some()
+            || matches!(c.budget, BudgetConfig::Ratio(_))
+            || self.sink.is_some();
+        let core = Core {
+            name: c.name,
+            schedule: Schedule {
+                max_attempts: c.max_attempts,
+                backoff: c.backoff,
+                max_elapsed: c.max_elapsed,
+                max_retry_after: c.max_retry_after,
+            },
+            attempt_timeout: c.attempt_timeout,
+            deadline: c.deadline,
+            budget: Budget::new(c.budget, Instant::now()),
+            metrics: Metrics::default(),
+            sink: self.sink,
+            listener: self.listener,
+            seed: c.seed,
+            sequence: AtomicU64::new(0),
+            needs_start_time,
+            retry_non_idempotent: c.retry_non_idempotent,
+            max_body_bytes: c.max_body_bytes,
+        };
+        Ok(RetryLayer {
+            shared: Arc::new(Shared {
+                core,
+                policy: self.policy,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases: [(RetryBuilder<ClassifierPolicy>, &str); 5] = [
+            (RetryLayer::builder().max_attempts(0), "max_attempts"),
+            (
+                RetryLayer::builder().attempt_timeout(Duration::ZERO),
+                "attempt_timeout",
+            ),
+            (
+                RetryLayer::builder().max_retry_after(Duration::from_secs(7200)),
+                "max_retry_after",
+            ),
+            (
+                RetryLayer::builder().max_body_bytes(usize::MAX),
+                "max_body_bytes",
+            ),
+            (
+                RetryLayer::builder().budget(BudgetConfig::Ratio(
+                    crate::budget::RatioBudgetConfig {
+                        ratio: -1.0,
+                        ..Default::default()
+                    },
+                )),
+                "budget.ratio",
+            ),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn unknown_config_fields_are_rejected() {
+        let err = toml::from_str::<RetryConfig>("max_atempts = 3").unwrap_err();
+        assert!(err.to_string().contains("max_atempts"), "{err}");
+    }
+}
