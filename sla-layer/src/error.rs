@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use reliability_core::error::ConfigError;
+
 /// A data-quality score outside 0..=1, or NaN.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct InvalidScore(pub f64);
@@ -15,10 +17,16 @@ impl fmt::Display for InvalidScore {
 
 impl std::error::Error for InvalidScore {}
 
-/// The registry already holds its maximum number of monitors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the SLA registry is full ({max} monitors)")]
-pub struct RegistryFull {
-    /// The registry's limit.
-    pub max: usize,
+/// Why the registry could not hand out a monitor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry already holds its maximum number of monitors.
+    #[error("the SLA registry is full ({max} monitors)")]
+    Full {
+        /// The registry's limit.
+        max: usize,
+    },
+    /// The monitor's name or the registry's default configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }

@@ -58,6 +58,8 @@ pub mod events;
 mod future;
 mod layer;
 mod monitor;
+pub mod prometheus;
+mod registry;
 mod service;
 pub mod status;
 pub mod window;
@@ -66,11 +68,12 @@ pub use crate::budget::{AlertStatus, BurnRateAlert, ErrorBudget, Severity, SloCo
 pub use crate::config::{
     MAX_COUNT_WINDOW, MAX_INTERVALS, MAX_NAME_LEN, SlaConfig, SlaMonitorBuilder, WindowKind,
 };
-pub use crate::error::{InvalidScore, RegistryFull};
+pub use crate::error::{InvalidScore, RegistryError};
 pub use crate::events::{AlertEvent, StatusChange};
 pub use crate::future::ResponseFuture;
 pub use crate::layer::SlaLayer;
 pub use crate::monitor::{CallTimer, CallTotals, SlaMonitor, SlaReport};
+pub use crate::registry::{DEFAULT_MAX_MONITORS, SlaRegistry, SlaRegistryBuilder};
 pub use crate::service::Sla;
 pub use crate::status::{Reason, SlaThresholds};
 pub use crate::window::WindowStats;
