@@ -178,11 +178,6 @@ pub(crate) struct Core {
     /// Whether a call must read the clock when it starts (some limit or budget needs
     /// it); the plain success path skips the read.
     pub(crate) needs_start_time: bool,
-    // Read by the HTTP integration only.
-    #[allow(dead_code)]
-    pub(crate) retry_non_idempotent: bool,
-    #[allow(dead_code)]
-    pub(crate) max_body_bytes: usize,
 }
 
 impl Core {
@@ -418,6 +413,18 @@ impl<P> RetryBuilder<P> {
         }
     }
 
+    /// The settings so far.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn settings(&self) -> &RetryConfig {
+        &self.config
+    }
+
+    /// The policy so far.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    pub(crate) fn policy_mut(&mut self) -> &mut P {
+        &mut self.policy
+    }
+
     /// Validates the settings and makes the layer.
     pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
         let c = self.config;
@@ -444,8 +451,6 @@ impl<P> RetryBuilder<P> {
             seed: c.seed,
             sequence: AtomicU64::new(0),
             needs_start_time,
-            retry_non_idempotent: c.retry_non_idempotent,
-            max_body_bytes: c.max_body_bytes,
         };
         Ok(RetryLayer {
             shared: Arc::new(Shared {

@@ -49,6 +49,10 @@ pub mod backoff;
 pub mod budget;
 mod error;
 mod future;
+#[cfg(feature = "grpc")]
+pub mod grpc;
+#[cfg(feature = "http")]
+pub mod http;
 mod layer;
 mod metrics;
 mod policy;
