@@ -179,6 +179,101 @@ impl CacheConfig {
     }
 }
 
+/// The setters every cache builder shares; each builder has `config: CacheConfig` and
+/// `clock: Option<SharedClock>` fields.
+macro_rules! config_setters {
+    () => {
+        /// Replaces every data setting with `config` (closures set on the builder stay).
+        pub fn config(mut self, config: $crate::CacheConfig) -> Self {
+            self.config = config;
+            self
+        }
+
+        /// The cache's name in metrics, health and `Cache-Status`.
+        pub fn name(mut self, name: impl Into<String>) -> Self {
+            self.config.name = name.into();
+            self
+        }
+
+        /// Time to live of values (in HTTP mode, a response's `s-maxage` / `max-age`
+        /// wins when honoured).
+        pub fn ttl(mut self, ttl: std::time::Duration) -> Self {
+            self.config.ttl = ttl;
+            self
+        }
+
+        /// Stale-while-revalidate window: stale values served at once while one refresh
+        /// runs.
+        pub fn stale_while_revalidate(mut self, window: std::time::Duration) -> Self {
+            self.config.stale_while_revalidate = window;
+            self
+        }
+
+        /// Stale-if-error window (default 2× TTL): stale values served when the upstream
+        /// fails.
+        pub fn stale_if_error(mut self, window: std::time::Duration) -> Self {
+            self.config.stale_if_error = Some(window);
+            self
+        }
+
+        /// Hard cap on staleness.
+        pub fn max_staleness(mut self, cap: std::time::Duration) -> Self {
+            self.config.max_staleness = cap;
+            self
+        }
+
+        /// Random TTL shortening of up to `fraction` (in `[0, 1)`).
+        pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+            self.config.ttl_jitter = fraction;
+            self
+        }
+
+        /// XFetch probabilistic early refresh with this β (1.0 is the paper's choice).
+        pub fn xfetch(mut self, beta: f64) -> Self {
+            self.config.xfetch_beta = beta;
+            self
+        }
+
+        /// Most L1 entries.
+        pub fn max_entries(mut self, n: u64) -> Self {
+            self.config.max_entries = Some(n);
+            self
+        }
+
+        /// Most L1 bytes (as measured by the value size function plus key lengths).
+        pub fn max_bytes(mut self, n: u64) -> Self {
+            self.config.max_bytes = Some(n);
+            self
+        }
+
+        /// L1 eviction policy.
+        pub fn eviction(mut self, policy: $crate::EvictionPolicy) -> Self {
+            self.config.eviction = policy;
+            self
+        }
+
+        /// Key and value limits.
+        pub fn validation(mut self, mode: $crate::ValidationMode) -> Self {
+            self.config.validation = mode;
+            self
+        }
+
+        /// Most keys with an upstream call in flight.
+        pub fn max_in_flight(mut self, n: usize) -> Self {
+            self.config.max_in_flight = n;
+            self
+        }
+
+        /// The clock (default: tokio's, which follows paused time in tests).
+        pub fn clock(mut self, clock: reliability_core::clock::SharedClock) -> Self {
+            self.clock = Some(clock);
+            self
+        }
+    };
+}
+
+pub(crate) use config_setters;
+
 #[cfg(test)]
 mod tests {
     use super::*;

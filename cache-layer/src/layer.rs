@@ -9,13 +9,12 @@ use reliability_core::error::ConfigError;
 use tower_layer::Layer;
 
 use crate::adaptive::AdaptiveRule;
-use crate::backend::memory::{EvictionPolicy, MemoryBounds};
+use crate::backend::memory::MemoryBounds;
 use crate::config::{AdaptiveConfig, CacheConfig};
 use crate::engine::{Directive, Engine, Hooks, Settings};
 use crate::handle::CacheHandle;
 use crate::service::Cache;
 use crate::status::CacheStatus;
-use crate::validation::ValidationMode;
 
 /// Computes the cache key of a request; `None` makes the request bypass the cache.
 ///
@@ -121,53 +120,7 @@ impl<K, V> CacheLayerBuilder<K, V>
 where
     V: Clone + Send + Sync + 'static,
 {
-    /// Replaces every data setting with `config` (closures set on the builder stay).
-    pub fn config(mut self, config: CacheConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// The cache's name in metrics, health and `Cache-Status`.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.config.name = name.into();
-        self
-    }
-
-    /// Time to live of values.
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.config.ttl = ttl;
-        self
-    }
-
-    /// Stale-while-revalidate window: stale values served at once while one refresh runs.
-    pub fn stale_while_revalidate(mut self, window: Duration) -> Self {
-        self.config.stale_while_revalidate = window;
-        self
-    }
-
-    /// Stale-if-error window (default 2× TTL): stale values served when the upstream fails.
-    pub fn stale_if_error(mut self, window: Duration) -> Self {
-        self.config.stale_if_error = Some(window);
-        self
-    }
-
-    /// Hard cap on staleness.
-    pub fn max_staleness(mut self, cap: Duration) -> Self {
-        self.config.max_staleness = cap;
-        self
-    }
-
-    /// Random TTL shortening of up to `fraction` (in `[0, 1)`).
-    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
-        self.config.ttl_jitter = fraction;
-        self
-    }
-
-    /// XFetch probabilistic early refresh with this β (1.0 is the paper's choice).
-    pub fn xfetch(mut self, beta: f64) -> Self {
-        self.config.xfetch_beta = beta;
-        self
-    }
+    crate::config::config_setters!();
 
     /// Adaptive TTL by popularity: ×1.2 on hits, ×0.8 on misses, within `[min, max]`.
     pub fn adaptive_ttl(mut self, min: Duration, max: Duration) -> Self {
@@ -244,43 +197,7 @@ where
         self
     }
 
-    /// Most L1 entries.
-    pub fn max_entries(mut self, n: u64) -> Self {
-        self.config.max_entries = Some(n);
-        self
-    }
-
-    /// Most L1 bytes (as measured by [`value_size`](Self::value_size) plus key lengths).
-    pub fn max_bytes(mut self, n: u64) -> Self {
-        self.config.max_bytes = Some(n);
-        self
-    }
-
-    /// L1 eviction policy.
-    pub fn eviction(mut self, policy: EvictionPolicy) -> Self {
-        self.config.eviction = policy;
-        self
-    }
-
-    /// Key and value limits.
-    pub fn validation(mut self, mode: ValidationMode) -> Self {
-        self.config.validation = mode;
-        self
-    }
-
-    /// Most keys with an upstream call in flight.
-    pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.config.max_in_flight = n;
-        self
-    }
-
-    /// The clock (default: tokio's, which follows paused time in tests).
-    pub fn clock(mut self, clock: SharedClock) -> Self {
-        self.clock = Some(clock);
-        self
-    }
-
-    #[allow(dead_code)] // used by the HTTP mode
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn directive(
         mut self,
         f: impl Fn(&V, Directive) -> Directive + Send + Sync + 'static,
@@ -289,7 +206,7 @@ where
         self
     }
 
-    #[allow(dead_code)] // used by the HTTP mode
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
     pub(crate) fn annotate(mut self, f: fn(&mut V, &CacheStatus, &str)) -> Self {
         self.hooks.annotate = Some(f);
         self

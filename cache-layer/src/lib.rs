@@ -17,7 +17,7 @@
 //! per key; negative answers may be cached on their own TTL; keys and values are
 //! validated. [`CacheHandle`] invalidates (key, prefix, tag, all), writes, exports the hot
 //! keys and reports [`CacheSnapshot`](reliability_core::health::CacheSnapshot) health.
-//! The `http` feature adds an HTTP mode (Vary, `Cache-Control`, credential
+//! The `http` feature adds [`http::HttpCacheLayer`] (Vary, `Cache-Control`, credential
 //! isolation, RFC 9211 `Cache-Status`).
 //!
 //! # Example
@@ -62,7 +62,8 @@ pub mod freshness;
 mod future;
 mod handle;
 
-// pub mod http;
+#[cfg(feature = "http")]
+pub mod http;
 mod layer;
 mod metrics;
 mod service;

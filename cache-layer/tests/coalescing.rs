@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use cache_layer::{CacheLayer, InvalidKey, PutError, ValidationMode, ValueTooLarge};
-use common::{Boom, Key, Upstream, key, secs, settle, stack};
+use common::{Boom, Key, Upstream, key, paused_runtime, secs, settle, stack};
 use futures_util::future::join_all;
 use proptest::prelude::*;
 use reliability_core::error::find_in_chain;
@@ -99,11 +99,7 @@ async fn leader_dropped_mid_call_by_a_timeout_above() {
 
 #[test]
 fn flight_table_is_bounded() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap();
+    let rt = paused_runtime();
     rt.block_on(async {
         let up = Upstream::default();
         let (svc, handle) = stack(
@@ -123,11 +119,7 @@ proptest! {
     /// Any number of concurrent callers of one key: exactly one upstream call, one answer.
     #[test]
     fn any_number_of_callers_one_call(n in 1usize..300, delay_ms in 0u64..20) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = paused_runtime();
         let (calls, answers) = rt.block_on(async {
             let up = Upstream::default();
             let (svc, _) = stack(

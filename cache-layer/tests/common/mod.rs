@@ -112,3 +112,12 @@ pub fn stack(
         .service(up.service::<String>(delay));
     (svc, handle)
 }
+
+/// A current-thread runtime with paused time, for tests that build their own.
+pub fn paused_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,864 @@
+//! HTTP mode: caching `http::Request` → `http::Response` with the rules of a shared cache.
+//!
+//! [`HttpCacheLayer`] keys a request by method, URI and the request headers named with
+//! [`vary`](HttpCacheLayerBuilder::vary); buffers response bodies up to a cap; and follows
+//! RFC 9111 where a server-side (shared) cache must:
+//!
+//! - only `GET` and `HEAD` are cached; a request with `Cache-Control: no-store` bypasses;
+//! - a request with `Authorization` or `Cookie` is **never shared**: it bypasses the cache,
+//!   unless [`credential_identity`](HttpCacheLayerBuilder::credential_identity) puts the
+//!   caller's identity in the key (each user then has their own entries) or the user opts
+//!   in with [`share_authenticated`](HttpCacheLayerBuilder::share_authenticated);
+//! - responses with `Cache-Control: no-store` or `private`, or with `Set-Cookie`, are
+//!   neither stored nor handed to coalesced callers (each makes its own call);
+//! - `s-maxage` / `max-age` set the TTL, `stale-while-revalidate` / `stale-if-error` the
+//!   windows (when [`honor_cache_control`](HttpCacheLayerBuilder::honor_cache_control) is
+//!   on, the default); `no-cache` responses are not stored;
+//! - a response whose `Vary` names a header the key does not include (or `*`) is not
+//!   stored; 5xx answers count as failures (stale-if-error serves a stale copy instead);
+//!   404 and 410 are negative answers, stored only with a negative TTL;
+//! - bodies larger than the cap stream through uncached;
+//! - every response carries an RFC 9211 `Cache-Status` member, such as
+//!   `api; hit; ttl=12` or `api; fwd=miss; stored`.
+//!
+//! Upstream transport errors become `502 Bad Gateway` responses carrying the error as an
+//! [`UpstreamError`] extension, so axum needs no `HandleErrorLayer` and stale-if-error
+//! applies to them too.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use cache_layer::http::HttpCacheLayer;
+//!
+//! let cache = HttpCacheLayer::builder()
+//!     .name("api")
+//!     .ttl(Duration::from_secs(5))
+//!     .stale_while_revalidate(Duration::from_secs(30))
+//!     .vary(["accept"])
+//!     .build()
+//!     .unwrap();
+//! let app: Router = Router::new().route("/price", get(|| async { "42" })).layer(cache);
+//! # let _ = app;
+//! ```
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use parking_lot::Mutex;
+use pin_project_lite::pin_project;
+use reliability_core::clock::SharedClock;
+use reliability_core::error::ConfigError;
+use tower::BoxError;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::CacheHandle;
+use crate::config::CacheConfig;
+use crate::engine::{Directive, StoreAction};
+use crate::freshness::StaleWindows;
+use crate::layer::{CacheKey, CacheLayer};
+use crate::service::Cache;
+use crate::status::CacheStatus;
+
+/// The `Cache-Status` header (RFC 9211).
+pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
+/// The response type of the HTTP mode.
+pub type CachedResponse = Response<CachedBody>;
+
+// ---------------------------------------------------------------------------------------
+// Body
+
+/// A response body: buffered bytes (cacheable, cheap to clone) or, past the cap, the
+/// upstream's stream (never cached nor shared).
+pub struct CachedBody {
+    kind: BodyKind,
+}
+
+enum BodyKind {
+    Full(Option<Bytes>),
+    Stream {
+        prefix: VecDeque<Bytes>,
+        rest: Mutex<UnsyncBoxBody<Bytes, BoxError>>,
+    },
+}
+
+impl CachedBody {
+    /// A buffered body.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self {
+            kind: BodyKind::Full(Some(bytes.into())),
+        }
+    }
+
+    /// The buffered bytes, `None` for a streamed body.
+    pub fn bytes(&self) -> Option<&Bytes> {
+        match &self.kind {
+            BodyKind::Full(b) => b.as_ref(),
+            BodyKind::Stream { .. } => None,
+        }
+    }
+
+    /// Whether this body streams (it was larger than the cap).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self.kind, BodyKind::Stream { .. })
+    }
+}
+
+impl Clone for CachedBody {
+    /// A streamed body cannot be replayed: its clone is empty. The cache never clones one
+    /// (oversize responses are neither stored nor shared with coalesced callers).
+    fn clone(&self) -> Self {
+        Self {
+            kind: BodyKind::Full(self.bytes().cloned()),
+        }
+    }
+}
+
+impl fmt::Debug for CachedBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BodyKind::Full(b) => f
+                .debug_tuple("CachedBody::Full")
+                .field(&b.as_ref().map_or(0, Bytes::len))
+                .finish(),
+            BodyKind::Stream { .. } => f.write_str("CachedBody::Stream"),
+        }
+    }
+}
+
+impl Body for CachedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            BodyKind::Full(b) => Poll::Ready(
+                b.take()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| Ok(Frame::data(b))),
+            ),
+            BodyKind::Stream { prefix, rest } => {
+                if let Some(b) = prefix.pop_front() {
+                    return Poll::Ready(Some(Ok(Frame::data(b))));
+                }
+                Pin::new(&mut *rest.lock()).poll_frame(cx)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(b) => b.as_ref().is_none_or(Bytes::is_empty),
+            BodyKind::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            BodyKind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+/// The error behind a `502 Bad Gateway` produced by the HTTP mode, in the response's
+/// extensions.
+#[derive(Clone)]
+pub struct UpstreamError(pub Arc<BoxError>);
+
+impl fmt::Debug for UpstreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("UpstreamError").field(&self.0).finish()
+    }
+}
+
+fn bad_gateway(err: BoxError) -> CachedResponse {
+    let mut resp = Response::new(CachedBody::full("upstream error"));
+    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    resp.extensions_mut().insert(UpstreamError(Arc::new(err)));
+    resp
+}
+
+// ---------------------------------------------------------------------------------------
+// Buffering service
+
+/// Buffers the inner service's response bodies up to a cap (the service [`Cache`] wraps
+/// in HTTP mode).
+#[derive(Debug, Clone)]
+pub struct BufferBody<S> {
+    inner: S,
+    max_body: usize,
+}
+
+impl<S, ReqB, ResB> Service<Request<ReqB>> for BufferBody<S>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    type Response = CachedResponse;
+    type Error = Infallible;
+    // The miss path only: a hit never reaches this service.
+    type Future = BoxFuture<'static, Result<CachedResponse, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A readiness error is answered as a 502 by the call that follows.
+        let _ = ready!(self.inner.poll_ready(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let fut = self.inner.call(req);
+        let max = self.max_body;
+        Box::pin(async move {
+            let resp = match fut.await {
+                Ok(resp) => resp,
+                Err(e) => return Ok(bad_gateway(e.into())),
+            };
+            Ok(buffer(resp, max).await)
+        })
+    }
+}
+
+async fn buffer<B>(resp: Response<B>, max: usize) -> CachedResponse
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = resp.into_parts();
+    let mut body = body.map_err(Into::into).boxed_unsync();
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let mut chunks = VecDeque::new();
+    if declared.is_none_or(|n| n <= max as u64) {
+        let mut total = 0usize;
+        loop {
+            match body.frame().await {
+                None => {
+                    let bytes = concat(chunks, total);
+                    return Response::from_parts(parts, CachedBody::full(bytes));
+                }
+                Some(Err(e)) => return bad_gateway(e),
+                Some(Ok(frame)) => {
+                    // Trailers are dropped: a buffered body has nowhere to put them.
+                    if let Ok(data) = frame.into_data() {
+                        total += data.len();
+                        chunks.push_back(data);
+                        if total > max {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Response::from_parts(
+        parts,
+        CachedBody {
+            kind: BodyKind::Stream {
+                prefix: chunks,
+                rest: Mutex::new(body),
+            },
+        },
+    )
+}
+
+fn concat(mut chunks: VecDeque<Bytes>, total: usize) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop_front().unwrap_or_default();
+    }
+    let mut out = BytesMut::with_capacity(total);
+    for c in chunks {
+        out.extend_from_slice(&c);
+    }
+    out.freeze()
+}
+
+// ---------------------------------------------------------------------------------------
+// Key
+
+type IdentityFn = Arc<dyn Fn(&HeaderMap) -> Option<String> + Send + Sync>;
+
+/// The key of the HTTP mode: method, URI, chosen headers, and the caller's identity when
+/// credentials are present.
+#[derive(Clone)]
+pub struct HttpKey {
+    vary: Arc<[HeaderName]>,
+    identity: Option<IdentityFn>,
+    share_authenticated: bool,
+}
+
+impl fmt::Debug for HttpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpKey")
+            .field("vary", &self.vary)
+            .field("identity", &self.identity.is_some())
+            .field("share_authenticated", &self.share_authenticated)
+            .finish()
+    }
+}
+
+/// Escapes the key's separators so that distinct requests never share a key.
+fn push_escaped(key: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '|' => key.push_str("%7C"),
+            c => key.push(c),
+        }
+    }
+}
+
+impl<B> CacheKey<Request<B>> for HttpKey {
+    fn key(&self, req: &Request<B>) -> Option<String> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return None;
+        }
+        let headers = req.headers();
+        if cache_control(headers).any(|(name, _)| name.eq_ignore_ascii_case("no-store")) {
+            return None;
+        }
+        let credentialed = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
+        let identity = match (&self.identity, credentialed) {
+            (_, false) => None,
+            (Some(f), true) => Some(f(headers)?),
+            (None, true) if self.share_authenticated => None,
+            (None, true) => return None,
+        };
+        let mut key = String::with_capacity(64);
+        key.push_str(req.method().as_str());
+        key.push(' ');
+        push_escaped(&mut key, &req.uri().to_string());
+        for name in self.vary.iter() {
+            key.push('|');
+            key.push_str(name.as_str());
+            key.push('=');
+            for (i, v) in headers.get_all(name).iter().enumerate() {
+                if i > 0 {
+                    key.push(',');
+                }
+                push_escaped(&mut key, &String::from_utf8_lossy(v.as_bytes()));
+            }
+        }
+        if let Some(id) = identity {
+            key.push_str("|@");
+            push_escaped(&mut key, &id);
+        }
+        Some(key)
+    }
+}
+
+/// The directives of every `Cache-Control` header: `(name, value)`.
+fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            let d = d.trim();
+            match d.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (d, None),
+            }
+        })
+}
+
+// ---------------------------------------------------------------------------------------
+// Storage rules
+
+/// Statuses a shared cache may store by default (RFC 9110 §15.1, heuristically cacheable).
+const CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+#[derive(Debug, Clone)]
+struct Rules {
+    vary: Arc<[HeaderName]>,
+    honor_cache_control: bool,
+    negative: bool,
+    windows: StaleWindows,
+}
+
+fn seconds(v: Option<&str>) -> Option<Duration> {
+    // Bounded: a hostile `max-age=99999999999` cannot overflow anything.
+    v?.parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(365 * 24 * 3600)))
+}
+
+fn http_directive(resp: &CachedResponse, mut d: Directive, rules: &Rules) -> Directive {
+    let status = resp.status().as_u16();
+    if resp.body().is_streaming() || resp.headers().contains_key(SET_COOKIE) {
+        d.action = StoreAction::Private;
+        return d;
+    }
+    if status >= 500 {
+        d.action = StoreAction::Failure;
+        return d;
+    }
+    d.negative = matches!(status, 404 | 410);
+    if !CACHEABLE.contains(&status) || (d.negative && !rules.negative) {
+        d.action = StoreAction::Skip;
+        return d;
+    }
+    let varies_elsewhere = resp
+        .headers()
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|name| {
+            name == "*"
+                || !rules
+                    .vary
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(name))
+        });
+    if varies_elsewhere {
+        d.action = StoreAction::Skip;
+        return d;
+    }
+    let mut windows = rules.windows;
+    let (mut max_age, mut s_maxage) = (None, None);
+    for (name, value) in cache_control(resp.headers()) {
+        match name.to_ascii_lowercase().as_str() {
+            // A server-side cache is a shared cache (RFC 9111 §5.2.2.7).
+            "no-store" | "private" => {
+                d.action = StoreAction::Private;
+                d.shared = false;
+                return d;
+            }
+            "no-cache" => d.action = StoreAction::Skip,
+            "max-age" => max_age = seconds(value),
+            "s-maxage" => s_maxage = seconds(value),
+            "stale-while-revalidate" => {
+                if let Some(w) = seconds(value) {
+                    windows.stale_while_revalidate = w;
+                }
+            }
+            "stale-if-error" => {
+                if let Some(w) = seconds(value) {
+                    windows.stale_if_error = w;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !rules.honor_cache_control {
+        return d;
+    }
+    match s_maxage.or(max_age) {
+        Some(ttl) if ttl.is_zero() => d.action = StoreAction::Skip,
+        Some(ttl) if !d.negative => d.ttl = Some(ttl),
+        _ => {}
+    }
+    d.windows = Some(windows);
+    d
+}
+
+fn annotate(resp: &mut CachedResponse, status: &CacheStatus, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(&status.header_value(name)) {
+        // RFC 9211: each cache appends its member; the upstream's own stay first.
+        resp.headers_mut().append(CACHE_STATUS, v);
+    }
+}
+
+fn response_size(resp: &CachedResponse) -> usize {
+    let headers: usize = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    headers + resp.body().bytes().map_or(0, Bytes::len)
+}
+
+// ---------------------------------------------------------------------------------------
+// Layer, builder, service
+
+/// Caches HTTP responses: see the [module docs](self).
+#[derive(Clone)]
+pub struct HttpCacheLayer {
+    cache: CacheLayer<HttpKey, CachedResponse>,
+    max_body: usize,
+}
+
+impl fmt::Debug for HttpCacheLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheLayer")
+            .field("cache", &self.cache)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
+}
+
+impl HttpCacheLayer {
+    /// A builder with safe defaults: 60 s TTL, no Vary headers, 1 MiB body cap,
+    /// credentialed requests bypass, `Cache-Control` honoured.
+    pub fn builder() -> HttpCacheLayerBuilder {
+        HttpCacheLayerBuilder {
+            config: CacheConfig::default(),
+            vary: Vec::new(),
+            identity: None,
+            share_authenticated: false,
+            honor_cache_control: true,
+            max_body: 1 << 20,
+            clock: None,
+        }
+    }
+
+    /// The handle for invalidation and metrics (keys are `"GET /path?query|header=value"`).
+    pub fn handle(&self) -> CacheHandle<CachedResponse> {
+        self.cache.handle()
+    }
+}
+
+impl<S> Layer<S> for HttpCacheLayer {
+    type Service = HttpCache<S>;
+
+    fn layer(&self, inner: S) -> HttpCache<S> {
+        HttpCache {
+            inner: self.cache.layer(BufferBody {
+                inner,
+                max_body: self.max_body,
+            }),
+        }
+    }
+}
+
+/// Builds an [`HttpCacheLayer`].
+#[must_use]
+pub struct HttpCacheLayerBuilder {
+    config: CacheConfig,
+    vary: Vec<HeaderName>,
+    identity: Option<IdentityFn>,
+    share_authenticated: bool,
+    honor_cache_control: bool,
+    max_body: usize,
+    clock: Option<SharedClock>,
+}
+
+impl fmt::Debug for HttpCacheLayerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCacheLayerBuilder")
+            .field("config", &self.config)
+            .field("vary", &self.vary)
+            .field("max_body", &self.max_body)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpCacheLayerBuilder {
+    crate::config::config_setters!();
+
+    /// Caches 404 and 410 answers for `ttl` (off by default).
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.config.negative_ttl = Some(ttl);
+        self
+    }
+
+    /// Request headers that are part of the key (`Accept`, `Accept-Language`...).
+    /// Invalid header names are a build error.
+    pub fn vary<I, N>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = N>,
+        N: AsRef<str>,
+    {
+        for n in names {
+            match HeaderName::from_bytes(n.as_ref().as_bytes()) {
+                Ok(h) => self.vary.push(h),
+                Err(_) => self.config.name = format!("\0invalid vary header {:?}", n.as_ref()),
+            }
+        }
+        self
+    }
+
+    /// Largest body buffered for caching (default 1 MiB); larger ones stream uncached.
+    pub fn max_body_bytes(mut self, n: usize) -> Self {
+        self.max_body = n;
+        self
+    }
+
+    /// Caches credentialed requests per caller: `f` maps the request headers to the
+    /// caller's identity (a user id, not the token), which becomes part of the key;
+    /// `None` makes the request bypass.
+    pub fn credential_identity(
+        mut self,
+        f: impl Fn(&HeaderMap) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.identity = Some(Arc::new(f));
+        self
+    }
+
+    /// Shares responses to credentialed requests between callers (opt-in, for APIs
+    /// whose answers do not depend on who asks).
+    pub fn share_authenticated(mut self) -> Self {
+        self.share_authenticated = true;
+        self
+    }
+
+    /// Whether response `Cache-Control` freshness directives (`max-age`, `s-maxage`,
+    /// `stale-while-revalidate`, `stale-if-error`) set TTLs and windows (default true).
+    /// `no-store`, `private` and `no-cache` are honoured either way.
+    pub fn honor_cache_control(mut self, on: bool) -> Self {
+        self.honor_cache_control = on;
+        self
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
+        if let Some(bad) = self.config.name.strip_prefix('\0') {
+            return Err(ConfigError::new("vary", bad.to_owned()));
+        }
+        if self.max_body == 0 || self.max_body > (256 << 20) {
+            return Err(ConfigError::out_of_range(
+                "max_body_bytes",
+                "[1, 268435456]",
+                self.max_body,
+            ));
+        }
+        let vary: Arc<[HeaderName]> = self.vary.into();
+        let rules = Rules {
+            vary: vary.clone(),
+            honor_cache_control: self.honor_cache_control,
+            negative: self.config.negative_ttl.is_some(),
+            windows: StaleWindows {
+                stale_while_revalidate: self.config.stale_while_revalidate,
+                stale_if_error: self.config.effective_stale_if_error(),
+                max_staleness: self.config.max_staleness,
+            },
+        };
+        let key = HttpKey {
+            vary,
+            identity: self.identity,
+            share_authenticated: self.share_authenticated,
+        };
+        let mut b = CacheLayer::builder(key)
+            .config(self.config)
+            .value_size(response_size)
+            .directive(move |resp, d| http_directive(resp, d, &rules))
+            .annotate(annotate);
+        if let Some(c) = self.clock {
+            b = b.clock(c);
+        }
+        Ok(HttpCacheLayer {
+            cache: b.build()?,
+            max_body: self.max_body,
+        })
+    }
+}
+
+/// The HTTP-mode service: never fails; upstream errors are `502` responses.
+#[derive(Clone)]
+pub struct HttpCache<S> {
+    inner: Cache<BufferBody<S>, HttpKey, CachedResponse>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpCache")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, ReqB> Service<Request<ReqB>> for HttpCache<S>
+where
+    Cache<BufferBody<S>, HttpKey, CachedResponse>:
+        Service<Request<ReqB>, Response = CachedResponse, Error = BoxError>,
+{
+    type Response = CachedResponse;
+    type Error = Infallible;
+    type Future = HttpResponseFuture<
+        <Cache<BufferBody<S>, HttpKey, CachedResponse> as Service<Request<ReqB>>>::Future,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The buffering service below is infallible; so is readiness here.
+        let _ = ready!(self.inner.poll_ready(cx));
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        HttpResponseFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// The future of [`HttpCache`].
+    pub struct HttpResponseFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F> fmt::Debug for HttpResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpResponseFuture")
+    }
+}
+
+impl<F> Future for HttpResponseFuture<F>
+where
+    F: Future<Output = Result<CachedResponse, BoxError>>,
+{
+    type Output = Result<CachedResponse, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(Ok(
+            ready!(self.project().inner.poll(cx)).unwrap_or_else(bad_gateway)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(vary: &[&'static str], req: Request<()>) -> Option<String> {
+        let k = HttpKey {
+            vary: vary
+                .iter()
+                .map(|v| HeaderName::from_static(v))
+                .collect::<Vec<_>>()
+                .into(),
+            identity: None,
+            share_authenticated: false,
+        };
+        k.key(&req)
+    }
+
+    #[test]
+    fn keys_by_method_uri_and_vary_without_collisions() {
+        let get = |uri: &str, accept: Option<&str>| {
+            let mut b = Request::get(uri);
+            if let Some(a) = accept {
+                b = b.header("accept", a);
+            }
+            b.body(()).unwrap()
+        };
+        assert_eq!(
+            key(&["accept"], get("/a?x=1", Some("text/html"))).unwrap(),
+            "GET /a?x=1|accept=text/html"
+        );
+        assert_ne!(
+            key(&["accept"], get("/a", Some("x|accept=y"))),
+            key(&["accept"], get("/a|accept=x", Some("y")))
+        );
+        assert!(key(&[], Request::post("/a").body(()).unwrap()).is_none());
+        let authed = Request::get("/a")
+            .header("authorization", "Bearer t")
+            .body(())
+            .unwrap();
+        assert!(key(&[], authed).is_none(), "credentials bypass by default");
+        let no_store = Request::get("/a")
+            .header("cache-control", "no-store")
+            .body(())
+            .unwrap();
+        assert!(key(&[], no_store).is_none());
+    }
+
+    fn directive(resp: Response<CachedBody>) -> Directive {
+        let rules = Rules {
+            vary: Arc::from(vec![HeaderName::from_static("accept")]),
+            honor_cache_control: true,
+            negative: false,
+            windows: StaleWindows::NONE,
+        };
+        let base = Directive {
+            action: StoreAction::Store,
+            ttl: None,
+            windows: None,
+            negative: false,
+            shared: true,
+            tags: Vec::new(),
+        };
+        http_directive(&resp, base, &rules)
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> Response<CachedBody> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(CachedBody::full("x")).unwrap()
+    }
+
+    #[test]
+    fn storage_rules() {
+        let d = directive(resp(
+            200,
+            &[("cache-control", "max-age=30, stale-while-revalidate=5")],
+        ));
+        assert_eq!(d.action, StoreAction::Store);
+        assert_eq!(d.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(
+            d.windows.unwrap().stale_while_revalidate,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            directive(resp(200, &[("cache-control", "max-age=30, s-maxage=7")])).ttl,
+            Some(Duration::from_secs(7))
+        );
+        for (status, headers, action) in [
+            (
+                200,
+                vec![("cache-control", "private")],
+                StoreAction::Private,
+            ),
+            (
+                200,
+                vec![("cache-control", "no-store")],
+                StoreAction::Private,
+            ),
+            (200, vec![("set-cookie", "a=b")], StoreAction::Private),
+            (200, vec![("cache-control", "no-cache")], StoreAction::Skip),
+            (200, vec![("cache-control", "max-age=0")], StoreAction::Skip),
+            (200, vec![("vary", "accept-language")], StoreAction::Skip),
+            (200, vec![("vary", "*")], StoreAction::Skip),
+            (200, vec![("vary", "Accept")], StoreAction::Store),
+            (503, vec![], StoreAction::Failure),
+            (404, vec![], StoreAction::Skip),
+            (201, vec![], StoreAction::Skip),
+        ] {
+            assert_eq!(
+                directive(resp(status, &headers)).action,
+                action,
+                "{status} {headers:?}"
+            );
+        }
+        let huge = directive(resp(
+            200,
+            &[("cache-control", "max-age=99999999999999999999")],
+        ));
+        assert_eq!(
+            huge.action,
+            StoreAction::Store,
+            "unparsable max-age falls back to the default TTL"
+        );
+    }
+}

@@ -1,0 +1,281 @@
+//! The HTTP mode through a real axum server on loopback: Cache-Status, Vary, no-store,
+//! private, credential isolation, body cap, stale-if-error.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use cache_layer::http::{HttpCacheLayer, HttpCacheLayerBuilder};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use parking_lot::Mutex;
+use reliability_core::clock::ManualClock;
+
+#[derive(Clone, Default)]
+struct Upstream {
+    calls: Arc<Mutex<HashMap<String, u64>>>,
+    failing: Arc<AtomicBool>,
+}
+
+impl Upstream {
+    fn calls(&self, path: &str) -> u64 {
+        self.calls.lock().get(path).copied().unwrap_or(0)
+    }
+
+    async fn handle(self, req: Request) -> Response {
+        let path = req.uri().path().to_owned();
+        let n = {
+            let mut calls = self.calls.lock();
+            let c = calls.entry(path.clone()).or_default();
+            *c += 1;
+            *c
+        };
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let cc = |v: &'static str| [("cache-control", v)];
+        match path.as_str() {
+            "/public" => (cc("max-age=60"), format!("n={n}")).into_response(),
+            "/vary" => (
+                [("cache-control", "max-age=60"), ("vary", "accept")],
+                header("accept"),
+            )
+                .into_response(),
+            "/private" => (cc("private, max-age=60"), format!("n={n}")).into_response(),
+            "/nostore" => (cc("no-store"), format!("n={n}")).into_response(),
+            "/cookie" => ([("set-cookie", "session=secret")], format!("n={n}")).into_response(),
+            "/me" => (cc("max-age=60"), header("authorization")).into_response(),
+            "/big" => (cc("max-age=60"), "x".repeat(4096)).into_response(),
+            "/missing" => (StatusCode::NOT_FOUND, format!("n={n}")).into_response(),
+            "/flaky" if self.failing.load(Ordering::SeqCst) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "down").into_response()
+            }
+            "/flaky" => (cc("max-age=1"), format!("n={n}")).into_response(),
+            _ => StatusCode::NOT_FOUND.into_response(),
+        }
+    }
+}
+
+async fn serve(layer: HttpCacheLayer) -> (SocketAddr, Upstream) {
+    let up = Upstream::default();
+    let handler_up = up.clone();
+    let app = Router::new()
+        .fallback(move |req: Request| handler_up.clone().handle(req))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, up)
+}
+
+struct Answer {
+    status: StatusCode,
+    cache_status: String,
+    body: String,
+}
+
+struct Http {
+    client: Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            addr,
+        }
+    }
+
+    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut req = http::Request::get(format!("http://{}{path}", self.addr));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .client
+            .request(req.body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let cache_status = resp
+            .headers()
+            .get_all("cache-status")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Answer {
+            status,
+            cache_status,
+            body: String::from_utf8(body.to_vec()).unwrap(),
+        }
+    }
+}
+
+fn builder(clock: &ManualClock) -> HttpCacheLayerBuilder {
+    HttpCacheLayer::builder()
+        .name("edge")
+        .ttl(Duration::from_secs(30))
+        .vary(["accept"])
+        .max_body_bytes(1024)
+        .clock(clock.shared())
+}
+
+#[tokio::test]
+async fn cache_status_vary_and_storage_rules() {
+    let clock = ManualClock::new();
+    let layer = builder(&clock)
+        .negative_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let (addr, up) = serve(layer).await;
+    let http = Http::new(addr);
+
+    let a = http.get("/public", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (StatusCode::OK, "n=1"));
+    assert_eq!(a.cache_status, "edge; fwd=miss; stored");
+    clock.advance(Duration::from_secs(12));
+    let b = http.get("/public", &[]).await;
+    assert_eq!(b.body, "n=1");
+    assert_eq!(
+        b.cache_status, "edge; hit; ttl=48",
+        "max-age=60 wins over the 30 s default"
+    );
+    assert_eq!(up.calls("/public"), 1);
+
+    // Vary: one entry per Accept value.
+    let html = http.get("/vary", &[("accept", "text/html")]).await;
+    let json = http.get("/vary", &[("accept", "application/json")]).await;
+    let html_again = http.get("/vary", &[("accept", "text/html")]).await;
+    assert_eq!(
+        (html.body.as_str(), json.body.as_str()),
+        ("text/html", "application/json")
+    );
+    assert_eq!(html_again.body, "text/html");
+    assert!(html_again.cache_status.contains("hit"));
+    assert_eq!(up.calls("/vary"), 2);
+
+    // no-store, private and Set-Cookie are never stored.
+    for path in ["/nostore", "/private", "/cookie"] {
+        let first = http.get(path, &[]).await;
+        let second = http.get(path, &[]).await;
+        assert_eq!(first.cache_status, "edge; fwd=miss", "{path}");
+        assert_eq!(second.body, "n=2", "{path} went upstream again");
+    }
+
+    // A body over the cap streams through intact and is not stored.
+    for _ in 0..2 {
+        let big = http.get("/big", &[]).await;
+        assert_eq!(big.body.len(), 4096);
+    }
+    assert_eq!(up.calls("/big"), 2);
+
+    // 404 is a negative answer, on its own TTL.
+    http.get("/missing", &[]).await;
+    let again = http.get("/missing", &[]).await;
+    assert_eq!(
+        (again.status, again.body.as_str()),
+        (StatusCode::NOT_FOUND, "n=1")
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(http.get("/missing", &[]).await.body, "n=2");
+
+    assert!(handle.snapshot().hits >= 3);
+}
+
+#[tokio::test]
+async fn credentialed_requests_bypass_by_default() {
+    let clock = ManualClock::new();
+    let (addr, up) = serve(builder(&clock).build().unwrap()).await;
+    let http = Http::new(addr);
+    let alice = http.get("/me", &[("authorization", "Bearer alice")]).await;
+    let bob = http.get("/me", &[("authorization", "Bearer bob")]).await;
+    let cookie = http.get("/me", &[("cookie", "sid=carol")]).await;
+    assert_eq!(alice.body, "Bearer alice");
+    assert_eq!(
+        bob.body, "Bearer bob",
+        "Alice's answer is never served to Bob"
+    );
+    assert_eq!(cookie.body, "");
+    assert_eq!(bob.cache_status, "edge; fwd=bypass");
+    assert_eq!(up.calls("/me"), 3);
+}
+
+#[tokio::test]
+async fn credential_identity_gives_each_user_their_own_entries() {
+    let clock = ManualClock::new();
+    let layer = builder(&clock)
+        .credential_identity(|h: &HeaderMap| {
+            let token = h.get("authorization")?.to_str().ok()?;
+            Some(token.strip_prefix("Bearer ")?.to_owned())
+        })
+        .build()
+        .unwrap();
+    let (addr, up) = serve(layer).await;
+    let http = Http::new(addr);
+    let alice = [("authorization", "Bearer alice")];
+    let bob = [("authorization", "Bearer bob")];
+    assert_eq!(http.get("/me", &alice).await.body, "Bearer alice");
+    let alice_again = http.get("/me", &alice).await;
+    assert_eq!(alice_again.body, "Bearer alice");
+    assert!(alice_again.cache_status.contains("hit"));
+    let b = http.get("/me", &bob).await;
+    assert_eq!(b.body, "Bearer bob");
+    assert!(b.cache_status.contains("fwd=miss"));
+    assert_eq!(up.calls("/me"), 2);
+    // Credentials the identity function does not recognise bypass.
+    let odd = http.get("/me", &[("authorization", "Basic eA==")]).await;
+    assert_eq!(odd.cache_status, "edge; fwd=bypass");
+}
+
+#[tokio::test]
+async fn stale_if_error_serves_the_last_good_response() {
+    let clock = ManualClock::new();
+    let layer = builder(&clock)
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let (addr, up) = serve(layer).await;
+    let http = Http::new(addr);
+    assert_eq!(http.get("/flaky", &[]).await.body, "n=1");
+    up.failing.store(true, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(3));
+    let stale = http.get("/flaky", &[]).await;
+    assert_eq!((stale.status, stale.body.as_str()), (StatusCode::OK, "n=1"));
+    assert_eq!(
+        stale.cache_status,
+        "edge; fwd=stale; ttl=-2; detail=stale-if-error"
+    );
+    assert_eq!(up.calls("/flaky"), 2);
+    // Past the window the upstream's 503 goes through.
+    clock.advance(Duration::from_secs(60));
+    let down = http.get("/flaky", &[]).await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.cache_status, "edge; fwd=miss");
+}
+
+#[tokio::test]
+async fn body_type_is_usable_directly() {
+    // The cached body type works with any http-body consumer.
+    let body = cache_layer::http::CachedBody::full("abc");
+    let copy = body.clone();
+    assert_eq!(copy.collect().await.unwrap().to_bytes(), "abc");
+    let _ = Body::new(body);
+}
