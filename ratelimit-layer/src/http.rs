@@ -11,6 +11,35 @@
 //! one list member per window of the quota, named `<policy>-<window>`; `q` is the quota,
 //! `w` the window in seconds, `r` the units left and `t` the seconds until the window is full
 //! again. Legacy `X-RateLimit-Limit/Remaining/Reset` (of the binding window) are optional.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, http::HeaderKey};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let limiter = RateLimiter::builder()
+//!     .quota(Quota::per(1, Duration::from_secs(60)).unwrap())
+//!     .build()
+//!     .unwrap();
+//! let svc = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(limiter).key(HeaderKey::new("x-api-key").unwrap()).http())
+//!     .service(service_fn(|_: http::Request<()>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::from("ok")))
+//!     }));
+//! let request = || http::Request::builder().header("x-api-key", "k1").body(()).unwrap();
+//!
+//! let ok = svc.clone().oneshot(request()).await.unwrap();
+//! assert_eq!(ok.headers()["ratelimit"], "\"default-60s\";r=0;t=60");
+//! let refused = svc.oneshot(request()).await.unwrap();
+//! assert_eq!(refused.status(), 429);
+//! assert_eq!(refused.headers()["retry-after"], "60");
+//! assert_eq!(refused.headers()["ratelimit-policy"], "\"default-60s\";q=1;w=60");
+//! # }
+//! ```
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;

@@ -19,7 +19,7 @@ pub struct Subject {
     pub user: String,
     /// The endpoint, when per-endpoint limits may apply.
     pub endpoint: Option<String>,
-    /// Units this request costs (default 1).
+    /// Units this request costs (default 1; 0 counts as 1).
     pub cost: u32,
 }
 

@@ -60,7 +60,7 @@ pub mod service;
 pub mod tier;
 pub mod window;
 
-pub use backend::{Backend, FailureMode, MemoryBackend, RedisBackend};
+pub use backend::{Backend, FailureMode, Leased, MemoryBackend, RedisBackend};
 pub use error::{RateLimited, Reason};
 pub use key::{KeyExtractor, KeyExtractorExt, Subject};
 pub use layer::RateLimitLayer;

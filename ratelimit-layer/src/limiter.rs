@@ -17,9 +17,12 @@ use reliability_core::error::ConfigError;
 use reliability_core::health::{
     ComponentDetail, ComponentHealth, HealthSource, HealthStatus, RateLimitSnapshot,
 };
+use reliability_core::redis::{RedisConfig, RedisSetupError};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, BackendUnavailable, MemoryBackend, Pending};
+use crate::backend::{
+    Backend, BackendUnavailable, FailureMode, Leased, MemoryBackend, Pending, RedisBackend,
+};
 use crate::error::{RateLimited, Reason};
 use crate::key::Subject;
 use crate::quota::{Decision, Mode, Quota, WindowConfig, WindowStatus};
@@ -195,7 +198,8 @@ impl fmt::Debug for RateLimiter {
     }
 }
 
-/// Serializable limiter settings (the backend is chosen in code).
+/// Serializable limiter settings, backend included (TOML: `name`, `default_tier`,
+/// `[[tiers.<name>]]`, `[[endpoints."<route>"]]`, `[redis]`, `failure_mode`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimiterConfig {
@@ -208,6 +212,20 @@ pub struct RateLimiterConfig {
     pub endpoints: std::collections::BTreeMap<String, Vec<WindowConfig>>,
     /// Most users whose usage is counted (0 turns usage statistics off).
     pub usage_capacity: usize,
+    /// Shared state in Redis (single node or cluster); in-process when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisConfig>,
+    /// What to do while Redis is down (fail open by default).
+    pub failure_mode: FailureMode,
+    /// Number of processes sharing the Redis limit: each fallback admits `1/n` of it.
+    pub fallback_share: u64,
+    /// Most keys of the in-process backend (or of the fallback).
+    pub max_keys: usize,
+    /// Units leased from Redis per round trip (0: no batching); see [`Leased`].
+    pub lease: u64,
+    /// How long a lease may be held.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
 }
 
 impl Default for RateLimiterConfig {
@@ -217,11 +235,38 @@ impl Default for RateLimiterConfig {
             tiers: TiersConfig::default(),
             endpoints: Default::default(),
             usage_capacity: 100_000,
+            redis: None,
+            failure_mode: FailureMode::Open,
+            fallback_share: 1,
+            max_keys: 1_000_000,
+            lease: 0,
+            lease_ttl: Duration::from_millis(100),
         }
     }
 }
 
 impl RateLimiterConfig {
+    /// Builds the limiter, connecting to Redis when configured.
+    pub async fn build(&self) -> Result<RateLimiter, RedisSetupError> {
+        let memory = MemoryBackend::builder().max_keys(self.max_keys).build()?;
+        let builder = self.builder()?;
+        let Some(redis) = &self.redis else {
+            return Ok(builder.backend(memory).build()?);
+        };
+        let backend = RedisBackend::builder(redis.clone())
+            .failure_mode(self.failure_mode)
+            .fallback_share(self.fallback_share)
+            .fallback(memory)
+            .build()
+            .await?;
+        let builder = if self.lease == 0 {
+            builder.backend(backend)
+        } else {
+            builder.backend(Leased::new(backend, self.lease, self.lease_ttl)?)
+        };
+        Ok(builder.build()?)
+    }
+
     /// A builder preloaded with this configuration.
     pub fn builder(&self) -> Result<RateLimiterBuilder, ConfigError> {
         let mut b = RateLimiter::builder()
@@ -406,10 +451,9 @@ impl RateLimiter {
             None
         };
         let key = storage_key(&subject.user, endpoint);
-        let pending =
-            self.inner
-                .backend
-                .decide(&key, &resolved.quota, u64::from(subject.cost), mode);
+        // A cost of 0 counts as 1: a request is never free.
+        let cost = u64::from(subject.cost.max(1));
+        let pending = self.inner.backend.decide(&key, &resolved.quota, cost, mode);
         (resolved, pending)
     }
 

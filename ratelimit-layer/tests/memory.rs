@@ -199,8 +199,8 @@ fn a_million_keys_stay_bounded_and_are_reclaimed() {
     assert_eq!(ratelimit_layer::Backend::tracked_keys(&backend), 0);
 }
 
-#[test]
-fn bad_configuration_is_a_typed_error() {
+#[tokio::test]
+async fn bad_configuration_is_a_typed_error() {
     let w = WindowConfig {
         limit: 5,
         period: Duration::from_secs(1),
@@ -223,6 +223,7 @@ fn bad_configuration_is_a_typed_error() {
         name = "api"
         default_tier = "free"
         usage_capacity = 10
+        max_keys = 1000
         [[tiers.free]]
         limit = 2
         period = "1s"
@@ -232,7 +233,7 @@ fn bad_configuration_is_a_typed_error() {
         "#,
     )
     .unwrap();
-    let limiter = cfg.builder().unwrap().build().unwrap();
+    let limiter = cfg.build().await.unwrap();
     assert_eq!(limiter.name(), "api");
     assert_eq!(limiter.tiers()[0].windows.len(), 1);
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use ratelimit_layer::backend::{MemoryBackend, RedisBackend};
+use ratelimit_layer::backend::{Leased, MemoryBackend, RedisBackend};
 use ratelimit_layer::quota::Mode;
 use ratelimit_layer::{
     Algorithm, Backend, FailureMode, Quota, RateLimiter, Reason, Subject, Window, WindowConfig,
@@ -218,6 +218,11 @@ async fn fail_open_falls_back_and_returns_to_redis() {
     let down_for = Duration::from_millis(600);
     let during = run(limiter.clone(), subject.clone(), down_for).await;
     assert!(limiter.snapshot().fallback_active);
+    let health = reliability_core::health::HealthSource::health(&limiter);
+    assert_eq!(
+        health[0].status,
+        reliability_core::health::HealthStatus::Degraded
+    );
     assert!(backend.failures() >= 1);
     // Stated factor: a fresh local bucket admits at most burst + rate × time = 50 + 30,
     // i.e. within 2× the shared limit over the outage.
@@ -255,12 +260,13 @@ async fn fail_closed_rejects_while_down() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
-    let backend = RedisBackend::builder(server.config())
-        .failure_mode(FailureMode::Closed)
-        .build()
-        .await
-        .unwrap();
-    let limiter = RateLimiter::builder().backend(backend).build().unwrap();
+    let config = ratelimit_layer::RateLimiterConfig {
+        redis: Some(server.config()),
+        failure_mode: FailureMode::Closed,
+        ..Default::default()
+    };
+    let limiter = config.build().await.unwrap();
+    assert_eq!(limiter.snapshot().backend, "redis");
     limiter.check("u", 1).await.unwrap();
     server.stop();
     for _ in 0..5 {
@@ -383,4 +389,74 @@ fn processes_share_one_limit() {
     // R = 20/s for 5 s, plus the GCRA burst of 20 (no batching): at most 120.
     assert!(total <= 20 * secs + 20, "{total} admitted by 4 processes");
     assert!(total >= 20 * secs / 2, "{total}: the limit was reachable");
+}
+
+/// 4 tasks of one process sharing `limit`/s through 10-unit leases for 400 ms:
+/// (decisions, admitted, round trips, seconds).
+async fn leased_run(server: &RedisServer, prefix: &str, limit: u64) -> (u64, u64, u64, f64) {
+    let backend = RedisBackend::builder(server.config().key_prefix(prefix))
+        .build()
+        .await
+        .unwrap();
+    let leased = Leased::new(backend.clone(), 10, Duration::from_millis(200)).unwrap();
+    let limiter = RateLimiter::builder()
+        .quota(Quota::per(limit, Duration::from_secs(1)).unwrap())
+        .backend(leased)
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let limiter = limiter.clone();
+            tokio::spawn(async move {
+                let (mut decisions, mut admitted) = (0u64, 0u64);
+                while start.elapsed() < Duration::from_millis(400) {
+                    decisions += 1;
+                    if limiter.check("shared", 1).await.is_ok() {
+                        admitted += 1;
+                    }
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+                (decisions, admitted)
+            })
+        })
+        .collect();
+    let (mut decisions, mut admitted) = (0, 0);
+    for t in tasks {
+        let (d, a) = t.await.unwrap();
+        decisions += d;
+        admitted += a;
+    }
+    (
+        decisions,
+        admitted,
+        backend.round_trips(),
+        start.elapsed().as_secs_f64(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_cut_round_trips_within_the_stated_bound() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    // Below the limit: one round trip per 10 decisions, nearly.
+    let (decisions, admitted, trips, _) = leased_run(&server, "lease-a", 100_000).await;
+    assert_eq!(admitted, decisions);
+    assert!(
+        trips * 5 <= decisions,
+        "{trips} round trips for {decisions} decisions"
+    );
+    // Saturated: the quota's bound (burst 100 + 100/s) plus one process × 4 × (lease − 1).
+    let (decisions, admitted, _, secs) = leased_run(&server, "lease-b", 100).await;
+    let bound = 100.0 + 100.0 * secs + 36.0;
+    assert!(
+        (admitted as f64) <= bound,
+        "{admitted} admitted, bound {bound}"
+    );
+    // Dropped chunks under-admit a little; most of the quota stays usable.
+    assert!(
+        admitted >= 60 && decisions > admitted,
+        "{admitted} of {decisions}"
+    );
 }

@@ -12,9 +12,11 @@ use std::task::{Context, Poll};
 
 use crate::quota::{Decision, Mode, Quota};
 
+pub mod lease;
 pub mod memory;
 pub mod redis;
 
+pub use self::lease::Leased;
 pub use self::memory::{MemoryBackend, MemoryBackendBuilder};
 pub use self::redis::{FailureMode, RedisBackend, RedisBackendBuilder};
 

@@ -20,6 +20,26 @@
 //! After the interval the next decision tries Redis again: the backend returns to Redis
 //! within `recheck_interval` plus one reconnect of it coming back. Both transitions are
 //! logged (`tracing` warn/info) and visible in the snapshot (`fallback_active`).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use ratelimit_layer::{FailureMode, RateLimiter, RedisBackend};
+//! use reliability_core::redis::RedisConfig;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let backend = RedisBackend::builder(RedisConfig::single("redis://127.0.0.1:6379").key_prefix("api"))
+//!     .failure_mode(FailureMode::Open)
+//!     .fallback_share(4) // four processes share the limit
+//!     .build()
+//!     .await?;
+//! let limiter = RateLimiter::builder().backend(backend).build()?;
+//! limiter.set_tier("key-123", "pro")?;
+//! let decision = limiter.check("key-123", 1).await?;
+//! assert!(decision.allowed);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
