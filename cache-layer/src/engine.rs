@@ -155,6 +155,9 @@ pub(crate) struct Engine<V> {
     /// Bumped by prefix, tag and clear-all invalidations: a flight that started before
     /// does not store its (possibly older) answer.
     epoch: AtomicU64,
+    /// The Redis tier, when configured.
+    #[cfg(feature = "redis")]
+    pub(crate) lower: Option<crate::distributed::Lower<V>>,
     /// Adaptive TTLs of keys whose entries were evicted (bounded like L1).
     ttl_memory: Option<moka::sync::Cache<String, u64>>,
     created: Instant,
@@ -192,6 +195,8 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             metrics: Metrics::default(),
             epoch: AtomicU64::new(0),
             ttl_memory,
+            #[cfg(feature = "redis")]
+            lower: None,
             created: clock.now(),
             last_failure: AtomicU64::new(0),
             settings,
@@ -484,8 +489,49 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             hits: AtomicU32::new(0),
             next_ttl_nanos: AtomicU64::new(nanos(next_ttl)),
         };
-        self.l1.insert_entry(key.to_owned(), Arc::new(entry));
+        let entry = Arc::new(entry);
+        self.l1.insert_entry(key.to_owned(), entry.clone());
+        #[cfg(feature = "redis")]
+        if let Some(lower) = &self.lower {
+            lower.write(
+                key,
+                &entry,
+                self.l1.to_meta(&entry),
+                origin == Origin::Write,
+            );
+        }
         true
+    }
+
+    /// Puts an entry found in a lower tier into L1 (not written back).
+    #[cfg(feature = "redis")]
+    pub(crate) fn promote(&self, key: &str, found: crate::backend::Stored<V>) -> Arc<Entry<V>> {
+        let freshness = self.l1.to_freshness(&found.meta);
+        let size = (self.settings.value_size)(&found.value);
+        let entry = Arc::new(Entry {
+            value: found.value,
+            freshness,
+            negative: found.meta.negative,
+            shared: true,
+            tags: found.meta.tags.into_boxed_slice(),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            hits: AtomicU32::new(0),
+            next_ttl_nanos: AtomicU64::new(nanos(freshness.ttl)),
+        });
+        self.l1.insert_entry(key.to_owned(), entry.clone());
+        entry
+    }
+
+    /// Looks `key` up in the lower tier; errors and undecodable values are misses.
+    #[cfg(feature = "redis")]
+    pub(crate) async fn lower_get(&self, key: &str) -> Option<crate::backend::Stored<V>> {
+        let lower = self.lower.as_ref()?;
+        let found = lower.tier.get_blob(key).await.ok()??;
+        let value = lower.codec.decode(&found.value)?;
+        Some(crate::backend::Stored {
+            value,
+            meta: found.meta,
+        })
     }
 
     /// An explicit write: stored fresh now, discarding any in-flight refresh of the key.
@@ -506,6 +552,15 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
     }
 
     pub(crate) fn invalidate(&self, scope: &Invalidation) {
+        self.invalidate_local(scope);
+        #[cfg(feature = "redis")]
+        if let Some(lower) = &self.lower {
+            lower.enqueue(crate::distributed::Op::Invalidate(scope.clone()));
+        }
+    }
+
+    /// Invalidates this instance's L1 (and its in-flight stores) only.
+    pub(crate) fn invalidate_local(&self, scope: &Invalidation) {
         match scope {
             Invalidation::Key(k) => self.flights.discard(k),
             _ => {

@@ -16,6 +16,10 @@ use crate::engine::{Engine, Origin};
 use crate::singleflight::{Join, LeaderGuard, Waited, Waiter};
 use crate::status::CacheStatus;
 
+/// The lower-tier miss path's future.
+pub(crate) type LowerFuture<V> =
+    futures_util::future::BoxFuture<'static, (Result<V, BoxError>, CacheStatus)>;
+
 pin_project! {
     /// The future of [`Cache`](crate::Cache): a ready value on a hit, the upstream call
     /// on a miss, or a wait for another caller's upstream call.
@@ -34,6 +38,8 @@ pin_project! {
         Ready { value: Option<V>, status: CacheStatus },
         // Not cacheable: the inner call as is.
         Bypass { #[pin] fut: F },
+        // A miss with a lower tier: lookup there, then upstream (boxed: I/O-bound path).
+        Lower { fut: LowerFuture<V> },
         // This request makes the upstream call (and leads its flight, if any).
         Leading {
             #[pin] fut: F,
@@ -68,6 +74,7 @@ impl<F, S, Req, V> fmt::Debug for ResponseFuture<F, S, Req, V> {
         let state = match &self.state {
             State::Ready { .. } => "Ready",
             State::Bypass { .. } => "Bypass",
+            State::Lower { .. } => "Lower",
             State::Leading { .. } => "Leading",
             State::Following { .. } => "Following",
             State::Readying { .. } => "Readying",
@@ -93,6 +100,14 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
     pub(crate) fn bypass(engine: Arc<Engine<V>>, fut: F) -> Self {
         Self {
             state: State::Bypass { fut },
+            engine,
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn lower(engine: Arc<Engine<V>>, fut: LowerFuture<V>) -> Self {
+        Self {
+            state: State::Lower { fut },
             engine,
         }
     }
@@ -163,6 +178,14 @@ where
                     this.state.set(State::Done);
                     return Poll::Ready(r.map_err(Into::into).map(|mut v| {
                         this.engine.annotate(&mut v, &CacheStatus::Bypass);
+                        v
+                    }));
+                }
+                StateProj::Lower { fut } => {
+                    let (r, status) = ready!(fut.as_mut().poll(cx));
+                    this.state.set(State::Done);
+                    return Poll::Ready(r.map(|mut v| {
+                        this.engine.annotate(&mut v, &status);
                         v
                     }));
                 }
@@ -300,4 +323,64 @@ pub(crate) fn spawn_refresh<S, Req, V>(
         let key = guard.key().to_owned();
         let _ = engine.complete(Some(guard), &key, r, Some(&prior), started, Origin::Refresh);
     });
+}
+
+/// The miss path with a lower tier: look there first (promoting a hit into L1), then
+/// call upstream. The caller leads the key's flight (or runs uncoalesced).
+#[cfg(feature = "redis")]
+pub(crate) fn lower_miss<S, Req, V>(
+    engine: Arc<Engine<V>>,
+    guard: Option<LeaderGuard<V>>,
+    key: String,
+    mut prior: Option<Arc<Entry<V>>>,
+    mut svc: S,
+    req: Req,
+) -> LowerFuture<V>
+where
+    S: Service<Req, Response = V> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    V: Clone + Send + Sync + 'static,
+    Req: Send + 'static,
+{
+    use crate::freshness::Phase;
+    use crate::metrics::bump;
+    Box::pin(async move {
+        if let Some(found) = engine.lower_get(&key).await {
+            let entry = engine.promote(&key, found);
+            let now = engine.clock.now();
+            let status = match entry.freshness.phase(now) {
+                Phase::Fresh => Some(CacheStatus::Hit {
+                    ttl_remaining: entry.freshness.ttl_remaining(now),
+                }),
+                Phase::Revalidate => Some(CacheStatus::Stale {
+                    staleness: now.saturating_duration_since(entry.freshness.stale_at()),
+                }),
+                Phase::IfErrorOnly => {
+                    prior = Some(entry.clone());
+                    None
+                }
+                Phase::Gone => None,
+            };
+            if let Some(status) = status {
+                bump(&engine.metrics.hits);
+                let value = entry.value.clone();
+                let value = match guard {
+                    Some(g) => g.finish(Ok(value)),
+                    None => Ok(value),
+                };
+                if matches!(status, CacheStatus::Stale { .. }) {
+                    bump(&engine.metrics.stale_revalidate);
+                    if let Some(g) = engine.lead_refresh(&key, &entry, now) {
+                        spawn_refresh(engine.clone(), g, svc, req, entry);
+                    }
+                }
+                return (value, status);
+            }
+        }
+        bump(&engine.metrics.misses);
+        let started = engine.clock.now();
+        let r = svc.call(req).await.map_err(Into::into);
+        engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request)
+    })
 }

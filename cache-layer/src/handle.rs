@@ -68,6 +68,18 @@ pub struct CacheStats {
     pub negative_hits: u64,
     /// L1 evictions for lack of room.
     pub evictions: u64,
+    /// L2 lookups that found the key.
+    pub l2_hits: u64,
+    /// L2 lookups that did not.
+    pub l2_misses: u64,
+    /// Failed L2 operations (Redis down or slow, corrupt entries).
+    pub l2_errors: u64,
+    /// L2 writes dropped because the write-behind queue was full.
+    pub l2_queue_overflow: u64,
+    /// Invalidations received from other instances over pub/sub.
+    pub pubsub_messages: u64,
+    /// Pub/sub re-subscriptions (each flushed L1: messages may have been lost).
+    pub pubsub_resyncs: u64,
 }
 
 impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
@@ -157,7 +169,40 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
             flight_overflow: read(&m.flight_overflow),
             negative_hits: read(&m.negative_hits),
             evictions: read(&self.engine.l1.metrics.evictions),
+            ..self.l2_stats()
         }
+    }
+
+    #[cfg(feature = "redis")]
+    fn l2_stats(&self) -> CacheStats {
+        let Some(l) = &self.engine.lower else {
+            return CacheStats::default();
+        };
+        let m = &l.tier.metrics;
+        CacheStats {
+            l2_hits: read(&m.hits),
+            l2_misses: read(&m.misses),
+            l2_errors: read(&m.errors),
+            l2_queue_overflow: read(&l.queue_overflow),
+            pubsub_messages: read(&l.messages),
+            pubsub_resyncs: read(&l.resyncs),
+            ..CacheStats::default()
+        }
+    }
+
+    #[cfg(not(feature = "redis"))]
+    fn l2_stats(&self) -> CacheStats {
+        CacheStats::default()
+    }
+
+    /// Whether the lower tier is in use now (`None` without one; `Some(false)` while
+    /// Redis is skipped after an error).
+    pub fn l2_available(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(l) = &self.engine.lower {
+            return Some(l.tier.available());
+        }
+        None
     }
 
     /// The health snapshot's figures.
@@ -165,8 +210,14 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
         use crate::backend::Tier;
         let s = self.stats();
         self.engine.l1.sync();
+        #[allow(unused_mut)]
+        let mut levels = vec![self.engine.l1.stats()];
+        #[cfg(feature = "redis")]
+        if let Some(l) = &self.engine.lower {
+            levels.push(l.tier.stats());
+        }
         CacheSnapshot {
-            levels: vec![self.engine.l1.stats()],
+            levels,
             hits: s.hits,
             misses: s.misses,
             stale_served: s.stale_revalidate + s.stale_if_error,
@@ -178,23 +229,26 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> HealthSource for CacheHandle<V> {
-    /// One component named after the cache: DEGRADED for a minute after a caller saw the
-    /// upstream fail (served stale instead, or got the error), HEALTHY otherwise.
+    /// One component named after the cache: DEGRADED while L2 is unavailable, and for a
+    /// minute after a caller saw the upstream fail (served stale instead, or got the
+    /// error); HEALTHY otherwise.
     fn health(&self) -> Vec<ComponentHealth> {
-        let snapshot = self.snapshot();
-        let c = match self.engine.since_last_failure() {
-            Some(ago) if ago < Duration::from_secs(60) => ComponentHealth::new(
-                self.name(),
-                HealthStatus::Degraded,
-                ComponentDetail::Cache(snapshot),
-            )
-            .with_message(format!("upstream failed {}s ago", ago.as_secs())),
-            _ => ComponentHealth::new(
-                self.name(),
-                HealthStatus::Healthy,
-                ComponentDetail::Cache(snapshot),
-            ),
+        let problem = if self.l2_available() == Some(false) {
+            Some("L2 unavailable: serving from L1".to_owned())
+        } else {
+            self.engine
+                .since_last_failure()
+                .filter(|ago| *ago < Duration::from_secs(60))
+                .map(|ago| format!("upstream failed {}s ago", ago.as_secs()))
         };
-        vec![c]
+        let status = match problem {
+            Some(_) => HealthStatus::Degraded,
+            None => HealthStatus::Healthy,
+        };
+        let c = ComponentHealth::new(self.name(), status, ComponentDetail::Cache(self.snapshot()));
+        vec![match problem {
+            Some(m) => c.with_message(m),
+            None => c,
+        }]
     }
 }

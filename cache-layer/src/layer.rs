@@ -71,6 +71,8 @@ where
             config: CacheConfig::default(),
             clock: None,
             hooks: Hooks::default(),
+            #[cfg(feature = "redis")]
+            l2: None,
         }
     }
 
@@ -106,6 +108,11 @@ pub struct CacheLayerBuilder<K, V> {
     config: CacheConfig,
     clock: Option<SharedClock>,
     hooks: Hooks<V>,
+    #[cfg(feature = "redis")]
+    l2: Option<(
+        crate::backend::redis::RedisTier,
+        Arc<dyn crate::codec::Codec<V>>,
+    )>,
 }
 
 impl<K, V> fmt::Debug for CacheLayerBuilder<K, V> {
@@ -212,6 +219,19 @@ where
         self
     }
 
+    /// Adds Redis as L2 (read-through on L1 misses, write-behind, pub/sub invalidation
+    /// across instances); `codec` turns values into bytes. The layer must then be built
+    /// inside a tokio runtime (it starts the writer and the subscriber tasks).
+    #[cfg(feature = "redis")]
+    pub fn l2(
+        mut self,
+        tier: crate::backend::redis::RedisTier,
+        codec: impl crate::codec::Codec<V>,
+    ) -> Self {
+        self.l2 = Some((tier, Arc::new(codec)));
+        self
+    }
+
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<CacheLayer<K, V>, ConfigError> {
         self.config.validate()?;
@@ -221,16 +241,39 @@ where
             max_bytes: self.config.max_bytes,
             eviction: self.config.eviction,
         };
-        let engine = Engine::new(
+        #[allow(unused_mut)]
+        let mut engine = Engine::new(
             settings,
             bounds,
             self.config.max_in_flight,
             self.clock.unwrap_or_else(default_clock),
         );
+        #[cfg(feature = "redis")]
+        let l2 = match self.l2 {
+            Some((tier, codec)) => {
+                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+                    ConfigError::new("l2", "a cache with L2 must be built inside a tokio runtime")
+                })?;
+                let tier = Arc::new(tier);
+                let (lower, rx) = crate::distributed::Lower::new(tier.clone(), codec);
+                engine.lower = Some(lower);
+                Some((runtime, tier, rx))
+            }
+            None => None,
+        };
+        let engine = Arc::new(engine);
+        #[cfg(feature = "redis")]
+        if let Some((runtime, tier, rx)) = l2 {
+            runtime.spawn(crate::distributed::writer(tier.clone(), rx));
+            runtime.spawn(crate::distributed::subscriber(
+                Arc::downgrade(&engine),
+                tier,
+            ));
+        }
         Ok(CacheLayer {
             shared: Arc::new(Shared {
                 key: self.key,
-                engine: Arc::new(engine),
+                engine,
             }),
         })
     }

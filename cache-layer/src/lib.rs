@@ -55,7 +55,10 @@
 
 pub mod adaptive;
 pub mod backend;
+pub mod codec;
 mod config;
+#[cfg(feature = "redis")]
+mod distributed;
 mod engine;
 mod error;
 pub mod freshness;

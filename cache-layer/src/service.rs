@@ -131,32 +131,39 @@ where
                 }
                 ResponseFuture::ready(engine.clone(), value, status)
             }
-            Lookup::Miss { prior } => match engine.flights.join(&key, engine.epoch()) {
-                Join::Lead(guard) => {
-                    bump(&engine.metrics.misses);
-                    let fut = self.inner.call(req);
-                    ResponseFuture::leading(engine.clone(), fut, Some(guard), key, prior, now)
+            Lookup::Miss { prior } => {
+                let guard = match engine.flights.join(&key, engine.epoch()) {
+                    Join::Follow(waiter) => {
+                        bump(&engine.metrics.coalesced);
+                        // The follower keeps an unready clone: it waits without holding
+                        // the inner service's capacity, and readies it only if it must
+                        // call.
+                        return ResponseFuture::following(
+                            engine.clone(),
+                            waiter,
+                            self.inner.clone(),
+                            req,
+                            key,
+                            prior,
+                        );
+                    }
+                    Join::Lead(guard) => Some(guard),
+                    Join::Full => {
+                        bump(&engine.metrics.flight_overflow);
+                        None
+                    }
+                };
+                #[cfg(feature = "redis")]
+                if engine.lower.is_some() {
+                    let svc = take_ready(&mut self.inner);
+                    let fut =
+                        crate::future::lower_miss(engine.clone(), guard, key, prior, svc, req);
+                    return ResponseFuture::lower(engine.clone(), fut);
                 }
-                Join::Full => {
-                    bump(&engine.metrics.misses);
-                    bump(&engine.metrics.flight_overflow);
-                    let fut = self.inner.call(req);
-                    ResponseFuture::leading(engine.clone(), fut, None, key, prior, now)
-                }
-                Join::Follow(waiter) => {
-                    bump(&engine.metrics.coalesced);
-                    // The follower keeps an unready clone: it waits without holding the
-                    // inner service's capacity, and readies it only if it must call.
-                    ResponseFuture::following(
-                        engine.clone(),
-                        waiter,
-                        self.inner.clone(),
-                        req,
-                        key,
-                        prior,
-                    )
-                }
-            },
+                bump(&engine.metrics.misses);
+                let fut = self.inner.call(req);
+                ResponseFuture::leading(engine.clone(), fut, guard, key, prior, now)
+            }
         }
     }
 }

@@ -48,7 +48,7 @@ pub(crate) struct Entry<V> {
     pub(crate) freshness: Freshness,
     pub(crate) negative: bool,
     /// Whether shared tiers (L2/L3) may hold it (not `private`).
-    #[allow(dead_code)] // read by the lower tiers' write path
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) shared: bool,
     pub(crate) tags: Box<[String]>,
     /// Size in bytes, as measured by the cache's size function.
@@ -226,7 +226,7 @@ impl<V: Clone + Send + Sync + 'static> MemoryTier<V> {
         self.cache.run_pending_tasks();
     }
 
-    fn to_freshness(&self, meta: &EntryMeta) -> Freshness {
+    pub(crate) fn to_freshness(&self, meta: &EntryMeta) -> Freshness {
         let now = self.clock.now();
         let age = self
             .clock
@@ -242,7 +242,7 @@ impl<V: Clone + Send + Sync + 'static> MemoryTier<V> {
         Freshness::new(stored_at, meta.ttl, &windows).with_fetch_cost(meta.fetch_cost)
     }
 
-    fn to_meta(&self, e: &Entry<V>) -> EntryMeta {
+    pub(crate) fn to_meta(&self, e: &Entry<V>) -> EntryMeta {
         let age = self
             .clock
             .now()

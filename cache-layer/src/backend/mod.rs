@@ -13,6 +13,10 @@ use futures_util::future::BoxFuture;
 use reliability_core::health::CacheLevelSnapshot;
 
 pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "redis")]
+pub mod wire;
 
 /// Freshness metadata stored with a value in any tier.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,244 @@
+//! L2: Redis or Redis Cluster, shared by every instance of a service.
+//!
+//! - One Redis key per entry holds the value and its freshness metadata
+//!   ([`wire`](super::wire) format, LZ4 above a threshold, checksummed), written with
+//!   `SET .. PX` so Redis expires it at the end of its longest stale window.
+//! - Keys come from the [`KeySpace`] of the [`RedisConfig`]:
+//!   `<prefix>:{<escaped user key>}:v<generation>`. The user key is the cluster hash tag.
+//! - Invalidation by key deletes the key. Prefix, tag and clear-all invalidations bump a
+//!   *generation* (`<prefix>:generation`): every older key becomes unreachable at once and
+//!   expires on its own. Redis cannot find keys by prefix or tag across a cluster cheaply,
+//!   so these clear the whole L2 namespace (L1s drop exactly the matching entries).
+//! - A failing Redis is skipped for [`BACKOFF`] after each error (counted): lookups fall
+//!   back to L1 and the upstream (and stale-if-error), never to an error for the caller.
+//!   It is used again automatically once the back-off has passed and a command succeeds.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant as StdInstant, SystemTime};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use redis::AsyncCommands;
+use reliability_core::health::CacheLevelSnapshot;
+use reliability_core::key::KeySpace;
+use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
+
+use super::wire::{decode, encode, keep_ms};
+use super::{Invalidation, Stored, Tier, TierError};
+use crate::metrics::LevelMetrics;
+
+/// How long Redis is skipped after an error.
+pub const BACKOFF: Duration = Duration::from_millis(250);
+
+/// The Redis tier.
+pub struct RedisTier {
+    conn: RedisConnection,
+    config: RedisConfig,
+    keys: KeySpace,
+    generation: AtomicU64,
+    compress_above: usize,
+    pub(crate) metrics: LevelMetrics,
+    started: StdInstant,
+    down_until_ms: AtomicU64,
+    pub(crate) instance: u64,
+}
+
+impl fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("prefix", &self.keys.prefix())
+            .field("cluster", &self.conn.is_cluster())
+            .field("generation", &self.generation.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn tier_err(e: impl fmt::Display) -> TierError {
+    TierError {
+        level: "l2",
+        message: e.to_string(),
+    }
+}
+
+impl RedisTier {
+    /// Connects (one shared, self-reconnecting connection) and reads the current
+    /// generation. Cache keys live under `<key_prefix>:cache`.
+    pub async fn connect(config: &RedisConfig) -> Result<Self, RedisSetupError> {
+        let keys = config.keyspace()?.child("cache")?;
+        let conn = config.connect().await?;
+        let tier = Self {
+            conn,
+            config: config.clone(),
+            keys,
+            generation: AtomicU64::new(0),
+            compress_above: 1024,
+            metrics: LevelMetrics::default(),
+            started: StdInstant::now(),
+            down_until_ms: AtomicU64::new(0),
+            instance: rand::random(),
+        };
+        tier.refresh_generation().await;
+        Ok(tier)
+    }
+
+    /// Values larger than `bytes` are LZ4-compressed (default 1 KiB).
+    #[must_use]
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.compress_above = bytes;
+        self
+    }
+
+    /// The Redis key of a user key (for tests and operators).
+    pub fn redis_key(&self, key: &str) -> String {
+        let generation = self.generation.load(Ordering::Acquire);
+        self.keys.key(key, &format!("v{generation}"))
+    }
+
+    pub(crate) fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    pub(crate) fn channel(&self) -> String {
+        self.keys.fixed("invalidate")
+    }
+
+    fn generation_key(&self) -> String {
+        self.keys.fixed("generation")
+    }
+
+    pub(crate) fn set_generation(&self, generation: u64) {
+        self.generation.fetch_max(generation, Ordering::AcqRel);
+    }
+
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Re-reads the generation (after a reconnect: bumps may have been missed).
+    pub(crate) async fn refresh_generation(&self) {
+        let mut conn = self.conn.clone();
+        if let Ok(Some(g)) = conn.get::<_, Option<u64>>(self.generation_key()).await {
+            self.set_generation(g);
+        }
+    }
+
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether Redis may be tried now (not inside a back-off).
+    pub fn available(&self) -> bool {
+        self.elapsed_ms() >= self.down_until_ms.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, e: &redis::RedisError) -> TierError {
+        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        let until = self.elapsed_ms() + u64::try_from(BACKOFF.as_millis()).unwrap_or(250);
+        self.down_until_ms.store(until, Ordering::Relaxed);
+        tracing::warn!(error = %e, "redis cache tier failed; using L1 only for a moment");
+        tier_err(e)
+    }
+
+    /// Reads an entry; a corrupt blob is dropped, counted and reported as absent.
+    pub(crate) async fn get_blob(&self, key: &str) -> Result<Option<Stored<Bytes>>, TierError> {
+        if !self.available() {
+            return Err(tier_err("backing off after an error"));
+        }
+        let started = StdInstant::now();
+        let mut conn = self.conn.clone();
+        let redis_key = self.redis_key(key);
+        let got: Option<Vec<u8>> = conn.get(&redis_key).await.map_err(|e| self.failed(&e))?;
+        self.metrics.record_latency(started.elapsed());
+        self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
+        let Some(blob) = got else {
+            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        };
+        match decode(&blob) {
+            Ok(stored) => {
+                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(stored))
+            }
+            Err(e) => {
+                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "dropping a corrupt L2 entry");
+                let _: Result<(), _> = conn.del(&redis_key).await;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Writes an entry with a Redis TTL at the end of its longest stale window.
+    pub(crate) async fn set_blob(&self, key: &str, entry: &Stored<Bytes>) -> Result<(), TierError> {
+        if !self.available() {
+            return Err(tier_err("backing off after an error"));
+        }
+        let blob = encode(entry, self.compress_above);
+        let px = keep_ms(&entry.meta, SystemTime::now());
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(self.redis_key(key))
+            .arg(blob)
+            .arg("PX")
+            .arg(px)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| self.failed(&e))
+    }
+
+    /// Applies an invalidation; returns the new generation for namespace-wide ones.
+    pub(crate) async fn apply(&self, scope: &Invalidation) -> Result<Option<u64>, TierError> {
+        let mut conn = self.conn.clone();
+        match scope {
+            Invalidation::Key(k) => {
+                let _: () = conn
+                    .del(self.redis_key(k))
+                    .await
+                    .map_err(|e| self.failed(&e))?;
+                Ok(None)
+            }
+            _ => {
+                let g: u64 = conn
+                    .incr(self.generation_key(), 1)
+                    .await
+                    .map_err(|e| self.failed(&e))?;
+                self.set_generation(g);
+                Ok(Some(g))
+            }
+        }
+    }
+
+    pub(crate) async fn publish(&self, message: &str) -> Result<(), TierError> {
+        let mut conn = self.conn.clone();
+        conn.publish::<_, _, ()>(self.channel(), message)
+            .await
+            .map_err(|e| self.failed(&e))
+    }
+}
+
+impl Tier<Bytes> for RedisTier {
+    fn level(&self) -> &'static str {
+        "l2"
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<Stored<Bytes>>, TierError>> {
+        Box::pin(self.get_blob(key))
+    }
+
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        entry: Stored<Bytes>,
+    ) -> BoxFuture<'a, Result<(), TierError>> {
+        Box::pin(async move { self.set_blob(key, &entry).await })
+    }
+
+    fn invalidate<'a>(&'a self, scope: &'a Invalidation) -> BoxFuture<'a, Result<(), TierError>> {
+        Box::pin(async move { self.apply(scope).await.map(|_| ()) })
+    }
+
+    fn stats(&self) -> CacheLevelSnapshot {
+        self.metrics.snapshot("l2", 0, 0)
+    }
+}

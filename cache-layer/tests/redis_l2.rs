@@ -1,0 +1,281 @@
+//! L2 against a real Redis (started by the shared harness; skipped without
+//! `redis-server` unless RELIABILITY_REQUIRE_REDIS=1): read-through and promotion, TTL in
+//! Redis, pub/sub eviction across two instances, degradation and recovery, resync after a
+//! reconnect, and a 3-master cluster.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cache_layer::backend::redis::RedisTier;
+use cache_layer::codec::FnCodec;
+use cache_layer::{Cache, CacheHandle, CacheLayer};
+use common::{Key, Upstream, key, secs};
+use reliability_core::harness::{RedisCluster, RedisServer};
+use reliability_core::health::{HealthSource, HealthStatus};
+use reliability_core::redis::RedisConfig;
+use tower::{BoxError, ServiceExt};
+
+fn u64_codec() -> FnCodec<
+    impl Fn(&u64) -> Option<Bytes> + Send + Sync + 'static,
+    impl Fn(&Bytes) -> Option<u64> + Send + Sync + 'static,
+> {
+    FnCodec::new(
+        |v: &u64| Some(Bytes::copy_from_slice(&v.to_le_bytes())),
+        |b: &Bytes| Some(u64::from_le_bytes(b.as_ref().try_into().ok()?)),
+    )
+}
+
+type Svc = Cache<tower::util::BoxCloneSyncService<String, u64, BoxError>, Key, u64>;
+
+/// One instance: its own upstream, its own L1, the shared Redis.
+async fn instance(config: &RedisConfig, up: &Upstream) -> (Svc, CacheHandle<u64>, RedisTier) {
+    let tier = RedisTier::connect(config).await.unwrap();
+    let probe = RedisTier::connect(config).await.unwrap();
+    let layer = CacheLayer::builder(key as Key)
+        .ttl(secs(10))
+        .stale_if_error(secs(20))
+        .l2(tier, u64_codec())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let inner = tower::util::BoxCloneSyncService::new(up.service::<String>(Duration::ZERO));
+    (
+        tower::ServiceBuilder::new().layer(layer).service(inner),
+        handle,
+        probe,
+    )
+}
+
+async fn get(svc: &Svc, k: &str) -> u64 {
+    svc.clone().oneshot(k.to_owned()).await.unwrap()
+}
+
+/// Polls `check` every 5 ms until it holds or `limit` passes; the time it took.
+async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+async fn pttl(config: &RedisConfig, redis_key: &str) -> i64 {
+    let mut conn = config.connect().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(-2)
+}
+
+async fn subscribers(config: &RedisConfig) -> i64 {
+    let Ok(mut conn) = config.connect().await else {
+        return 0;
+    };
+    let channel = format!("{}:cache:invalidate", config.key_prefix);
+    let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    match reply.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        _ => 0,
+    }
+}
+
+#[tokio::test]
+async fn read_through_promotion_and_ttl_in_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t1");
+    let (up_a, up_b) = (Upstream::default(), Upstream::default());
+    let (a, _, probe) = instance(&config, &up_a).await;
+    let (b, hb, _) = instance(&config, &up_b).await;
+    assert_eq!(get(&a, "k").await, 1);
+    // Written behind: it appears in Redis with a TTL at the end of the longest window.
+    let redis_key = probe.redis_key("k");
+    let landed = within(secs(2), || async { pttl(&config, &redis_key).await > 0 }).await;
+    assert!(landed.is_some(), "the write reached Redis");
+    let ttl = pttl(&config, &redis_key).await;
+    assert!(
+        ttl > 29_000 && ttl <= 30_000,
+        "PTTL {ttl} = TTL 10 s + stale-if-error 20 s"
+    );
+    // B: L1 miss, L2 hit, no upstream call, then an L1 hit.
+    assert_eq!(get(&b, "k").await, 1);
+    assert_eq!(get(&b, "k").await, 1);
+    assert_eq!(up_b.calls(), 0);
+    let s = hb.stats();
+    assert_eq!((s.l2_hits, s.hits), (1, 2));
+    assert_eq!(hb.snapshot().levels.len(), 2);
+}
+
+#[tokio::test]
+async fn a_write_on_one_instance_evicts_the_others_l1_within_100ms() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t2");
+    let (up_a, up_b) = (Upstream::default(), Upstream::default());
+    let (a, ha, probe) = instance(&config, &up_a).await;
+    let (b, hb, _) = instance(&config, &up_b).await;
+    assert!(
+        within(secs(3), || async { subscribers(&config).await >= 2 })
+            .await
+            .is_some(),
+        "both instances subscribed"
+    );
+    get(&a, "k").await;
+    let redis_key = probe.redis_key("k");
+    within(secs(2), || async { pttl(&config, &redis_key).await > 0 }).await;
+    assert_eq!(get(&b, "k").await, 1);
+    assert_eq!(hb.peek("k"), Some(1));
+
+    ha.put("k", 99).unwrap();
+    let took = within(Duration::from_millis(100), || async {
+        hb.peek("k").is_none()
+    })
+    .await;
+    assert!(took.is_some(), "B's L1 copy evicted within 100 ms");
+    assert_eq!(get(&b, "k").await, 99, "B reads the new value from L2");
+    assert_eq!(up_b.calls(), 0);
+    assert!(hb.stats().pubsub_messages >= 1);
+
+    // Tag, prefix and clear-all travel too (as a generation bump in L2).
+    ha.clear();
+    let took = within(Duration::from_millis(100), || async {
+        hb.peek("k").is_none()
+    })
+    .await;
+    assert!(took.is_some());
+    assert_eq!(get(&b, "k").await, 1, "L2 emptied too: B asks its upstream");
+    assert_eq!(up_b.calls(), 1);
+}
+
+#[tokio::test]
+async fn redis_down_degrades_to_l1_and_comes_back() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t3");
+    let up = Upstream::default();
+    let (a, ha, probe) = instance(&config, &up).await;
+    get(&a, "k").await;
+    server.stop();
+    // A copy exists: no error. A new key: the upstream answers; no error either.
+    assert_eq!(get(&a, "k").await, 1);
+    let started = Instant::now();
+    assert_eq!(get(&a, "new").await, 2);
+    assert!(
+        started.elapsed() < secs(2),
+        "a dead Redis does not hang the miss path"
+    );
+    assert!(ha.stats().l2_errors >= 1);
+    assert_eq!(ha.l2_available(), Some(false));
+    assert_eq!(ha.health()[0].status, HealthStatus::Degraded);
+
+    server.restart().unwrap();
+    let back = Instant::now();
+    let mut i = 0;
+    let used_again = within(secs(3), || {
+        i += 1;
+        let (a, probe, config) = (a.clone(), &probe, &config);
+        async move {
+            let k = format!("after{i}");
+            a.oneshot(k.clone()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            pttl(config, &probe.redis_key(&k)).await > 0
+        }
+    })
+    .await;
+    assert!(
+        used_again.is_some(),
+        "L2 in use again after {:?}",
+        back.elapsed()
+    );
+    assert!(back.elapsed() < secs(3));
+}
+
+#[tokio::test]
+async fn a_reconnected_subscriber_flushes_its_l1() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t4");
+    let up = Upstream::default();
+    let (b, hb, _) = instance(&config, &up).await;
+    assert!(
+        within(secs(3), || async { subscribers(&config).await >= 1 })
+            .await
+            .is_some()
+    );
+    get(&b, "k").await;
+    assert!(hb.peek("k").is_some());
+    server.stop();
+    server.restart().unwrap();
+    // Invalidations published while B was disconnected are lost to it: it flushes.
+    let resynced = within(secs(5), || async { hb.stats().pubsub_resyncs >= 1 }).await;
+    assert!(resynced.is_some(), "the subscriber came back");
+    assert!(hb.peek("k").is_none(), "L1 flushed on reconnect");
+}
+
+#[tokio::test]
+async fn cluster_tier_serves_and_survives_a_node_stop() {
+    let Some(mut cluster) = RedisCluster::start() else {
+        return;
+    };
+    let config = cluster.config().key_prefix("tc");
+    let (up_a, up_b) = (Upstream::default(), Upstream::default());
+    let (a, _, probe) = instance(&config, &up_a).await;
+    let (b, hb, _) = instance(&config, &up_b).await;
+    for i in 0..30 {
+        get(&a, &format!("k{i}")).await;
+    }
+    let last = probe.redis_key("k29");
+    within(secs(3), || async { pttl(&config, &last).await > 0 }).await;
+    for i in 0..30 {
+        assert_eq!(get(&b, &format!("k{i}")).await, i + 1);
+    }
+    assert_eq!(up_b.calls(), 0, "every key read from the cluster");
+    assert_eq!(hb.stats().l2_hits, 30);
+
+    cluster.stop_node(0);
+    // Whatever the slot, callers get answers (from L1, L2 or the upstream).
+    for i in 0..40 {
+        get(&b, &format!("k{i}")).await;
+    }
+    cluster.restart_node(0).unwrap();
+    // Recovered: writes to every master land again.
+    let mut i = 0;
+    let recovered = within(secs(30), || {
+        i += 1;
+        let (b, probe, config) = (b.clone(), &probe, &config);
+        async move {
+            let keys: Vec<String> = (0..6).map(|j| format!("r{i}-{j}")).collect();
+            for k in &keys {
+                b.clone().oneshot(k.clone()).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            for k in &keys {
+                if pttl(config, &probe.redis_key(k)).await <= 0 {
+                    return false;
+                }
+            }
+            true
+        }
+    })
+    .await;
+    assert!(recovered.is_some(), "the cluster tier recovered");
+}
