@@ -35,14 +35,14 @@ fn in_process(c: &mut Criterion) {
         .unwrap();
     let _guard = rt.enter();
     let backend = MemoryBackend::new();
-    let one = Quota::per(100_000_000, Duration::from_secs(1)).unwrap();
+    let one = Quota::per(1_000_000, Duration::from_secs(1)).unwrap();
     g.bench_function("memory_backend_single_window", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
             black_box(backend.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
         })
     });
-    let tier = Quota::tiered(100_000_000, 100_000_000, 100_000_000, 100_000_000).unwrap();
+    let tier = Quota::tiered(1_000_000, 60_000_000, 100_000_000, 100_000_000).unwrap();
     g.bench_function("memory_backend_four_windows", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
@@ -107,9 +107,9 @@ fn redis_benchmark_rps(port: u16, concurrency: usize, requests: usize) -> Option
             "1",
             "1",
             "g",
-            "100000000",
             "1000000",
-            "100000000",
+            "1000000",
+            "1000000",
             "1",
         ])
         .output()
@@ -165,7 +165,7 @@ fn redis(c: &mut Criterion) {
     let backend = rt
         .block_on(RedisBackend::builder(server.config()).build())
         .unwrap();
-    let one = Quota::per(100_000_000, Duration::from_secs(1)).unwrap();
+    let one = Quota::per(1_000_000, Duration::from_secs(1)).unwrap();
     const CONCURRENCY: usize = 16;
     const PER_TASK: usize = 200;
     let mut g = c.benchmark_group("redis_loopback");

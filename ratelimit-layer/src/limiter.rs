@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
+use foldhash::quality::RandomState;
 use parking_lot::{Mutex, RwLock};
 use reliability_core::error::ConfigError;
 use reliability_core::health::{
@@ -146,7 +146,7 @@ struct Metrics {
 /// (they are counted in `untracked`) until [`RateLimiter::clear_usage`].
 #[derive(Debug)]
 struct UsageTable {
-    shards: Shards<Mutex<HashMap<Box<str>, Usage>>>,
+    shards: Shards<Mutex<HashMap<Box<str>, Usage, RandomState>>>,
     per_shard: usize,
     untracked: AtomicU64,
 }
@@ -181,7 +181,7 @@ struct Inner {
     name: String,
     backend: Arc<dyn Backend>,
     tiers: ArcSwap<TierTable>,
-    users: Shards<RwLock<HashMap<Box<str>, UserRule>>>,
+    users: Shards<RwLock<HashMap<Box<str>, UserRule, RandomState>>>,
     user_rules: AtomicUsize,
     endpoints: ArcSwap<HashMap<Box<str>, Quota>>,
     hasher: RandomState,
@@ -350,7 +350,7 @@ impl RateLimiterBuilder {
         }
         let usage = (self.usage_capacity > 0).then(|| UsageTable {
             shards: (0..SHARDS)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .map(|_| CachePadded::new(Mutex::new(HashMap::default())))
                 .collect(),
             per_shard: self.usage_capacity.div_ceil(SHARDS),
             untracked: AtomicU64::new(0),
@@ -363,11 +363,11 @@ impl RateLimiterBuilder {
                     .unwrap_or_else(|| Arc::new(MemoryBackend::new())),
                 tiers: ArcSwap::from_pointee(self.tiers),
                 users: (0..SHARDS)
-                    .map(|_| CachePadded::new(RwLock::new(HashMap::new())))
+                    .map(|_| CachePadded::new(RwLock::new(HashMap::default())))
                     .collect(),
                 user_rules: AtomicUsize::new(0),
                 endpoints: ArcSwap::from_pointee(self.endpoints),
-                hasher: RandomState::new(),
+                hasher: RandomState::default(),
                 usage,
                 metrics: Metrics::default(),
             }),

@@ -179,6 +179,7 @@ impl Window {
 pub struct Quota {
     windows: [Window; MAX_WINDOWS],
     len: u8,
+    layout: u64,
 }
 
 impl std::fmt::Debug for Quota {
@@ -213,10 +214,13 @@ impl Quota {
         if len == 0 {
             return Err(ConfigError::out_of_range("windows", "1 to 4 windows", 0));
         }
-        Ok(Self {
+        let mut quota = Self {
             windows: out,
             len: len as u8,
-        })
+            layout: 0,
+        };
+        quota.layout = quota.fingerprint();
+        Ok(quota)
     }
 
     /// A quota from configured windows.
@@ -262,12 +266,19 @@ impl Quota {
 
     /// Layout fingerprint: windows with the same algorithm and period keep their state
     /// when a key moves to another quota (tier change); others start fresh.
-    pub(crate) fn layout(&self) -> [(Algorithm, u64); MAX_WINDOWS] {
-        let mut out = [(Algorithm::Gcra, 0); MAX_WINDOWS];
-        for (o, w) in out.iter_mut().zip(self.windows()) {
-            *o = (w.algorithm, w.period);
+    pub(crate) fn layout(&self) -> u64 {
+        self.layout
+    }
+
+    fn fingerprint(&self) -> u64 {
+        // FNV-1a over (algorithm, period) pairs: stable, only compared for equality.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for w in self.windows() {
+            for x in [w.algorithm as u64, w.period] {
+                h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
+            }
         }
-        out
+        h
     }
 }
 

@@ -11,9 +11,10 @@
 //! still active, the key closest to idle among a sample of 16 is evicted (it restarts
 //! fresh, a bounded over-admission that is counted in [`MemoryBackend::evicted`]).
 
-use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
+
+use foldhash::quality::RandomState;
+use hashbrown::HashTable;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,7 +31,15 @@ const SHARDS: usize = 64;
 const EVICTION_SAMPLE: usize = 16;
 
 /// Approximate bytes held per key besides the key text (entry, map slot, box).
-pub const BYTES_PER_KEY: usize = std::mem::size_of::<Entry>() + std::mem::size_of::<Box<str>>() + 8;
+pub const BYTES_PER_KEY: usize = std::mem::size_of::<Slot>() + 1;
+
+#[derive(Debug)]
+struct Slot {
+    /// The key's hash, kept so that growing the table never hashes again.
+    hash: u64,
+    key: Box<str>,
+    entry: Entry,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -41,7 +50,7 @@ struct Entry {
 
 #[derive(Debug, Default)]
 struct Shard {
-    map: HashMap<Box<str>, Entry>,
+    map: HashTable<Slot>,
     swept_len: usize,
     next_sweep: u64,
     last_sweep: u64,
@@ -127,7 +136,7 @@ impl MemoryBackendBuilder {
                 shards: (0..SHARDS)
                     .map(|_| CachePadded::new(Mutex::new(Shard::default())))
                     .collect(),
-                hasher: RandomState::new(),
+                hasher: RandomState::default(),
                 base: clock.now(),
                 clock,
                 base_wall,
@@ -139,15 +148,10 @@ impl MemoryBackendBuilder {
     }
 }
 
-fn layout_of(quota: &Quota) -> u64 {
-    // FNV-1a over (algorithm, period) pairs: cheap, stable, only compared for equality.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (alg, period) in quota.layout() {
-        for x in [alg as u64, period] {
-            h = (h ^ x).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+/// The shard of a hash: middle bits, because the table itself uses the low bits (bucket)
+/// and the top 7 bits (tag) of the same hash.
+fn shard_of(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 impl MemoryBackend {
@@ -198,14 +202,15 @@ impl MemoryBackend {
     pub fn decide_now(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Decision {
         let now = self.now_micros();
         let inner = &*self.inner;
-        let shard_index = inner.hasher.hash_one(key) as usize % SHARDS;
-        let mut shard = inner.shards[shard_index].lock();
-        let layout = layout_of(quota);
+        let hash = inner.hasher.hash_one(key);
+        let mut shard = inner.shards[shard_of(hash)].lock();
+        let layout = quota.layout();
         if now >= shard.next_sweep {
             shard.next_sweep = now + inner.sweep_interval;
             sweep(&mut shard, now);
         }
-        if let Some(entry) = shard.map.get_mut(key) {
+        if let Some(slot) = shard.map.find_mut(hash, |s| &*s.key == key) {
+            let entry = &mut slot.entry;
             if entry.layout != layout {
                 entry.cells = [Cell::default(); MAX_WINDOWS];
                 entry.layout = layout;
@@ -227,13 +232,19 @@ impl MemoryBackend {
                 &inner.evicted,
             );
             shard.key_bytes += key.len();
-            shard.map.insert(
-                key.into(),
-                Entry {
-                    cells,
-                    layout,
-                    idle_after: idle_after(quota, &cells),
+            let entry = Entry {
+                cells,
+                layout,
+                idle_after: idle_after(quota, &cells),
+            };
+            shard.map.insert_unique(
+                hash,
+                Slot {
+                    hash,
+                    key: key.into(),
+                    entry,
                 },
+                |s| s.hash,
             );
         }
         decision
@@ -241,9 +252,10 @@ impl MemoryBackend {
 
     /// Forgets `key` (it starts fresh).
     pub fn forget(&self, key: &str) {
-        let shard_index = self.inner.hasher.hash_one(key) as usize % SHARDS;
-        let mut shard = self.inner.shards[shard_index].lock();
-        if shard.map.remove(key).is_some() {
+        let hash = self.inner.hasher.hash_one(key);
+        let mut shard = self.inner.shards[shard_of(hash)].lock();
+        if let Ok(found) = shard.map.find_entry(hash, |s| &*s.key == key) {
+            found.remove();
             shard.key_bytes -= key.len();
         }
     }
@@ -258,16 +270,16 @@ impl Default for MemoryBackend {
 fn sweep(shard: &mut Shard, now: u64) -> usize {
     let before = shard.map.len();
     let mut freed = 0;
-    shard.map.retain(|k, e| {
-        let keep = e.idle_after > now;
+    shard.map.retain(|s| {
+        let keep = s.entry.idle_after > now;
         if !keep {
-            freed += k.len();
+            freed += s.key.len();
         }
         keep
     });
     shard.key_bytes -= freed;
     if shard.map.len() * 4 < shard.map.capacity() {
-        shard.map.shrink_to_fit();
+        shard.map.shrink_to_fit(|s| s.hash);
     }
     shard.swept_len = shard.map.len();
     shard.last_sweep = now;
@@ -287,11 +299,13 @@ fn make_room(shard: &mut Shard, now: u64, cap: usize, sweep_interval: u64, evict
             .map
             .iter()
             .take(EVICTION_SAMPLE)
-            .min_by_key(|(_, e)| e.idle_after)
-            .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
-            shard.key_bytes -= k.len();
-            shard.map.remove(&k);
+            .min_by_key(|s| s.entry.idle_after)
+            .map(|s| s.hash);
+        if let Some(hash) = victim
+            && let Ok(found) = shard.map.find_entry(hash, |s| s.hash == hash)
+        {
+            let (slot, _) = found.remove();
+            shard.key_bytes -= slot.key.len();
             evicted.fetch_add(1, Ordering::Relaxed);
         }
     }
