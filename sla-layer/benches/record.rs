@@ -1,2 +1,151 @@
-//! Placeholder; the benchmark comes later.
-fn main() {}
+//! Recording cost: raw `hdrhistogram` record (the baseline) against our record path
+//! through the layer, on 1 and 2 threads, plus the clock reads it contains.
+
+use std::convert::Infallible;
+use std::future::{Future, Ready, ready};
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use hdrhistogram::Histogram;
+use reliability_core::clock::TokioClock;
+use sla_layer::{Sla, SlaLayer, SlaMonitor};
+use tower::{Layer, Service};
+
+/// The cheapest possible inner service, so the figures are the layer's own.
+#[derive(Clone, Debug)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, x: u64) -> Self::Future {
+        ready(Ok(x))
+    }
+}
+
+fn call_once<S: Service<u64>>(svc: &mut S, x: u64) {
+    let mut cx = Context::from_waker(Waker::noop());
+    let fut = pin!(svc.call(x));
+    let _ = black_box(fut.poll(&mut cx));
+}
+
+fn monitor(clock: bool) -> SlaMonitor {
+    let b = SlaMonitor::builder("bench").evaluation_interval(Duration::from_secs(1));
+    let b = if clock {
+        b.clock(Arc::new(TokioClock))
+    } else {
+        b
+    };
+    b.build().unwrap()
+}
+
+fn layered(m: &SlaMonitor) -> Sla<Echo> {
+    SlaLayer::new(m.clone()).layer(Echo)
+}
+
+/// Runs `per_thread(iters)` on `threads` threads at once; the wall time of the slowest.
+fn on_threads(threads: usize, iters: u64, per_thread: impl Fn(u64) + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    let start = Instant::now();
+                    per_thread(iters);
+                    start.elapsed()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record");
+
+    let mut h = Histogram::<u64>::new(2).unwrap();
+    let mut x = 1_000u64;
+    g.bench_function("raw_hdrhistogram_record", |b| {
+        b.iter(|| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1) % 10_000_000 + 1;
+            h.record(black_box(x)).unwrap();
+        })
+    });
+
+    let q = quanta::Clock::new();
+    g.bench_function("clock_quanta_now", |b| b.iter(|| black_box(q.now())));
+    g.bench_function("clock_quanta_raw", |b| b.iter(|| black_box(q.raw())));
+    g.bench_function("clock_std_instant_now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    g.bench_function("clock_tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+
+    let mut echo = Echo;
+    g.bench_function("bare_service_call", |b| b.iter(|| call_once(&mut echo, 7)));
+
+    let m = monitor(false);
+    let mut svc = layered(&m);
+    g.bench_function("layer_call_1_thread", |b| b.iter(|| call_once(&mut svc, 7)));
+
+    let m_tokio = monitor(true);
+    let mut svc_tokio = layered(&m_tokio);
+    g.bench_function("layer_call_1_thread_tokio_clock", |b| {
+        b.iter(|| call_once(&mut svc_tokio, 7))
+    });
+
+    // Two threads, each with its own clone of the service, as server tasks would have.
+    let m2 = monitor(false);
+    g.bench_function("layer_call_2_threads", |b| {
+        b.iter_custom(|iters| {
+            on_threads(2, iters, |n| {
+                let mut svc = layered(&m2);
+                for i in 0..n {
+                    call_once(&mut svc, i);
+                }
+            })
+        })
+    });
+    g.bench_function("layer_call_1_thread_same_harness", |b| {
+        b.iter_custom(|iters| {
+            on_threads(1, iters, |n| {
+                let mut svc = layered(&m2);
+                for i in 0..n {
+                    call_once(&mut svc, i);
+                }
+            })
+        })
+    });
+
+    // What a single shared histogram behind one lock costs on two threads.
+    let shared = Mutex::new(Histogram::<u64>::new(2).unwrap());
+    g.bench_function("global_mutex_hdrhistogram_2_threads", |b| {
+        b.iter_custom(|iters| {
+            on_threads(2, iters, |n| {
+                for i in 0..n {
+                    shared.lock().unwrap().record(i % 10_000_000 + 1).unwrap();
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -15,7 +15,8 @@ use reliability_core::clock::{Instant, SharedClock};
 pub(crate) enum Ticker {
     Fast {
         clock: quanta::Clock,
-        origin: quanta::Instant,
+        /// A raw counter reading: scaling only the difference saves a conversion a read.
+        origin_raw: u64,
     },
     Injected {
         clock: SharedClock,
@@ -41,8 +42,8 @@ impl Ticker {
             }
             None => {
                 let clock = quanta::Clock::new();
-                let origin = clock.now();
-                Self::Fast { clock, origin }
+                let origin_raw = clock.raw();
+                Self::Fast { clock, origin_raw }
             }
         }
     }
@@ -50,11 +51,13 @@ impl Ticker {
     /// Nanoseconds since the monitor began; saturates after ~584 years.
     #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        let elapsed = match self {
-            Self::Fast { clock, origin } => clock.now().saturating_duration_since(*origin),
-            Self::Injected { clock, origin } => clock.now().saturating_duration_since(*origin),
-        };
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+        match self {
+            Self::Fast { clock, origin_raw } => clock.delta_as_nanos(*origin_raw, clock.raw()),
+            Self::Injected { clock, origin } => {
+                let elapsed = clock.now().saturating_duration_since(*origin);
+                u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     /// Wall-clock time, for snapshots and events.

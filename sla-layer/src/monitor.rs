@@ -139,7 +139,9 @@ impl SlaReport {
     }
 }
 
-/// One recording shard; a call in flight holds it, not the monitor.
+/// One recording shard; a call in flight holds it, not the monitor. Padded to whole cache
+/// lines so that two threads writing their own shards never share one.
+#[repr(align(128))]
 pub(crate) struct Shard {
     core: Arc<MonitorCore>,
     state: Mutex<ShardState>,

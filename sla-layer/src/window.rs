@@ -181,7 +181,10 @@ impl CountRing {
             self.entries.push(entry);
         } else {
             self.entries[self.next] = entry;
-            self.next = (self.next + 1) % self.capacity;
+            self.next += 1;
+            if self.next == self.capacity {
+                self.next = 0;
+            }
         }
     }
 
