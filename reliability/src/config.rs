@@ -283,19 +283,7 @@ pub struct CacheSettings {
     pub max_entries: u64,
 }
 
-/// Jitter of the retry backoff (AWS Architecture Blog definitions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JitterKind {
-    /// Exponential, no jitter.
-    None,
-    /// `random(0, min(cap, base * 2^n))`.
-    Full,
-    /// Half fixed, half random.
-    Equal,
-    /// `min(cap, random(base, previous * 3))`.
-    Decorrelated,
-}
+pub use retry_layer::backoff::Jitter as JitterKind;
 
 /// Retry settings of a source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

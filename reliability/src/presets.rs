@@ -1,0 +1,460 @@
+//! Preset stacks for CEX, DEX and social data sources.
+//!
+//! A preset is a builder: [`cex`], [`dex`] and [`social`] start from the defaults of
+//! MISSION.md's tables (see [`SourceSettings::preset`]); every value can be changed in
+//! code ([`Preset::configure`]), or come from a loaded [`Settings`]
+//! ([`Preset::from_settings`]). [`Preset::wrap`] then builds the stack around a service.
+//!
+//! # The order of the stack
+//!
+//! From the caller inwards:
+//!
+//! ```text
+//! cache → retry → circuit breaker → rate limit (client, waits) → SLA → attempt timeout → upstream
+//! ```
+//!
+//! - **Cache outermost**: a hit costs nothing downstream: no quota, no breaker permit, no
+//!   retry budget. Stale-while-revalidate and stale-if-error answer while the layers below
+//!   struggle, and single-flight turns N misses into one trip down the stack.
+//! - **Retry outside the breaker**: each attempt asks the breaker, so an attempt made
+//!   while the circuit is open fails fast with `CircuitOpen`, which is marked "do not
+//!   retry" and ends the retrying at once.
+//! - **Breaker outside the rate limit**: an open circuit does not wait for quota.
+//! - **Rate limit around each attempt**: the upstream counts every call, retries included.
+//! - **SLA around each attempt, inside the rate limit**: the monitor measures the
+//!   upstream (its latency and its failures), not our own waiting for quota or for a
+//!   backoff. This differs from "SLA outermost", which would measure cache hits and hide
+//!   a failing upstream behind a warm cache; the dashboard should show the source.
+//! - **Timeout innermost**: one slow attempt cannot eat the whole retry schedule, and the
+//!   SLA monitor sees a timeout as a failure at its true latency.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use reliability::presets;
+//! use tower::{service_fn, BoxError, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), BoxError> {
+//! let upstream = service_fn(|symbol: String| async move {
+//!     Ok::<_, BoxError>(format!("order book of {symbol}"))
+//! });
+//! let client = presets::cex("binance")
+//!     .configure(|s| s.breaker.open_wait = Duration::from_secs(10))
+//!     .wrap(upstream, |symbol: &String| Some(symbol.clone()))?;
+//!
+//! assert_eq!(client.clone().oneshot("BTC-USDT".into()).await?, "order book of BTC-USDT");
+//! assert_eq!(client.clone().oneshot("BTC-USDT".into()).await?, "order book of BTC-USDT");
+//! assert_eq!(client.handles().cache_hits(), 1);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use breaker_layer::{Breaker, CircuitBreakerLayer};
+use cache_layer::{CacheHandle, CacheKey, CacheLayer};
+use ratelimit_layer::key::key_fn;
+use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, Subject};
+use reliability_core::classify::{Classify, ErrorClassifier};
+use reliability_core::clock::SharedClock;
+use reliability_core::error::ConfigError;
+use reliability_core::health::{ComponentDetail, ComponentHealth, HealthSource, HealthStatus};
+use retry_layer::backoff::Backoff;
+use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
+use retry_layer::{ClassifierPolicy, RetryHandle, RetryLayer};
+use sla_layer::{SlaLayer, SlaMonitor, SlaRegistry};
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+
+use crate::config::{Settings, SourceKind, SourceSettings};
+
+/// The CEX preset (order books, prices): fast and strict.
+pub fn cex(name: impl Into<String>) -> Preset {
+    Preset::new(SourceKind::Cex, name)
+}
+
+/// The DEX-aggregator preset (quotes, liquidity): slower, more tolerant.
+pub fn dex(name: impl Into<String>) -> Preset {
+    Preset::new(SourceKind::Dex, name)
+}
+
+/// The social-API preset (search, timelines): slow, tight quotas, long TTLs.
+pub fn social(name: impl Into<String>) -> Preset {
+    Preset::new(SourceKind::Social, name)
+}
+
+/// A preset stack, being configured.
+#[derive(Clone)]
+#[must_use]
+pub struct Preset {
+    kind: SourceKind,
+    name: String,
+    settings: SourceSettings,
+    clock: Option<SharedClock>,
+    registry: Option<SlaRegistry>,
+    seed: Option<u64>,
+}
+
+impl fmt::Debug for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Preset")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Preset {
+    /// A preset of `kind` named `name` (the source, e.g. `binance`), with the defaults.
+    pub fn new(kind: SourceKind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+            settings: SourceSettings::preset(kind),
+            clock: None,
+            registry: None,
+            seed: None,
+        }
+    }
+
+    /// The settings of this kind from loaded [`Settings`] (file and environment).
+    pub fn from_settings(mut self, settings: &Settings) -> Self {
+        self.settings = settings.source(self.kind).clone();
+        self
+    }
+
+    /// Replaces every setting.
+    pub fn settings(mut self, settings: SourceSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Changes settings in code (applied last: code beats file and environment).
+    pub fn configure(mut self, f: impl FnOnce(&mut SourceSettings)) -> Self {
+        f(&mut self.settings);
+        self
+    }
+
+    /// The clock of every layer (tests pass `TokioClock` or a `ManualClock`).
+    pub fn clock(mut self, clock: SharedClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Registers the SLA monitor in `registry` (for the admin router and Prometheus).
+    pub fn registry(mut self, registry: &SlaRegistry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Seeds the retry jitter, for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The settings that [`wrap`](Self::wrap) will use.
+    pub fn effective(&self) -> &SourceSettings {
+        &self.settings
+    }
+
+    /// The kind of source.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// Builds the stack around `inner`, caching under `key(&request)` (`None` bypasses
+    /// the cache), judging outcomes with reliability-core's `ErrorClassifier`.
+    pub fn wrap<S, Req, K>(
+        self,
+        inner: S,
+        key: K,
+    ) -> Result<ReliableService<Req, S::Response>, ConfigError>
+    where
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+        S::Response: Clone + Send + Sync + 'static,
+        Req: Clone + Send + Sync + 'static,
+        K: CacheKey<Req> + 'static,
+    {
+        self.wrap_with(inner, key, ErrorClassifier)
+    }
+
+    /// As [`wrap`](Self::wrap), judging outcomes with `classifier` (HTTP statuses, gRPC
+    /// codes, or a rule of your own).
+    pub fn wrap_with<S, Req, K, C>(
+        self,
+        inner: S,
+        key: K,
+        classifier: C,
+    ) -> Result<ReliableService<Req, S::Response>, ConfigError>
+    where
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+        S::Response: Clone + Send + Sync + 'static,
+        Req: Clone + Send + Sync + 'static,
+        K: CacheKey<Req> + 'static,
+        C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
+    {
+        let parts = self.parts(classifier.clone())?;
+        let s = &self.settings;
+        let mut cache = CacheLayer::builder(key)
+            .name(self.name.clone())
+            .ttl(s.cache.ttl)
+            .adaptive_ttl(s.cache.min_ttl, s.cache.max_ttl)
+            .stale_while_revalidate(s.cache.stale_while_revalidate)
+            .stale_if_error(s.cache.stale_if_error)
+            .max_entries(s.cache.max_entries);
+        if let Some(clock) = &self.clock {
+            cache = cache.clock(clock.clone());
+        }
+        let cache = cache.build().map_err(|e| e.within("cache"))?;
+        let cache_handle = cache.handle();
+
+        let name = Subject::new(self.name.clone());
+        let service = ServiceBuilder::new()
+            .layer(cache)
+            .layer(parts.retry.clone())
+            .layer(parts.breaker.clone())
+            .map_err(Into::<BoxError>::into)
+            .layer(
+                RateLimitLayer::new(parts.limiter.clone())
+                    .key(key_fn(move |_: &Req| Some(name.clone())))
+                    .wait_up_to(s.rate_limit.max_wait),
+            )
+            .layer(SlaLayer::new(parts.monitor.clone()).classifier(classifier))
+            .timeout(s.attempt_timeout)
+            .service(inner.map_err(Into::<BoxError>::into));
+
+        Ok(ReliableService {
+            service: BoxCloneSyncService::new(service),
+            handles: Arc::new(Handles {
+                kind: self.kind,
+                name: self.name,
+                monitor: parts.monitor,
+                breaker: parts.breaker.breaker().clone(),
+                retry: parts.retry.handle(),
+                limiter: parts.limiter,
+                cache: cache_handle,
+            }),
+        })
+    }
+
+    /// The layers below the cache, built from the settings.
+    fn parts<C>(&self, classifier: C) -> Result<Parts<C>, ConfigError>
+    where
+        C: Clone + Send + Sync + 'static,
+    {
+        self.settings.validate()?;
+        let s = &self.settings;
+
+        let mut monitor = SlaMonitor::builder(self.name.clone())
+            .p95(s.sla.p95)
+            .p99(s.sla.p99)
+            .min_success_rate(s.sla.min_success_rate)
+            .max_consecutive_failures(u64::from(s.sla.max_consecutive_failures))
+            .count_window(s.sla.window as usize);
+        if let Some(clock) = &self.clock {
+            monitor = monitor.clock(clock.clone());
+        }
+        let monitor = monitor.build().map_err(|e| e.within("sla"))?;
+        if let Some(registry) = &self.registry {
+            registry
+                .insert(monitor.clone())
+                .map_err(|e| ConfigError::new("sla", e.to_string()))?;
+        }
+
+        let mut breaker = CircuitBreakerLayer::builder(self.name.clone())
+            .consecutive_failures(s.breaker.failure_threshold)
+            .failure_rate(s.breaker.failure_rate)
+            .count_window(s.breaker.window)
+            .minimum_calls(s.breaker.min_calls)
+            .open_wait(s.breaker.open_wait)
+            .success_threshold(s.breaker.success_threshold)
+            .half_open_probes(s.breaker.success_threshold);
+        if let Some(clock) = &self.clock {
+            breaker = breaker.clock(clock.clone());
+        }
+        let breaker = breaker
+            .classifier(classifier.clone())
+            .build()
+            .map_err(|e| e.within("breaker"))?;
+
+        let mut retry = RetryLayer::builder()
+            .policy(ClassifierPolicy::new(classifier))
+            .name(self.name.clone())
+            .max_attempts(s.retry.max_attempts)
+            .backoff(Backoff::exponential(
+                s.retry.base,
+                s.retry.cap,
+                s.retry.jitter,
+            ))
+            .budget(BudgetConfig::Ratio(RatioBudgetConfig {
+                ratio: s.retry.budget_ratio,
+                ..RatioBudgetConfig::default()
+            }));
+        if let Some(seed) = self.seed {
+            retry = retry.seed(seed);
+        }
+        let retry = retry.build().map_err(|e| e.within("retry"))?;
+
+        let quota = client_quota(s.rate_limit.per_second, s.rate_limit.burst)
+            .map_err(|e| e.within("rate_limit"))?;
+        let limiter = RateLimiter::builder()
+            .name(self.name.clone())
+            .quota(quota)
+            .build()
+            .map_err(|e| e.within("rate_limit"))?;
+
+        Ok(Parts {
+            monitor,
+            breaker,
+            retry,
+            limiter,
+        })
+    }
+}
+
+/// A GCRA quota allowing `burst` calls at once and `per_second` on average.
+fn client_quota(per_second: f64, burst: u32) -> Result<Quota, ConfigError> {
+    let period = Duration::from_secs_f64(f64::from(burst) / per_second);
+    Quota::per(u64::from(burst), period)
+}
+
+struct Parts<C> {
+    monitor: SlaMonitor,
+    breaker: CircuitBreakerLayer<C>,
+    retry: RetryLayer<ClassifierPolicy<C>>,
+    limiter: RateLimiter,
+}
+
+/// The live parts of a built stack, for monitoring and operations.
+pub struct Handles<V> {
+    kind: SourceKind,
+    name: String,
+    monitor: SlaMonitor,
+    breaker: Breaker,
+    retry: RetryHandle,
+    limiter: RateLimiter,
+    cache: CacheHandle<V>,
+}
+
+impl<V> fmt::Debug for Handles<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handles")
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> Handles<V> {
+    /// The source's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The kind of source.
+    pub fn kind(&self) -> SourceKind {
+        self.kind
+    }
+
+    /// The SLA monitor.
+    pub fn sla(&self) -> &SlaMonitor {
+        &self.monitor
+    }
+
+    /// The circuit breaker.
+    pub fn breaker(&self) -> &Breaker {
+        &self.breaker
+    }
+
+    /// The retry layer's figures.
+    pub fn retry(&self) -> &RetryHandle {
+        &self.retry
+    }
+
+    /// The client-side rate limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &CacheHandle<V> {
+        &self.cache
+    }
+
+    /// Requests answered from the cache.
+    pub fn cache_hits(&self) -> u64 {
+        self.cache.stats().hits
+    }
+}
+
+impl<V: Clone + Send + Sync + 'static> HealthSource for Handles<V> {
+    fn health(&self) -> Vec<ComponentHealth> {
+        let mut all = Vec::with_capacity(5);
+        all.extend(self.monitor.health());
+        all.extend(self.breaker.health());
+        all.extend(self.cache.health());
+        all.extend(self.limiter.health());
+        let retry = self.retry.snapshot();
+        all.push(ComponentHealth::new(
+            self.name.clone(),
+            HealthStatus::Healthy,
+            ComponentDetail::Retry(retry),
+        ));
+        all
+    }
+}
+
+/// A service wrapped by a preset stack. Cheap to clone; clones share every layer's state.
+pub struct ReliableService<Req, V> {
+    service: BoxCloneSyncService<Req, V, BoxError>,
+    handles: Arc<Handles<V>>,
+}
+
+impl<Req, V> Clone for ReliableService<Req, V> {
+    fn clone(&self) -> Self {
+        Self {
+            service: self.service.clone(),
+            handles: self.handles.clone(),
+        }
+    }
+}
+
+impl<Req, V> fmt::Debug for ReliableService<Req, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReliableService")
+            .field("handles", &self.handles)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<Req, V> ReliableService<Req, V> {
+    /// The live parts: SLA monitor, breaker, retry figures, limiter, cache.
+    pub fn handles(&self) -> &Arc<Handles<V>> {
+        &self.handles
+    }
+}
+
+impl<Req, V> Service<Req> for ReliableService<Req, V> {
+    type Response = V;
+    type Error = BoxError;
+    type Future = <BoxCloneSyncService<Req, V, BoxError> as Service<Req>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.service.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        self.service.call(req)
+    }
+}
