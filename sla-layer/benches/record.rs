@@ -75,6 +75,17 @@ fn on_threads(threads: usize, iters: u64, per_thread: impl Fn(u64) + Sync) -> Du
     })
 }
 
+/// `iters` calls through the layer on each of `threads` threads, each with its own clone
+/// of the service, as server tasks would have.
+fn layer_on_threads(m: &SlaMonitor, threads: usize, iters: u64) -> Duration {
+    on_threads(threads, iters, |n| {
+        let mut svc = layered(m);
+        for i in 0..n {
+            call_once(&mut svc, i);
+        }
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("record");
 
@@ -110,27 +121,18 @@ fn bench(c: &mut Criterion) {
         b.iter(|| call_once(&mut svc_tokio, 7))
     });
 
-    // Two threads, each with its own clone of the service, as server tasks would have.
+    // Two threads at once, then one thread through the same harness.
     let m2 = monitor(false);
     g.bench_function("layer_call_2_threads", |b| {
-        b.iter_custom(|iters| {
-            on_threads(2, iters, |n| {
-                let mut svc = layered(&m2);
-                for i in 0..n {
-                    call_once(&mut svc, i);
-                }
-            })
-        })
+        b.iter_custom(|iters| layer_on_threads(&m2, 2, iters))
+    });
+    // The same path with a single shard: what one monitor-wide lock would cost.
+    let m1 = SlaMonitor::builder("bench").shards(1).build().unwrap();
+    g.bench_function("layer_call_2_threads_one_shard", |b| {
+        b.iter_custom(|iters| layer_on_threads(&m1, 2, iters))
     });
     g.bench_function("layer_call_1_thread_same_harness", |b| {
-        b.iter_custom(|iters| {
-            on_threads(1, iters, |n| {
-                let mut svc = layered(&m2);
-                for i in 0..n {
-                    call_once(&mut svc, i);
-                }
-            })
-        })
+        b.iter_custom(|iters| layer_on_threads(&m2, 1, iters))
     });
 
     // What a single shared histogram behind one lock costs on two threads.

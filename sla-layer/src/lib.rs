@@ -43,6 +43,27 @@
 //! # }
 //! ```
 //!
+//! # Map
+//!
+//! - [`SlaMonitor`] / [`SlaMonitorBuilder`] / [`SlaConfig`]: one named source; record with
+//!   the layer, [`SlaMonitor::start`] + [`CallTimer::finish`], or [`SlaMonitor::record`];
+//!   read with [`SlaMonitor::report`] ([`SlaReport`]).
+//! - [`window`]: which calls the count and time windows hold (and never hold).
+//! - [`status`]: the HEALTHY / DEGRADED / FAILED rules and [`SlaThresholds`].
+//! - [`budget`]: SLOs, error budgets, multi-window burn-rate alerts ([`SloConfig`]).
+//! - [`events`]: [`StatusChange`] and [`AlertEvent`], logged with `tracing` and handed to
+//!   listeners.
+//! - [`SlaRegistry`]: named monitors, [`SlaRegistry::unhealthy`],
+//!   [`SlaRegistry::system_health`] (reliability-core's `SystemHealth`, with any other
+//!   `HealthSource`), [`SlaRegistry::render_prometheus`].
+//! - [`prometheus`]: the metric names and the text writer.
+//! - [`SlaLayer`] / [`Sla`] / [`ResponseFuture`]: the tower shell.
+//!
+//! # Feature flags
+//!
+//! - `http` (default): [`SlaLayer::http`], which classifies `http::Response`s with
+//!   reliability-core's `HttpClassifier` (5xx, 429 and 408 fail).
+//!
 //! # Time
 //!
 //! By default the monitor reads the CPU's time-stamp counter through `quanta` (a few

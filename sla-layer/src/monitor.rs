@@ -152,7 +152,9 @@ struct ShardState {
     interval_end_ns: u64,
     current: IntervalData,
     recent: CountRing,
+    /// `latency_sum` is kept in `latency_sum_ns` here: a plain add on the hot path.
     totals: CallTotals,
+    latency_sum_ns: u64,
 }
 
 const NO_SCORE: u64 = u64::MAX;
@@ -204,7 +206,20 @@ impl fmt::Debug for SlaMonitor {
 static NEXT_THREAD_SLOT: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
-    static THREAD_SLOT: usize = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed);
+    /// This thread's shard number, plus one; 0 until first used.
+    static THREAD_SLOT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[inline]
+fn thread_slot() -> usize {
+    THREAD_SLOT.with(|slot| match slot.get() {
+        0 => {
+            let n = NEXT_THREAD_SLOT.fetch_add(1, Ordering::Relaxed);
+            slot.set(n.wrapping_add(1));
+            n
+        }
+        n => n - 1,
+    })
 }
 
 fn default_shards() -> usize {
@@ -275,6 +290,7 @@ impl SlaMonitor {
                         current: IntervalData::new(core.config.significant_figures),
                         recent: CountRing::new(core.config.count_window),
                         totals: CallTotals::default(),
+                        latency_sum_ns: 0,
                     }),
                 })
             })
@@ -297,8 +313,7 @@ impl SlaMonitor {
 
     #[inline]
     fn shard(&self) -> &Arc<Shard> {
-        let slot = THREAD_SLOT.with(|s| *s);
-        &self.shards[slot & (self.shards.len() - 1)]
+        &self.shards[thread_slot() & (self.shards.len() - 1)]
     }
 
     /// Starts timing a call; [`CallTimer::finish`] records it. A timer dropped unfinished
@@ -417,10 +432,7 @@ impl Shard {
                     } else {
                         s.totals.failures += 1;
                     }
-                    s.totals.latency_sum = s
-                        .totals
-                        .latency_sum
-                        .saturating_add(Duration::from_nanos(latency_ns));
+                    s.latency_sum_ns = s.latency_sum_ns.saturating_add(latency_ns);
                 }
             }
         }
@@ -503,6 +515,9 @@ impl MonitorCore {
             }
             entries.extend_from_slice(g.recent.entries());
             totals.absorb(&g.totals);
+            totals.latency_sum = totals
+                .latency_sum
+                .saturating_add(Duration::from_nanos(g.latency_sum_ns));
         }
         self.ring.lock().collect(current, &mut time);
         drop(guards);
@@ -562,6 +577,13 @@ impl MonitorCore {
             } else {
                 time.calls as f64 * 1e9 / span_ns as f64
             };
+            tracing::debug!(
+                target: "sla_layer", source = %self.name, status = status.as_str(),
+                calls = window.calls, success_rate = window.success_rate(),
+                p50_ms = window.p50.as_secs_f64() * 1e3, p95_ms = window.p95.as_secs_f64() * 1e3,
+                p99_ms = window.p99.as_secs_f64() * 1e3, consecutive_failures = consecutive,
+                calls_per_second, "SLA evaluated"
+            );
             SlaReport {
                 name: Arc::clone(&self.name),
                 status,
