@@ -6,6 +6,12 @@
 //! and when the queue is full the write is dropped and counted (`l2_queue_overflow`), never
 //! blocking. Order is kept: an explicit write's `SET` precedes its eviction notice.
 //!
+//! **Distributed single-flight** (opt-in): after an L2 miss, the instance takes the key's
+//! lock in Redis (`SET NX PX` with a random token). The holder calls upstream, writes L2
+//! before answering, and releases the lock by compare-and-delete. Other instances poll L2
+//! for the value while the lock exists, at most the lock's TTL; a crashed holder therefore
+//! blocks nobody beyond that TTL, after which the waiter calls upstream itself.
+//!
 //! **Coherence**: explicit writes and invalidations are published on
 //! `<prefix>:cache:invalidate`; every other instance evicts the matching L1 entries (and
 //! reads the new value from L2 on its next miss). Pub/sub is fire-and-forget, so messages
@@ -47,12 +53,16 @@ pub(crate) struct Lower<V> {
     pub(crate) queue_overflow: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) messages: AtomicU64,
+    /// Distributed single-flight: how long a lock holder may take.
+    pub(crate) lock_ttl: Option<Duration>,
+    pub(crate) lock_waits: AtomicU64,
 }
 
 impl<V: 'static> Lower<V> {
     pub(crate) fn new(
         tier: Arc<RedisTier>,
         codec: Arc<dyn Codec<V>>,
+        lock_ttl: Option<Duration>,
     ) -> (Self, mpsc::Receiver<Op>) {
         let (queue, rx) = mpsc::channel(QUEUE);
         (
@@ -63,6 +73,8 @@ impl<V: 'static> Lower<V> {
                 queue_overflow: AtomicU64::new(0),
                 resyncs: AtomicU64::new(0),
                 messages: AtomicU64::new(0),
+                lock_ttl,
+                lock_waits: AtomicU64::new(0),
             },
             rx,
         )

@@ -378,9 +378,61 @@ where
                 return (value, status);
             }
         }
+        let lock = match engine.lower.as_ref().and_then(|l| Some((l, l.lock_ttl?))) {
+            Some((lower, ttl)) => {
+                let token = format!("{:x}", rand::random::<u128>());
+                match lower.tier.try_lock(&key, &token, ttl).await {
+                    Ok(true) => Some(token),
+                    Ok(false) => {
+                        bump(&lower.lock_waits);
+                        let deadline = tokio::time::Instant::now() + ttl;
+                        while tokio::time::Instant::now() < deadline {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            if let Some(found) = engine.lower_get(&key).await {
+                                let entry = engine.promote(&key, found);
+                                let now = engine.clock.now();
+                                if entry.freshness.phase(now) == Phase::Fresh {
+                                    bump(&engine.metrics.hits);
+                                    bump(&engine.metrics.coalesced);
+                                    let status = CacheStatus::Miss {
+                                        stored: false,
+                                        collapsed: true,
+                                    };
+                                    let value = entry.value.clone();
+                                    return match guard {
+                                        Some(g) => (g.finish(Ok(value)), status),
+                                        None => (Ok(value), status),
+                                    };
+                                }
+                            }
+                            if !lower.tier.is_locked(&key).await {
+                                break;
+                            }
+                        }
+                        None
+                    }
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
         bump(&engine.metrics.misses);
         let started = engine.clock.now();
         let r = svc.call(req).await.map_err(Into::into);
-        engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request)
+        let answer = engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request);
+        if let (Some(token), Some(lower)) = (lock, engine.lower.as_ref()) {
+            // The value reaches L2 before the lock is released, so waiters find it.
+            if let Some(stored) = engine.l1.get_entry(&key)
+                && let Some(value) = lower.codec.encode(&stored.value)
+            {
+                let meta = engine.l1.to_meta(&stored);
+                let _ = lower
+                    .tier
+                    .set_blob(&key, &crate::backend::Stored { value, meta })
+                    .await;
+            }
+            lower.tier.unlock(&key, &token).await;
+        }
+        answer
     })
 }

@@ -80,6 +80,8 @@ pub struct CacheStats {
     pub pubsub_messages: u64,
     /// Pub/sub re-subscriptions (each flushed L1: messages may have been lost).
     pub pubsub_resyncs: u64,
+    /// Misses that waited for another instance's distributed single-flight lock.
+    pub l2_lock_waits: u64,
 }
 
 impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
@@ -186,6 +188,7 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
             l2_queue_overflow: read(&l.queue_overflow),
             pubsub_messages: read(&l.messages),
             pubsub_resyncs: read(&l.resyncs),
+            l2_lock_waits: read(&l.lock_waits),
             ..CacheStats::default()
         }
     }

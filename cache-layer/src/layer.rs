@@ -73,6 +73,8 @@ where
             hooks: Hooks::default(),
             #[cfg(feature = "redis")]
             l2: None,
+            #[cfg(feature = "redis")]
+            l2_lock: None,
         }
     }
 
@@ -113,6 +115,8 @@ pub struct CacheLayerBuilder<K, V> {
         crate::backend::redis::RedisTier,
         Arc<dyn crate::codec::Codec<V>>,
     )>,
+    #[cfg(feature = "redis")]
+    l2_lock: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for CacheLayerBuilder<K, V> {
@@ -232,6 +236,14 @@ where
         self
     }
 
+    /// Distributed single-flight across instances through a Redis lock per key, held at
+    /// most `lock_ttl` (needs [`l2`](Self::l2)).
+    #[cfg(feature = "redis")]
+    pub fn distributed_single_flight(mut self, lock_ttl: Duration) -> Self {
+        self.l2_lock = Some(lock_ttl);
+        self
+    }
+
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<CacheLayer<K, V>, ConfigError> {
         self.config.validate()?;
@@ -249,13 +261,22 @@ where
             self.clock.unwrap_or_else(default_clock),
         );
         #[cfg(feature = "redis")]
+        if let Some(t) = self.l2_lock
+            && (self.l2.is_none() || t.is_zero() || t > Duration::from_secs(60))
+        {
+            return Err(ConfigError::new(
+                "distributed_single_flight",
+                "needs an L2 tier and a lock TTL in (0s, 60s]",
+            ));
+        }
+        #[cfg(feature = "redis")]
         let l2 = match self.l2 {
             Some((tier, codec)) => {
                 let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
                     ConfigError::new("l2", "a cache with L2 must be built inside a tokio runtime")
                 })?;
                 let tier = Arc::new(tier);
-                let (lower, rx) = crate::distributed::Lower::new(tier.clone(), codec);
+                let (lower, rx) = crate::distributed::Lower::new(tier.clone(), codec, self.l2_lock);
                 engine.lower = Some(lower);
                 Some((runtime, tier, rx))
             }

@@ -31,16 +31,28 @@ type Svc = Cache<tower::util::BoxCloneSyncService<String, u64, BoxError>, Key, u
 
 /// One instance: its own upstream, its own L1, the shared Redis.
 async fn instance(config: &RedisConfig, up: &Upstream) -> (Svc, CacheHandle<u64>, RedisTier) {
+    instance_with(config, up, None, Duration::ZERO).await
+}
+
+/// The same, with distributed single-flight (`lock`) and a slow upstream.
+async fn instance_with(
+    config: &RedisConfig,
+    up: &Upstream,
+    lock: Option<Duration>,
+    delay: Duration,
+) -> (Svc, CacheHandle<u64>, RedisTier) {
     let tier = RedisTier::connect(config).await.unwrap();
     let probe = RedisTier::connect(config).await.unwrap();
-    let layer = CacheLayer::builder(key as Key)
+    let mut b = CacheLayer::builder(key as Key)
         .ttl(secs(10))
         .stale_if_error(secs(20))
-        .l2(tier, u64_codec())
-        .build()
-        .unwrap();
+        .l2(tier, u64_codec());
+    if let Some(ttl) = lock {
+        b = b.distributed_single_flight(ttl);
+    }
+    let layer = b.build().unwrap();
     let handle = layer.handle();
-    let inner = tower::util::BoxCloneSyncService::new(up.service::<String>(Duration::ZERO));
+    let inner = tower::util::BoxCloneSyncService::new(up.service::<String>(delay));
     (
         tower::ServiceBuilder::new().layer(layer).service(inner),
         handle,
@@ -278,4 +290,54 @@ async fn cluster_tier_serves_and_survives_a_node_stop() {
     })
     .await;
     assert!(recovered.is_some(), "the cluster tier recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_times_200_concurrent_misses_make_one_upstream_call() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t5");
+    // One upstream behind both instances, so its counter is the total.
+    let up = Upstream::default();
+    let lock = Some(secs(2));
+    let delay = Duration::from_millis(100);
+    let (a, ha, _) = instance_with(&config, &up, lock, delay).await;
+    let (b, hb, _) = instance_with(&config, &up, lock, delay).await;
+    let calls = (0..200)
+        .map(|_| a.clone().oneshot("hot".to_owned()))
+        .chain((0..200).map(|_| b.clone().oneshot("hot".to_owned())));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|r| matches!(r, Ok(1))));
+    assert_eq!(up.calls(), 1, "one upstream call across both instances");
+    let waits = ha.stats().l2_lock_waits + hb.stats().l2_lock_waits;
+    assert_eq!(waits, 1, "the other instance's leader waited for the lock");
+}
+
+#[tokio::test]
+async fn a_crashed_lock_holder_blocks_others_only_until_its_lock_expires() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t6");
+    let up = Upstream::default();
+    let (a, _, probe) = instance_with(&config, &up, Some(secs(2)), Duration::ZERO).await;
+    // A holder that died mid-call: its lock stays until its TTL (300 ms) runs out.
+    let mut conn = config.connect().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(probe.lock_key("k"))
+        .arg("dead-holder")
+        .arg("PX")
+        .arg(300)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(a.oneshot("k".to_owned()).await.unwrap(), 1);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250) && waited < secs(2),
+        "waited {waited:?}: until the dead holder's lock expired, not the full wait"
+    );
+    assert_eq!(up.calls(), 1);
 }

@@ -209,6 +209,57 @@ impl RedisTier {
         }
     }
 
+    /// Takes the distributed single-flight lock of `key` for `ttl` (`SET NX PX` with a
+    /// random token); `Ok(false)` when another instance holds it.
+    pub(crate) async fn try_lock(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, TierError> {
+        if !self.available() {
+            return Err(tier_err("backing off after an error"));
+        }
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.key(key, "lock"))
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        Ok(set.is_some())
+    }
+
+    /// Whether anyone holds the lock of `key` (errors count as "no": the waiter then
+    /// calls upstream itself).
+    pub(crate) async fn is_locked(&self, key: &str) -> bool {
+        let mut conn = self.conn.clone();
+        conn.exists(self.keys.key(key, "lock"))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Releases the lock of `key` if `token` still holds it (compare-and-delete, so a
+    /// holder whose lock expired never deletes its successor's).
+    pub(crate) async fn unlock(&self, key: &str, token: &str) {
+        const RELEASE: &str = "if redis.call('get', KEYS[1]) == ARGV[1] then \
+                               return redis.call('del', KEYS[1]) else return 0 end";
+        let mut conn = self.conn.clone();
+        let _: Result<i64, _> = redis::Script::new(RELEASE)
+            .key(self.keys.key(key, "lock"))
+            .arg(token)
+            .invoke_async(&mut conn)
+            .await;
+    }
+
+    /// The Redis key of `key`'s single-flight lock (for tests and operators).
+    pub fn lock_key(&self, key: &str) -> String {
+        self.keys.key(key, "lock")
+    }
+
     pub(crate) async fn publish(&self, message: &str) -> Result<(), TierError> {
         let mut conn = self.conn.clone();
         conn.publish::<_, _, ()>(self.channel(), message)
