@@ -42,6 +42,16 @@ fn in_process(c: &mut Criterion) {
             black_box(backend.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
         })
     });
+    let manual = MemoryBackend::builder()
+        .clock(reliability_core::clock::ManualClock::new().shared())
+        .build()
+        .unwrap();
+    g.bench_function("memory_backend_single_window_manual_clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(manual.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
+        })
+    });
     let tier = Quota::tiered(1_000_000, 60_000_000, 100_000_000, 100_000_000).unwrap();
     g.bench_function("memory_backend_four_windows", |b| {
         b.iter(|| {

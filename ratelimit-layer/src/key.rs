@@ -12,6 +12,22 @@
 /// Longest user or endpoint string an extractor keeps (longer values count as missing).
 pub const MAX_KEY_LEN: usize = 1024;
 
+/// Longest key kept verbatim in process memory; longer ones are stored as a digest.
+pub const MAX_STORED_KEY_LEN: usize = 256;
+
+/// The form of `key` held in process memory: itself when short, else a fixed-size digest,
+/// so that memory per key is bounded whatever the subject. Injective: verbatim keys never
+/// start with `\u{1}`, and the marked forms are [`escape_subject`]'s injective output.
+///
+/// [`escape_subject`]: reliability_core::key::escape_subject
+pub(crate) fn stored_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if key.len() <= MAX_STORED_KEY_LEN && !key.starts_with('\u{1}') {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let escaped = reliability_core::key::escape_subject(key);
+    std::borrow::Cow::Owned(format!("\u{1}{escaped}"))
+}
+
 /// What a request counts against.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Subject {
@@ -151,6 +167,24 @@ impl<X: Clone + Send + Sync + 'static> KeyExtractorExt for X {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_keys_are_bounded_and_distinct() {
+        let long_a = "a".repeat(10_000);
+        let long_b = format!("{}b", "a".repeat(9_999));
+        let keys = [
+            stored_key("x"),
+            stored_key("\u{1}x"),
+            stored_key(&long_a),
+            stored_key(&long_b),
+        ];
+        assert!(keys.iter().all(|k| k.len() <= MAX_STORED_KEY_LEN + 2));
+        for (i, a) in keys.iter().enumerate() {
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+    }
 
     #[test]
     fn composition() {

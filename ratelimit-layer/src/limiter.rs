@@ -481,7 +481,8 @@ impl RateLimiter {
             }
         };
         if let Some(usage) = &self.inner.usage {
-            usage.record(self.shard(&subject.user), &subject.user, decision.allowed);
+            let user = crate::key::stored_key(&subject.user);
+            usage.record(self.shard(&user), &user, decision.allowed);
         }
         if decision.allowed {
             m.allowed.add(1);
@@ -606,7 +607,8 @@ impl RateLimiter {
     pub async fn reset(&self, user: &str) -> Result<(), BackendUnavailable> {
         let resolved = self.resolve(user, None);
         if let Some(usage) = &self.inner.usage {
-            usage.shards[self.shard(user)].lock().remove(user);
+            let user = crate::key::stored_key(user);
+            usage.shards[self.shard(&user)].lock().remove(&*user);
         }
         self.inner
             .backend
@@ -645,6 +647,8 @@ impl RateLimiter {
 
     /// What this process counted for `user`.
     pub fn usage(&self, user: &str) -> Usage {
+        let user = crate::key::stored_key(user);
+        let user = &*user;
         self.inner
             .usage
             .as_ref()

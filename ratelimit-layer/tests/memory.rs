@@ -200,6 +200,83 @@ fn a_million_keys_stay_bounded_and_are_reclaimed() {
 }
 
 #[tokio::test]
+async fn hostile_subjects_are_bounded() {
+    let limiter = RateLimiter::new();
+    let huge = "}\n{".repeat(400_000);
+    limiter.check(&huge, 1).await.unwrap();
+    limiter.check(&huge, 1).await.unwrap();
+    assert_eq!(
+        limiter.check(&huge, 1).await.unwrap_err().reason,
+        Reason::Exceeded
+    );
+    assert_eq!(limiter.usage(&huge).allowed, 2);
+    let e = limiter.check("x", u32::MAX).await.unwrap_err();
+    assert_eq!(e.reason, Reason::CostTooHigh);
+    // A cost of 0 counts as 1.
+    limiter
+        .check_subject(&Subject::new("zero").cost(0))
+        .await
+        .unwrap();
+    limiter
+        .check_subject(&Subject::new("zero").cost(0))
+        .await
+        .unwrap();
+    assert!(
+        limiter
+            .check_subject(&Subject::new("zero").cost(0))
+            .await
+            .is_err()
+    );
+    let backend = MemoryBackend::new();
+    backend.decide_now(
+        &huge,
+        &Quota::per(1, Duration::from_secs(1)).unwrap(),
+        1,
+        Mode::Consume,
+    );
+    assert!(
+        backend.approx_bytes() < 64 * 1024,
+        "{}",
+        backend.approx_bytes()
+    );
+}
+
+#[tokio::test]
+async fn inner_errors_pass_through_and_readiness_is_driven() {
+    let limiter = RateLimiter::builder()
+        .quota(Quota::per(5, Duration::from_secs(1)).unwrap())
+        .build()
+        .unwrap();
+    let failing = service_fn(|()| async { Err::<(), _>(std::io::Error::other("upstream")) });
+    let err = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter))
+        .service(failing)
+        .oneshot(())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.downcast_ref::<std::io::Error>().unwrap().to_string(),
+        "upstream"
+    );
+    // poll_ready only asks the inner service: a limit never reserves capacity.
+    let limiter = RateLimiter::builder()
+        .quota(Quota::per(1, Duration::from_secs(60)).unwrap())
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter.clone()))
+        .service(echo_unit());
+    for _ in 0..10 {
+        std::future::poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    }
+    assert_eq!(limiter.snapshot().allowed + limiter.snapshot().rejected, 0);
+}
+
+fn echo_unit() -> impl Service<(), Response = (), Error = Infallible, Future = impl Send> + Clone {
+    service_fn(|()| async { Ok::<_, Infallible>(()) })
+}
+
+#[tokio::test]
 async fn bad_configuration_is_a_typed_error() {
     let w = WindowConfig {
         limit: 5,

@@ -7,8 +7,9 @@
 //! that runs when a shard doubles in size, once per `sweep_interval`, at the cap, and on
 //! [`MemoryBackend::purge_idle`].
 //!
-//! **Bound.** At most `max_keys` keys are held. When a shard is full of keys that are all
-//! still active, the key closest to idle among a sample of 16 is evicted (it restarts
+//! **Bound.** At most `max_keys` keys are held, each in at most
+//! [`BYTES_PER_KEY`] plus 258 bytes of key text (longer keys are stored as a digest). When a shard is full of keys that are all
+//! still active, the key closest to idle among the shard's 4 oldest is evicted (it restarts
 //! fresh, a bounded over-admission that is counted in [`MemoryBackend::evicted`]).
 
 use std::hash::BuildHasher;
@@ -25,13 +26,14 @@ use reliability_core::clock::{Instant, SharedClock, default_clock};
 use reliability_core::error::ConfigError;
 
 use super::{Backend, Pending};
+use crate::key::stored_key;
 use crate::quota::{Cell, Decision, MAX_WINDOWS, Mode, Quota, decide, idle_after};
 
 const SHARDS: usize = 64;
-const EVICTION_SAMPLE: usize = 16;
+const EVICTION_SAMPLE: usize = 4;
 
 /// Approximate bytes held per key besides the key text (entry, map slot, box).
-pub const BYTES_PER_KEY: usize = std::mem::size_of::<Slot>() + 1;
+pub const BYTES_PER_KEY: usize = std::mem::size_of::<Slot>() + 1 + 8;
 
 #[derive(Debug)]
 struct Slot {
@@ -51,6 +53,10 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Shard {
     map: HashTable<Slot>,
+    /// Hashes in insertion order: eviction candidates come from the front, so choosing one
+    /// costs O(1) (stale hashes of swept keys are skipped; the queue is rebuilt when it
+    /// grows past twice the table).
+    order: std::collections::VecDeque<u64>,
     swept_len: usize,
     next_sweep: u64,
     last_sweep: u64,
@@ -183,7 +189,7 @@ impl MemoryBackend {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.map.capacity() * BYTES_PER_KEY + s.key_bytes
+                s.map.capacity() * BYTES_PER_KEY + s.order.capacity() * 8 + s.key_bytes
             })
             .sum()
     }
@@ -200,6 +206,7 @@ impl MemoryBackend {
 
     /// Decides synchronously (what [`Backend::decide`] returns, without the wrapper).
     pub fn decide_now(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Decision {
+        let key = &*stored_key(key);
         let now = self.now_micros();
         let inner = &*self.inner;
         let hash = inner.hasher.hash_one(key);
@@ -246,12 +253,14 @@ impl MemoryBackend {
                 },
                 |s| s.hash,
             );
+            shard.order.push_back(hash);
         }
         decision
     }
 
     /// Forgets `key` (it starts fresh).
     pub fn forget(&self, key: &str) {
+        let key = &*stored_key(key);
         let hash = self.inner.hasher.hash_one(key);
         let mut shard = self.inner.shards[shard_of(hash)].lock();
         if let Ok(found) = shard.map.find_entry(hash, |s| &*s.key == key) {
@@ -281,6 +290,9 @@ fn sweep(shard: &mut Shard, now: u64) -> usize {
     if shard.map.len() * 4 < shard.map.capacity() {
         shard.map.shrink_to_fit(|s| s.hash);
     }
+    if shard.map.is_empty() || shard.order.len() > 2 * shard.map.len() + 64 {
+        shard.order = shard.map.iter().map(|s| s.hash).collect();
+    }
     shard.swept_len = shard.map.len();
     shard.last_sweep = now;
     before - shard.map.len()
@@ -295,19 +307,41 @@ fn make_room(shard: &mut Shard, now: u64, cap: usize, sweep_interval: u64, evict
         sweep(shard, now);
     }
     if shard.map.len() >= cap {
-        let victim = shard
-            .map
-            .iter()
-            .take(EVICTION_SAMPLE)
-            .min_by_key(|s| s.entry.idle_after)
-            .map(|s| s.hash);
-        if let Some(hash) = victim
-            && let Ok(found) = shard.map.find_entry(hash, |s| s.hash == hash)
-        {
-            let (slot, _) = found.remove();
-            shard.key_bytes -= slot.key.len();
-            evicted.fetch_add(1, Ordering::Relaxed);
+        evict_one(shard, evicted);
+    }
+    if shard.order.len() > 2 * shard.map.len() + 64 {
+        shard.order = shard.map.iter().map(|s| s.hash).collect();
+    }
+}
+
+/// Evicts the key closest to idle among the oldest few still present.
+fn evict_one(shard: &mut Shard, evicted: &AtomicU64) {
+    let mut best: Option<(u64, u64)> = None;
+    let mut looked = 0;
+    while looked < EVICTION_SAMPLE {
+        let Some(hash) = shard.order.pop_front() else {
+            break;
+        };
+        let Some(slot) = shard.map.find(hash, |s| s.hash == hash) else {
+            continue;
+        };
+        looked += 1;
+        let idle = slot.entry.idle_after;
+        match best {
+            Some((_, b)) if b <= idle => shard.order.push_back(hash),
+            _ => {
+                if let Some((h, _)) = best.replace((hash, idle)) {
+                    shard.order.push_back(h);
+                }
+            }
         }
+    }
+    if let Some((hash, _)) = best
+        && let Ok(found) = shard.map.find_entry(hash, |s| s.hash == hash)
+    {
+        let (slot, _) = found.remove();
+        shard.key_bytes -= slot.key.len();
+        evicted.fetch_add(1, Ordering::Relaxed);
     }
 }
 
