@@ -496,6 +496,58 @@ fn response_size(resp: &CachedResponse) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------
+// L2 codec
+
+/// Encodes buffered responses for L2: status, headers, body. Streamed bodies (over the
+/// cap) are never stored, so never encoded.
+#[cfg(feature = "redis")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseCodec;
+
+#[cfg(feature = "redis")]
+impl crate::codec::Codec<CachedResponse> for ResponseCodec {
+    fn encode(&self, resp: &CachedResponse) -> Option<Bytes> {
+        let body = resp.body().bytes()?;
+        let mut out = BytesMut::with_capacity(body.len() + 256);
+        out.extend_from_slice(&resp.status().as_u16().to_le_bytes());
+        let n = u16::try_from(resp.headers().len()).ok()?;
+        out.extend_from_slice(&n.to_le_bytes());
+        for (name, value) in resp.headers() {
+            for part in [name.as_str().as_bytes(), value.as_bytes()] {
+                out.extend_from_slice(&u16::try_from(part.len()).ok()?.to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        out.extend_from_slice(body);
+        Some(out.freeze())
+    }
+
+    fn decode(&self, bytes: &Bytes) -> Option<CachedResponse> {
+        fn take(b: &mut Bytes, n: usize) -> Option<Bytes> {
+            (b.len() >= n).then(|| b.split_to(n))
+        }
+        fn u16_of(b: &mut Bytes) -> Option<u16> {
+            let raw = take(b, 2)?;
+            Some(u16::from_le_bytes([raw[0], raw[1]]))
+        }
+        let mut b = bytes.clone();
+        let status = StatusCode::from_u16(u16_of(&mut b)?).ok()?;
+        let n = u16_of(&mut b)?;
+        let mut resp = Response::new(CachedBody::full(Bytes::new()));
+        *resp.status_mut() = status;
+        for _ in 0..n {
+            let len = usize::from(u16_of(&mut b)?);
+            let name = HeaderName::from_bytes(&take(&mut b, len)?).ok()?;
+            let len = usize::from(u16_of(&mut b)?);
+            let value = HeaderValue::from_maybe_shared(take(&mut b, len)?).ok()?;
+            resp.headers_mut().append(name, value);
+        }
+        *resp.body_mut() = CachedBody::full(b);
+        Some(resp)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Layer, builder, service
 
 /// Caches HTTP responses: see the [module docs](self).
@@ -526,6 +578,8 @@ impl HttpCacheLayer {
             honor_cache_control: true,
             max_body: 1 << 20,
             clock: None,
+            #[cfg(feature = "redis")]
+            l2: None,
         }
     }
 
@@ -558,6 +612,8 @@ pub struct HttpCacheLayerBuilder {
     honor_cache_control: bool,
     max_body: usize,
     clock: Option<SharedClock>,
+    #[cfg(feature = "redis")]
+    l2: Option<(crate::backend::redis::RedisTier, Option<Duration>)>,
 }
 
 impl fmt::Debug for HttpCacheLayerBuilder {
@@ -627,6 +683,18 @@ impl HttpCacheLayerBuilder {
         self
     }
 
+    /// Adds Redis as L2 for responses ([`ResponseCodec`]); `lock_ttl` turns on
+    /// distributed single-flight. Build inside a tokio runtime.
+    #[cfg(feature = "redis")]
+    pub fn l2(
+        mut self,
+        tier: crate::backend::redis::RedisTier,
+        lock_ttl: Option<Duration>,
+    ) -> Self {
+        self.l2 = Some((tier, lock_ttl));
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
         if let Some(bad) = self.config.name.strip_prefix('\0') {
@@ -662,6 +730,13 @@ impl HttpCacheLayerBuilder {
             .annotate(annotate);
         if let Some(c) = self.clock {
             b = b.clock(c);
+        }
+        #[cfg(feature = "redis")]
+        if let Some((tier, lock)) = self.l2 {
+            b = b.l2(tier, ResponseCodec);
+            if let Some(ttl) = lock {
+                b = b.distributed_single_flight(ttl);
+            }
         }
         Ok(HttpCacheLayer {
             cache: b.build()?,
@@ -806,6 +881,29 @@ mod tests {
             b = b.header(*k, *v);
         }
         b.body(CachedBody::full("x")).unwrap()
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn response_codec_round_trips_and_rejects_garbage() {
+        use crate::codec::Codec;
+        let r = resp(
+            203,
+            &[("cache-control", "max-age=5"), ("x-a", "1"), ("x-a", "2")],
+        );
+        let bytes = ResponseCodec.encode(&r).unwrap();
+        let back = ResponseCodec.decode(&bytes).unwrap();
+        assert_eq!(back.status(), 203);
+        assert_eq!(back.headers(), r.headers());
+        assert_eq!(back.body().bytes().unwrap(), "x");
+        for cut in 0..bytes.len() {
+            let _ = ResponseCodec.decode(&bytes.slice(..cut));
+        }
+        assert!(
+            ResponseCodec
+                .decode(&Bytes::from_static(b"\xff\xff"))
+                .is_none()
+        );
     }
 
     #[test]

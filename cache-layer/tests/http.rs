@@ -279,3 +279,52 @@ async fn body_type_is_usable_directly() {
     assert_eq!(copy.collect().await.unwrap().to_bytes(), "abc");
     let _ = Body::new(body);
 }
+
+#[tokio::test]
+async fn responses_are_shared_between_instances_through_redis() {
+    use cache_layer::backend::redis::RedisTier;
+    use reliability_core::harness::RedisServer;
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("http");
+    let mut instances = Vec::new();
+    for _ in 0..2 {
+        let tier = RedisTier::connect(&config).await.unwrap();
+        let layer = HttpCacheLayer::builder()
+            .name("edge")
+            .ttl(Duration::from_secs(30))
+            .l2(tier, Some(Duration::from_secs(1)))
+            .build()
+            .unwrap();
+        instances.push(serve(layer).await);
+    }
+    let (a, up_a) = &instances[0];
+    let (b, up_b) = &instances[1];
+    assert_eq!(Http::new(*a).get("/public", &[]).await.body, "n=1");
+    // Once the write-behind lands in Redis, B answers from L2 without its upstream.
+    let probe = RedisTier::connect(&config).await.unwrap();
+    let redis_key = probe.redis_key("GET /public");
+    let mut conn = config.connect().await.unwrap();
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&redis_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let answer = Http::new(*b).get("/public", &[]).await;
+    assert_eq!(answer.body, "n=1");
+    assert!(
+        answer.cache_status.starts_with("edge; hit; ttl=5"),
+        "{}",
+        answer.cache_status
+    );
+    assert_eq!(up_a.calls("/public"), 1);
+    assert_eq!(up_b.calls("/public"), 0);
+}
