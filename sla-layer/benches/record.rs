@@ -115,6 +115,20 @@ fn bench(c: &mut Criterion) {
     let mut svc = layered(&m);
     g.bench_function("layer_call_1_thread", |b| b.iter(|| call_once(&mut svc, 7)));
 
+    // A hand-moved clock costs almost nothing to read: the path without the clock reads.
+    let manual = reliability_core::clock::ManualClock::new();
+    let m_manual = SlaMonitor::builder("bench")
+        .clock(manual.shared())
+        .build()
+        .unwrap();
+    let mut svc_manual = layered(&m_manual);
+    g.bench_function("layer_call_1_thread_manual_clock", |b| {
+        b.iter(|| {
+            manual.advance(Duration::from_nanos(50));
+            call_once(&mut svc_manual, 7)
+        })
+    });
+
     let m_tokio = monitor(true);
     let mut svc_tokio = layered(&m_tokio);
     g.bench_function("layer_call_1_thread_tokio_clock", |b| {
@@ -133,6 +147,24 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("layer_call_1_thread_same_harness", |b| {
         b.iter_custom(|iters| layer_on_threads(&m2, 1, iters))
+    });
+
+    // Control for the machine: private histograms, nothing shared. If this does not
+    // scale, neither can anything else on this box.
+    let private = |threads: usize, iters: u64| {
+        on_threads(threads, iters, |n| {
+            let mut h = Histogram::<u64>::new(2).unwrap();
+            for i in 0..n {
+                h.record(black_box(i % 10_000_000 + 1)).unwrap();
+            }
+            black_box(h.len());
+        })
+    };
+    g.bench_function("private_hdrhistogram_2_threads", |b| {
+        b.iter_custom(|iters| private(2, iters))
+    });
+    g.bench_function("private_hdrhistogram_1_thread_same_harness", |b| {
+        b.iter_custom(|iters| private(1, iters))
     });
 
     // What a single shared histogram behind one lock costs on two threads.

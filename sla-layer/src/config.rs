@@ -13,7 +13,7 @@ use crate::events::{AlertEvent, AlertListener, StatusChange, StatusListener};
 use crate::monitor::SlaMonitor;
 use crate::status::SlaThresholds;
 
-/// Largest count window: it bounds each shard's memory (16 bytes a call).
+/// Largest count window: it bounds each shard's memory (24 bytes a call, per shard).
 pub const MAX_COUNT_WINDOW: usize = 100_000;
 /// Most intervals a time window may be cut into.
 pub const MAX_INTERVALS: u64 = 3_600;

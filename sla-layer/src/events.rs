@@ -3,7 +3,8 @@
 //! Each event is logged with `tracing` (target `sla_layer`) and handed to the listeners
 //! registered on the builder. Listeners run on the thread that evaluated the monitor
 //! (a caller's, every `evaluation_interval`, or a reader's), after the monitor's locks are
-//! released, so a listener may read the monitor; it should be quick.
+//! released, so a listener may read the monitor; it should be quick. A listener that
+//! panics is logged and skipped: it never fails the call that happened to evaluate.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -76,6 +77,14 @@ pub(crate) fn log_alert(e: &AlertEvent) {
             target: "sla_layer", source = %e.source, alert = %s.alert.name,
             severity = s.alert.severity.as_str(), "error-budget burn-rate alert resolved"
         );
+    }
+}
+
+/// Runs one listener, containing a panic so that a faulty listener cannot fail the user's
+/// request that triggered the evaluation.
+pub(crate) fn notify(source: &str, f: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err() {
+        tracing::error!(target: "sla_layer", source, "an SLA event listener panicked");
     }
 }
 

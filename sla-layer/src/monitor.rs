@@ -605,13 +605,13 @@ impl MonitorCore {
         for ev in &status_events {
             events::log_status_change(ev);
             for l in &self.status_listeners {
-                l(ev);
+                events::notify(&self.name, || l(ev));
             }
         }
         for ev in &alert_events {
             events::log_alert(ev);
             for l in &self.alert_listeners {
-                l(ev);
+                events::notify(&self.name, || l(ev));
             }
         }
         report

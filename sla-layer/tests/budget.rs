@@ -3,6 +3,8 @@
 //! volume guard; alert events from a monitor.
 
 use std::sync::{Arc, Mutex};
+
+use proptest::prelude::*;
 use std::time::Duration;
 
 use reliability_core::classify::Outcome::{Failure, Success};
@@ -165,4 +167,40 @@ fn monitor_emits_alert_events_and_budget() {
     assert_eq!(ev[3].status.alert.name, "page_fast");
     assert!(!ev[3].status.firing);
     assert!(r.alerts.iter().filter(|a| a.firing).count() == 2);
+}
+
+proptest! {
+    /// A window of length W counts between W - W/30 and W of history, never anything older.
+    #[test]
+    fn alert_windows_never_count_expired_calls(
+        mut batches in prop::collection::vec((0u64..4 * DAY, 0u64..1_000, 0u64..1_000), 1..40),
+        min_volume in 0u64..3_000,
+    ) {
+        let now = 40 * DAY;
+        let mut cfg = SloConfig::new(0.999, Duration::from_secs(30 * 86_400));
+        cfg.min_volume = min_volume;
+        let mut t = BudgetTracker::new(cfg);
+        batches.sort_by_key(|b| std::cmp::Reverse(b.0));
+        for (age, good, bad) in &batches {
+            t.observe(now - age, *good, *bad);
+        }
+        t.evaluate(now);
+        let within = |age_limit: u64| -> (u64, u64) {
+            batches.iter().filter(|b| b.0 < age_limit).fold((0, 0), |(g, x), b| (g + b.1, x + b.2))
+        };
+        for s in t.alerts(now) {
+            for (window, counts) in [(s.alert.long_window, s.long), (s.alert.short_window, s.short)] {
+                let w = ns(window);
+                let (most_good, most_bad) = within(w);
+                let (least_good, least_bad) = within(w - w / 30);
+                prop_assert!(counts.good <= most_good && counts.bad <= most_bad);
+                prop_assert!(counts.good >= least_good && counts.bad >= least_bad);
+            }
+            let expect = s.long.total() >= min_volume
+                && s.short.total() >= min_volume
+                && s.long_burn_rate > s.alert.burn_rate
+                && s.short_burn_rate > s.alert.burn_rate;
+            prop_assert_eq!(s.firing, expect);
+        }
+    }
 }

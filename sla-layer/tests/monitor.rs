@@ -358,3 +358,14 @@ fn config_deserializes_and_rejects_unknown_fields() {
     assert!(SlaMonitor::from_config("x", &cfg).is_ok());
     assert!(serde_json::from_str::<sla_layer::SlaConfig>(r#"{"p95": "1s"}"#).is_err());
 }
+
+#[test]
+fn a_panicking_listener_does_not_fail_the_call() {
+    let (m, _clock) = build(
+        SlaMonitor::builder("src")
+            .max_consecutive_failures(1)
+            .on_status_change(|_| panic!("listener bug")),
+    );
+    m.record(ms(1), Failure);
+    assert_eq!(m.status(), Failed);
+}
