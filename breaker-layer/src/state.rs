@@ -142,7 +142,10 @@ pub struct Transition {
 /// Counts since the breaker was made; they only grow.
 #[derive(Debug, Default)]
 struct Counters {
-    successes: AtomicU64,
+    /// Successes and failures not counted by a count window's ring (time windows,
+    /// probes, outcomes of a past epoch). Successes are then derived: the CLOSED path
+    /// pays for no success counter of its own.
+    recorded_elsewhere: AtomicU64,
     failures: AtomicU64,
     ignored: AtomicU64,
     cancelled: AtomicU64,
@@ -350,10 +353,7 @@ impl StateMachine {
         let mut cached = None;
         let mut now = || *cached.get_or_insert_with(&now);
         let failure = match outcome {
-            Outcome::Success => {
-                self.counters.successes.fetch_add(1, Relaxed);
-                false
-            }
+            Outcome::Success => false,
             Outcome::Failure => {
                 self.counters.failures.fetch_add(1, Relaxed);
                 true
@@ -374,6 +374,9 @@ impl StateMachine {
             self.counters.slow.fetch_add(1, Relaxed);
         }
         let word = self.word.load(Acquire);
+        if epoch_of(word) != permit.epoch || permit.probe || self.window.recorded().is_none() {
+            self.counters.recorded_elsewhere.fetch_add(1, Relaxed);
+        }
         if epoch_of(word) != permit.epoch {
             return;
         }
@@ -566,8 +569,11 @@ impl StateMachine {
     /// Totals since creation.
     pub fn counts(&self) -> Counts {
         let c = &self.counters;
-        let successes = c.successes.load(Relaxed);
+        // Exact once calls are quiet; a reading taken while calls finish may be off by
+        // the calls finishing at that moment (and never wraps).
         let failures = c.failures.load(Relaxed);
+        let recorded = self.window.recorded().unwrap_or(0) + c.recorded_elsewhere.load(Relaxed);
+        let successes = recorded.saturating_sub(failures);
         let ignored = c.ignored.load(Relaxed);
         let cancelled = c.cancelled.load(Relaxed);
         Counts {

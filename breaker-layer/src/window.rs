@@ -11,7 +11,7 @@
 //! window; the window then drops or shifts one call, while the totals still match the
 //! slots exactly. Single-threaded, both windows are exact; the property tests check that.
 
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
 /// Calls in a window, and how many of them failed or were slow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -107,9 +107,10 @@ impl Totals {
 #[derive(Debug)]
 pub struct CountWindow {
     slots: Box<[AtomicU8]>,
-    // Wraps after 2^32 calls; the ring then restarts at slot 0, which only reorders
-    // which old call is overwritten next, once every four billion calls.
-    next: AtomicU32,
+    /// Calls ever recorded (never reset): the ring position, and a free call counter.
+    recorded: AtomicU64,
+    /// `u64::MAX / len + 1`, so the ring position needs no division (Lemire's fastmod).
+    reciprocal: u64,
     totals: Totals,
 }
 
@@ -119,7 +120,8 @@ impl CountWindow {
         let size = size.max(1);
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            next: AtomicU32::new(0),
+            recorded: AtomicU64::new(0),
+            reciprocal: (u64::MAX / u64::from(size)).wrapping_add(1),
             totals: Totals::default(),
         }
     }
@@ -129,13 +131,34 @@ impl CountWindow {
         self.slots.len() as u32
     }
 
+    /// Calls recorded since creation, clears included.
+    pub fn recorded(&self) -> u64 {
+        self.recorded.load(Relaxed)
+    }
+
+    /// `n mod size` without a division.
+    #[inline]
+    fn slot_of(&self, n: u32) -> usize {
+        let low = self.reciprocal.wrapping_mul(u64::from(n));
+        ((u128::from(low) * self.slots.len() as u128) >> 64) as usize
+    }
+
     /// Records a call, evicting the oldest when the window is full.
     #[inline]
     pub fn record(&self, failure: bool, slow: bool) {
-        let i = self.next.fetch_add(1, Relaxed) as usize % self.slots.len();
+        // The ring position wraps with the low 32 bits of the count: once every four
+        // billion calls the ring restarts at slot 0, which only changes which old call is
+        // overwritten next.
+        let n = self.recorded.fetch_add(1, Relaxed) as u32;
+        let slot = &self.slots[self.slot_of(n)];
         let new = slot_bits(failure, slow);
-        let old = self.slots[i].swap(new, Relaxed);
-        self.totals.replace(old, new);
+        // In a steady state the evicted call looks like the new one: no write at all. A
+        // racing writer may then overwrite the slot; the window drops one call and the
+        // totals still match the slots.
+        if slot.load(Relaxed) != new {
+            let old = slot.swap(new, Relaxed);
+            self.totals.replace(old, new);
+        }
     }
 
     /// The calls in the window.
@@ -150,7 +173,6 @@ impl CountWindow {
             let old = slot.swap(0, Relaxed);
             self.totals.replace(old, 0);
         }
-        self.next.store(0, Relaxed);
     }
 }
 
@@ -293,9 +315,12 @@ impl Window {
         }
     }
 
-    /// Whether recording needs the current time.
-    pub fn needs_time(&self) -> bool {
-        matches!(self, Self::Time(_))
+    /// Calls recorded since creation, for a count window.
+    pub fn recorded(&self) -> Option<u64> {
+        match self {
+            Self::Count(w) => Some(w.recorded()),
+            Self::Time(_) => None,
+        }
     }
 }
 
@@ -338,6 +363,27 @@ mod tests {
         );
         w.clear();
         assert_eq!(w.tally(), Tally::default());
+    }
+
+    #[test]
+    fn ring_position_is_n_mod_size() {
+        for size in [1u32, 2, 3, 7, 100, 1_000_000] {
+            let w = CountWindow::new(size);
+            for n in [
+                0u32,
+                1,
+                2,
+                99,
+                100,
+                101,
+                999_999,
+                1_000_000,
+                u32::MAX - 1,
+                u32::MAX,
+            ] {
+                assert_eq!(w.slot_of(n), (n % size) as usize, "{n} mod {size}");
+            }
+        }
     }
 
     #[test]

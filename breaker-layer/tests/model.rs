@@ -25,6 +25,8 @@ struct Model {
     probes_left: u32,
     probe_successes: u32,
     rejections: u64,
+    successes: u64,
+    failures: u64,
 }
 
 impl Model {
@@ -40,6 +42,8 @@ impl Model {
             probes_left: 0,
             probe_successes: 0,
             rejections: 0,
+            successes: 0,
+            failures: 0,
         }
     }
 
@@ -115,6 +119,11 @@ impl Model {
             return;
         }
         let failed = outcome == Outcome::Failure;
+        if failed {
+            self.failures += 1;
+        } else {
+            self.successes += 1;
+        }
         let slow = self
             .c
             .slow_call_duration
@@ -312,7 +321,10 @@ proptest! {
                 }
             }
             prop_assert_eq!(machine.state(), model.state, "state after step {}", i);
-            prop_assert_eq!(machine.counts().rejections, model.rejections);
+            let counts = machine.counts();
+            prop_assert_eq!(counts.rejections, model.rejections);
+            prop_assert_eq!(counts.successes, model.successes);
+            prop_assert_eq!(counts.failures, model.failures);
         }
     }
 }

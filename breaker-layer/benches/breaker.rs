@@ -1,0 +1,196 @@
+//! Cost of a breaker on the CLOSED path, in one run: a bare service, our breaker (count
+//! and time windows), failsafe's `call`, and tower-resilience's circuit breaker; then the
+//! same with two threads sharing one breaker.
+//!
+//! Futures are polled by hand with a no-op waker, so the figures are the layers' own
+//! cost, not an executor's.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use breaker_layer::CircuitBreakerLayer;
+use criterion::{Criterion, criterion_group, criterion_main};
+use failsafe::CircuitBreaker as _;
+use tower::{BoxError, Layer, Service, service_fn};
+
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// One request through a tower service: `poll_ready`, `call`, and the future.
+#[inline]
+fn drive<S: Service<u64>>(svc: &mut S, i: u64) -> Result<S::Response, S::Error> {
+    block_on(std::future::poll_fn(|cx| svc.poll_ready(cx)))?;
+    block_on(svc.call(i))
+}
+
+fn bare() -> impl Service<u64, Response = u64, Error = BoxError, Future: Send> + Clone + Send + Sync
+{
+    service_fn(|i: u64| std::future::ready(Ok::<u64, BoxError>(i)))
+}
+
+fn ours_count() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + Sync {
+    CircuitBreakerLayer::builder("bench")
+        .build()
+        .unwrap()
+        .layer(bare())
+}
+
+fn ours_time() -> impl Service<u64, Response = u64, Error = BoxError> + Clone + Send + Sync {
+    CircuitBreakerLayer::builder("bench")
+        .time_window(60)
+        .build()
+        .unwrap()
+        .layer(bare())
+}
+
+fn tower_resilience() -> impl Service<u64, Response = u64> + Clone + Send {
+    tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .failure_rate_threshold(0.5)
+        .sliding_window_size(100)
+        .build()
+        .unwrap()
+        .layer(bare())
+}
+
+#[inline(never)]
+fn plain_call(i: u64) -> Result<u64, ()> {
+    Ok(black_box(i))
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_path");
+    let mut i = 0u64;
+    let mut svc = bare();
+    g.bench_function("bare_service", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).unwrap())
+        })
+    });
+    let mut svc = ours_count();
+    g.bench_function("breaker_layer_count_window", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).unwrap())
+        })
+    });
+    let mut svc = ours_time();
+    g.bench_function("breaker_layer_time_window", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).unwrap())
+        })
+    });
+    let mut svc = tower_resilience();
+    g.bench_function("tower_resilience", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).is_ok())
+        })
+    });
+    // The machine's floor for any shared-state breaker: one `Arc` clone and drop (the
+    // future must reach the breaker after the call) and one atomic add.
+    let shared = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    g.bench_function("floor_arc_clone_plus_one_atomic_add", |b| {
+        b.iter(|| {
+            let s = black_box(shared.clone());
+            s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        })
+    });
+    g.bench_function("bare_fn_call", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(plain_call(i).unwrap())
+        })
+    });
+    let fs = failsafe::Config::new().build();
+    g.bench_function("failsafe_call", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(fs.call(|| plain_call(i)).is_ok())
+        })
+    });
+    g.finish();
+}
+
+/// Two threads, one shared breaker: `iters` calls on each, timed together.
+fn two_threads<S>(make: impl Fn() -> S) -> impl FnMut(u64) -> Duration
+where
+    S: Service<u64> + Clone + Send + 'static,
+{
+    let svc = make();
+    move |iters| {
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let mut svc = svc.clone();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    for i in 0..iters {
+                        let _ = black_box(drive(&mut svc, i).is_ok());
+                    }
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        for h in handles {
+            h.join().unwrap();
+        }
+        start.elapsed()
+    }
+}
+
+fn contended(c: &mut Criterion) {
+    let mut g = c.benchmark_group("closed_path_2_threads");
+    g.bench_function("bare_service", |b| b.iter_custom(two_threads(bare)));
+    g.bench_function("breaker_layer_count_window", |b| {
+        b.iter_custom(two_threads(ours_count))
+    });
+    g.bench_function("breaker_layer_time_window", |b| {
+        b.iter_custom(two_threads(ours_time))
+    });
+    g.bench_function("tower_resilience", |b| {
+        b.iter_custom(two_threads(tower_resilience))
+    });
+    let fs = failsafe::Config::new().build();
+    g.bench_function("failsafe_call", |b| {
+        b.iter_custom(|iters| {
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(3));
+            let handles: Vec<_> = (0..2)
+                .map(|_| {
+                    let fs = fs.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        for i in 0..iters {
+                            let _ = black_box(fs.call(|| plain_call(i)).is_ok());
+                        }
+                    })
+                })
+                .collect();
+            barrier.wait();
+            let start = Instant::now();
+            for h in handles {
+                h.join().unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, single_thread, contended);
+criterion_main!(benches);
