@@ -17,6 +17,13 @@
 //! - `http` (feature `http`) and `grpc` (feature `grpc`): `http::Request<B>` with a bounded
 //!   body buffer, idempotency rules and `Retry-After`; tonic clients.
 //!
+//! # Feature flags
+//!
+//! - `http` (default): `http::Request<B>` retries with a bounded body buffer, idempotency
+//!   rules and `Retry-After`.
+//! - `grpc` (default): tonic channels; gRPC statuses, `grpc-retry-pushback-ms` and
+//!   `google.rpc.RetryInfo`.
+//!
 //! # Example
 //!
 //! ```
