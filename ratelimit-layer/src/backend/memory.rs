@@ -75,6 +75,8 @@ struct Inner {
     hasher: RandomState,
     clock: SharedClock,
     base: Instant,
+    /// Set by [`MemoryBackendBuilder::system_clock`]: read the OS clock directly.
+    system: Option<std::time::Instant>,
     base_wall: u64,
     shard_cap: usize,
     sweep_interval: u64,
@@ -88,6 +90,7 @@ pub struct MemoryBackendBuilder {
     max_keys: usize,
     sweep_interval: Duration,
     clock: Option<SharedClock>,
+    system_clock: bool,
 }
 
 impl Default for MemoryBackendBuilder {
@@ -96,6 +99,7 @@ impl Default for MemoryBackendBuilder {
             max_keys: 1_000_000,
             sweep_interval: Duration::from_secs(1),
             clock: None,
+            system_clock: false,
         }
     }
 }
@@ -114,6 +118,14 @@ impl MemoryBackendBuilder {
     /// The clock (default: tokio's, which follows `tokio::time::pause`).
     pub fn clock(mut self, clock: SharedClock) -> Self {
         self.clock = Some(clock);
+        self.system_clock = false;
+        self
+    }
+    /// Reads the OS monotonic clock directly: a few nanoseconds cheaper per decision than
+    /// tokio's clock, but deaf to `tokio::time::pause` (for production, not for tests).
+    pub fn system_clock(mut self) -> Self {
+        self.clock = None;
+        self.system_clock = true;
         self
     }
     /// Validates and builds.
@@ -144,6 +156,7 @@ impl MemoryBackendBuilder {
                     .collect(),
                 hasher: RandomState::default(),
                 base: clock.now(),
+                system: self.system_clock.then(std::time::Instant::now),
                 clock,
                 base_wall,
                 shard_cap: self.max_keys.div_ceil(SHARDS),
@@ -174,7 +187,11 @@ impl MemoryBackend {
     /// Microseconds since the Unix epoch, by the injected clock.
     pub fn now_micros(&self) -> u64 {
         let i = &self.inner;
-        i.base_wall + i.clock.now().saturating_duration_since(i.base).as_micros() as u64
+        let elapsed = match i.system {
+            Some(base) => base.elapsed(),
+            None => i.clock.now().saturating_duration_since(i.base),
+        };
+        i.base_wall + elapsed.as_micros() as u64
     }
 
     /// Keys evicted while still active because the cap was reached.
@@ -395,6 +412,14 @@ mod tests {
         b.purge_idle();
         assert_eq!(b.tracked_keys(), 0);
         assert_eq!(b.approx_bytes(), 0);
+    }
+
+    #[test]
+    fn system_clock_moves() {
+        let b = MemoryBackend::builder().system_clock().build().unwrap();
+        let t0 = b.now_micros();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(b.now_micros() >= t0 + 1_000);
     }
 
     #[test]
