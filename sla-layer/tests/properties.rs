@@ -90,3 +90,68 @@ proptest! {
         prop_assert_eq!(w.successes, inside.iter().filter(|(_, ok)| *ok).count() as u64);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The count window holds exactly the last N calls, whatever came before.
+    #[test]
+    fn count_window_is_the_last_n(
+        outcomes in prop::collection::vec(any::<bool>(), 0..400),
+        n in 1usize..150,
+    ) {
+        let clock = ManualClock::new();
+        let m = SlaMonitor::builder("c")
+            .count_window(n)
+            .max_consecutive_failures(u64::MAX)
+            .clock(clock.shared())
+            .build()
+            .unwrap();
+        for ok in &outcomes {
+            clock.advance(Duration::from_micros(1));
+            m.record(Duration::from_millis(1), if *ok { Outcome::Success } else { Outcome::Failure });
+        }
+        let w = m.report().count_window;
+        let last = &outcomes[outcomes.len().saturating_sub(n)..];
+        prop_assert_eq!(w.calls, last.len() as u64);
+        prop_assert_eq!(w.successes, last.iter().filter(|ok| **ok).count() as u64);
+    }
+
+    /// The status is the worst that any rule of the table in `sla_layer::status` gives.
+    #[test]
+    fn status_is_the_worst_rule(
+        calls in 0u64..50,
+        successes_share in 0.0f64..=1.0,
+        p95_ms in 0u64..2_000,
+        extra_p99_ms in 0u64..2_000,
+        consecutive in 0u64..10,
+        quality in prop::option::of(0.0f64..=1.0),
+        min_quality in prop::option::of(0.0f64..=1.0),
+    ) {
+        use reliability_core::health::HealthStatus::{Degraded, Failed, Healthy};
+        let t = sla_layer::SlaThresholds { min_data_quality: min_quality, ..Default::default() };
+        let successes = (calls as f64 * successes_share).round() as u64;
+        let w = sla_layer::WindowStats {
+            calls,
+            successes,
+            failures: calls - successes,
+            p50: Duration::ZERO,
+            p95: Duration::from_millis(p95_ms),
+            p99: Duration::from_millis(p95_ms + extra_p99_ms),
+            max: Duration::from_millis(p95_ms + extra_p99_ms),
+        };
+        let got = sla_layer::status::assess(&w, consecutive, quality, &t);
+        let enough = calls >= t.min_calls;
+        let rate = w.success_rate();
+        let failed = consecutive >= t.max_consecutive_failures
+            || (enough && rate < t.min_success_rate);
+        let degraded = (enough
+            && (rate < t.degraded_success_rate
+                || w.p95 > t.p95.unwrap()
+                || w.p99 > t.p99.unwrap()))
+            || matches!((quality, min_quality), (Some(q), Some(min)) if q < min);
+        let want = if failed { Failed } else if degraded { Degraded } else { Healthy };
+        prop_assert_eq!(got.status, want);
+        prop_assert_eq!(got.reasons.is_empty(), want == Healthy);
+    }
+}
