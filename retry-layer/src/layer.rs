@@ -49,8 +49,10 @@ pub struct RetryConfig {
     /// Each attempt is cut off (and retried as a timeout) after this. Default: none.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Option<Duration>,
-    /// The whole call, retries included, fails with
-    /// [`DeadlineExceeded`](crate::DeadlineExceeded) after this. Default: none.
+    /// A hard limit on the whole call, retries included: an attempt still running when it
+    /// passes is dropped and the call fails with
+    /// [`DeadlineExceeded`](crate::DeadlineExceeded); a wait that would end past it is not
+    /// started, and the last failure is returned. Default: none.
     #[serde(with = "humantime_serde")]
     pub deadline: Option<Duration>,
     /// Upstream-requested delays (`Retry-After`, gRPC retry info) are clamped to this,
