@@ -127,7 +127,7 @@ where
                         }
                         Err(rejection) => match (job.deadline, rejection.retry_after) {
                             (Some(deadline), Some(wait))
-                                if rejection.is_exceeded()
+                                if rejection.reason == Reason::Exceeded
                                     && tokio::time::Instant::now() + wait <= deadline =>
                             {
                                 job.limiter.record_wait();
@@ -136,12 +136,14 @@ where
                                     job: Some(job),
                                 }
                             }
-                            (Some(_), _) if rejection.is_exceeded() => State::Rejected {
-                                rejection: Some(RateLimited {
-                                    reason: Reason::WaitExceeded,
-                                    ..rejection
-                                }),
-                            },
+                            (Some(_), _) if rejection.reason == Reason::Exceeded => {
+                                State::Rejected {
+                                    rejection: Some(RateLimited {
+                                        reason: Reason::WaitExceeded,
+                                        ..rejection
+                                    }),
+                                }
+                            }
                             _ => State::Rejected {
                                 rejection: Some(rejection),
                             },

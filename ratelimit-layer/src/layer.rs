@@ -1,4 +1,34 @@
 //! [`RateLimitLayer`]: wraps services with a [`RateLimiter`].
+//!
+//! # Example: client mode
+//!
+//! A client respecting an upstream API's quota of 10 requests per second waits for its
+//! turn (at most 2 s) instead of failing:
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter};
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let upstream_quota = RateLimiter::builder()
+//!     .quota(Quota::per(10, Duration::from_secs(1)).unwrap())
+//!     .build()
+//!     .unwrap();
+//! let client = ServiceBuilder::new()
+//!     .layer(RateLimitLayer::new(upstream_quota.clone()).wait_up_to(Duration::from_secs(2)))
+//!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) }));
+//!
+//! let start = tokio::time::Instant::now();
+//! for n in 0..15 {
+//!     assert_eq!(client.clone().oneshot(n).await.unwrap(), n);
+//! }
+//! // 10 at once (the burst), then one every 100 ms.
+//! assert_eq!(start.elapsed(), Duration::from_millis(500));
+//! assert_eq!(upstream_quota.snapshot().waited, 5);
+//! # }
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;

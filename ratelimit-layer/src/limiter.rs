@@ -1,5 +1,30 @@
 //! The limiter: resolves a subject's quota (user limit, endpoint limit, tier), asks the
 //! backend, keeps metrics and usage, and serves the operations API.
+//!
+//! # Example: the operations API
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratelimit_layer::{Quota, RateLimiter};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let limiter = RateLimiter::new(); // free, basic, pro, enterprise; free by default
+//! limiter.set_tier("acme", "pro").unwrap();
+//! limiter.check("acme", 1).await.unwrap();
+//!
+//! let status = limiter.status("acme", None).await.unwrap();
+//! assert_eq!(status.policy, "pro");
+//! assert_eq!(status.windows[0].remaining, 9); // 10 per second, one used
+//!
+//! limiter.set_user_limit("acme", Quota::per(1, Duration::from_secs(60)).unwrap());
+//! assert_eq!(limiter.status("acme", None).await.unwrap().policy, "user");
+//! limiter.clear_user_limit("acme");
+//! limiter.reset("acme").await.unwrap();
+//! assert_eq!(limiter.top_users(10).len(), 0);
+//! assert_eq!(limiter.tiers().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["free", "basic", "pro", "enterprise"]);
+//! # }
+//! ```
 
 use std::borrow::Cow;
 use std::collections::HashMap;

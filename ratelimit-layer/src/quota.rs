@@ -264,8 +264,9 @@ impl Quota {
         self
     }
 
-    /// Layout fingerprint: windows with the same algorithm and period keep their state
-    /// when a key moves to another quota (tier change); others start fresh.
+    /// Layout fingerprint (algorithms and periods). In process, a key moving to a quota
+    /// of another layout (tier change) starts fresh; in Redis, state is kept per
+    /// (algorithm, period), so windows a new quota shares with the old one keep theirs.
     pub(crate) fn layout(&self) -> u64 {
         self.layout
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::error::RateLimited;
+use crate::error::{RateLimited, Reason};
 use crate::future::ResponseFuture;
 use crate::key::{KeyExtractor, Subject};
 use crate::limiter::RateLimiter;
@@ -163,14 +163,14 @@ where
                 ResponseFuture::calling(self.inner.call(request), detail, respond)
             }
             Err(rejection) => match (shared.max_wait, rejection.retry_after) {
-                (Some(max), Some(wait)) if wait <= max && rejection.is_exceeded() => {
+                (Some(max), Some(wait)) if wait <= max && rejection.reason == Reason::Exceeded => {
                     let job = Job::new(&mut self.inner, request, subject, resolved, shared);
                     shared.limiter.record_wait();
                     ResponseFuture::waiting(wait, job, respond)
                 }
-                (Some(_), _) if rejection.is_exceeded() => ResponseFuture::rejected(
+                (Some(_), _) if rejection.reason == Reason::Exceeded => ResponseFuture::rejected(
                     RateLimited {
-                        reason: crate::Reason::WaitExceeded,
+                        reason: Reason::WaitExceeded,
                         ..rejection
                     },
                     respond,
