@@ -399,6 +399,12 @@ impl<P> RetryBuilder<P> {
         self
     }
 
+    /// Where requests that are given up on go, for a sink shared by several layers.
+    pub fn dead_letter_shared(mut self, sink: Arc<dyn DeadLetterSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
     /// Calls `listener` on retries, give-ups and critical failures.
     pub fn on_event(mut self, listener: impl Fn(&RetryEvent<'_>) + Send + Sync + 'static) -> Self {
         self.listener = Some(Arc::new(listener));

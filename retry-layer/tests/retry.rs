@@ -457,3 +457,41 @@ async fn health_and_config_from_toml() {
     assert_eq!(json["detail"]["type"], "retry");
     assert_eq!(json["detail"]["retries"], 1);
 }
+
+/// Clones on many threads share one budget: the ratio bound holds under concurrency.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn clones_on_many_threads_share_the_ratio_budget() {
+    let up = Upstream::failing(u32::MAX);
+    let layer = RetryLayer::builder()
+        .max_attempts(3)
+        .backoff(Backoff::constant(Duration::ZERO))
+        .budget(BudgetConfig::Ratio(RatioBudgetConfig {
+            window: Duration::from_secs(3600),
+            ..Default::default()
+        }))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(up.clone());
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let svc = svc.clone();
+            tokio::spawn(async move {
+                for i in 0..250 {
+                    svc.clone().oneshot(i).await.unwrap_err();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let s = layer.handle().snapshot();
+    assert_eq!(up.calls() as u64, s.attempts);
+    assert!(
+        s.retries <= 2000 / 5 + 3,
+        "{} retries for 2000 requests",
+        s.retries
+    );
+}
