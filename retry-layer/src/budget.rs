@@ -22,9 +22,11 @@
 //!   tokens); a retry costs 5 tokens (10 after a timeout, which is a stronger sign of
 //!   overload); a success puts back 1 token, or the cost of its retry when it succeeded
 //!   on a retry. Once the bucket cannot pay for a retry, failures return at once.
-//! - [`RatioBudget`]: the ratio of retries to requests, as in Envoy's retry budget (20 %
-//!   with a floor of 3) and tower's `TpsBudget`: within a sliding window,
-//!   `retries <= ratio * requests + floor`. The floor lets a quiet client still retry.
+//! - [`RatioBudget`]: the ratio of retries to requests, with Envoy's defaults (20 % with a
+//!   floor of 3): within a sliding window, `retries <= ratio * requests + floor`. Envoy
+//!   applies its ratio to requests *in flight*, which does not bound a client that sends
+//!   one request at a time; counting over a window, as tower's `TpsBudget` does, bounds
+//!   both. The floor lets a quiet client still retry.
 //!
 //! Both are lock-free on the path every request takes (an atomic add at most); the ratio
 //! budget takes a short lock only when it is asked for a retry, so that two threads
