@@ -52,7 +52,13 @@ fn parse_sf_list(value: &str, keys: &[&str]) -> Vec<(String, Vec<(String, u64)>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_answers_429_with_draft_headers() {
-    let limiter = RateLimiter::new();
+    // Time stands still for the limiter, so a slow machine cannot refill a bucket mid-test.
+    let clock = reliability_core::clock::ManualClock::new();
+    let backend = ratelimit_layer::MemoryBackend::builder()
+        .clock(clock.shared())
+        .build()
+        .unwrap();
+    let limiter = RateLimiter::builder().backend(backend).build().unwrap();
     limiter.set_tier("pro-key", "pro").unwrap();
     let layer = RateLimitLayer::new(limiter.clone())
         .key(
