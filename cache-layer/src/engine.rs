@@ -158,6 +158,9 @@ pub(crate) struct Engine<V> {
     /// The Redis tier, when configured.
     #[cfg(feature = "redis")]
     pub(crate) lower: Option<crate::distributed::Lower<V>>,
+    /// The disk tier, when configured.
+    #[cfg(feature = "disk")]
+    pub(crate) disk: Option<crate::persistent::Disk<V>>,
     /// Adaptive TTLs of keys whose entries were evicted (bounded like L1).
     ttl_memory: Option<moka::sync::Cache<String, u64>>,
     created: Instant,
@@ -197,6 +200,8 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             ttl_memory,
             #[cfg(feature = "redis")]
             lower: None,
+            #[cfg(feature = "disk")]
+            disk: None,
             created: clock.now(),
             last_failure: AtomicU64::new(0),
             settings,
@@ -500,11 +505,30 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 origin == Origin::Write,
             );
         }
+        #[cfg(feature = "disk")]
+        if let Some(disk) = &self.disk {
+            disk.write(key, &entry, self.l1.to_meta(&entry));
+        }
         true
     }
 
+    /// Whether a tier below L1 is configured.
+    #[inline]
+    #[cfg(any(feature = "redis", feature = "disk"))]
+    pub(crate) fn has_lower(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.lower.is_some() {
+            return true;
+        }
+        #[cfg(feature = "disk")]
+        if self.disk.is_some() {
+            return true;
+        }
+        false
+    }
+
     /// Puts an entry found in a lower tier into L1 (not written back).
-    #[cfg(feature = "redis")]
+    #[cfg(any(feature = "redis", feature = "disk"))]
     pub(crate) fn promote(&self, key: &str, found: crate::backend::Stored<V>) -> Arc<Entry<V>> {
         let freshness = self.l1.to_freshness(&found.meta);
         let size = (self.settings.value_size)(&found.value);
@@ -522,16 +546,24 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         entry
     }
 
-    /// Looks `key` up in the lower tier; errors and undecodable values are misses.
-    #[cfg(feature = "redis")]
+    /// Looks `key` up in L2, then L3; errors and undecodable values are misses.
+    #[cfg(any(feature = "redis", feature = "disk"))]
     pub(crate) async fn lower_get(&self, key: &str) -> Option<crate::backend::Stored<V>> {
-        let lower = self.lower.as_ref()?;
-        let found = lower.tier.get_blob(key).await.ok()??;
-        let value = lower.codec.decode(&found.value)?;
-        Some(crate::backend::Stored {
-            value,
-            meta: found.meta,
-        })
+        #[cfg(feature = "redis")]
+        if let Some(lower) = &self.lower
+            && let Ok(Some(found)) = lower.tier.get_blob(key).await
+            && let Some(value) = lower.codec.decode(&found.value)
+        {
+            return Some(crate::backend::Stored {
+                value,
+                meta: found.meta,
+            });
+        }
+        #[cfg(feature = "disk")]
+        if let Some(disk) = &self.disk {
+            return disk.get(key).await;
+        }
+        None
     }
 
     /// An explicit write: stored fresh now, discarding any in-flight refresh of the key.
@@ -556,6 +588,10 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         #[cfg(feature = "redis")]
         if let Some(lower) = &self.lower {
             lower.enqueue(crate::distributed::Op::Invalidate(scope.clone()));
+        }
+        #[cfg(feature = "disk")]
+        if let Some(disk) = &self.disk {
+            disk.enqueue(crate::persistent::DiskOp::Invalidate(scope.clone()));
         }
     }
 

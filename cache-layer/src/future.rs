@@ -104,7 +104,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
         }
     }
 
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "redis", feature = "disk")), allow(dead_code))]
     pub(crate) fn lower(engine: Arc<Engine<V>>, fut: LowerFuture<V>) -> Self {
         Self {
             state: State::Lower { fut },
@@ -327,7 +327,7 @@ pub(crate) fn spawn_refresh<S, Req, V>(
 
 /// The miss path with a lower tier: look there first (promoting a hit into L1), then
 /// call upstream. The caller leads the key's flight (or runs uncoalesced).
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "disk"))]
 pub(crate) fn lower_miss<S, Req, V>(
     engine: Arc<Engine<V>>,
     guard: Option<LeaderGuard<V>>,
@@ -378,6 +378,7 @@ where
                 return (value, status);
             }
         }
+        #[cfg(feature = "redis")]
         let lock = match engine.lower.as_ref().and_then(|l| Some((l, l.lock_ttl?))) {
             Some((lower, ttl)) => {
                 let token = format!("{:x}", rand::random::<u128>());
@@ -420,6 +421,7 @@ where
         let started = engine.clock.now();
         let r = svc.call(req).await.map_err(Into::into);
         let answer = engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request);
+        #[cfg(feature = "redis")]
         if let (Some(token), Some(lower)) = (lock, engine.lower.as_ref()) {
             // The value reaches L2 before the lock is released, so waiters find it.
             if let Some(stored) = engine.l1.get_entry(&key)

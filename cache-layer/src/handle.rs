@@ -82,6 +82,14 @@ pub struct CacheStats {
     pub pubsub_resyncs: u64,
     /// Misses that waited for another instance's distributed single-flight lock.
     pub l2_lock_waits: u64,
+    /// L3 lookups that found the key.
+    pub l3_hits: u64,
+    /// L3 lookups that did not.
+    pub l3_misses: u64,
+    /// Corrupt L3 entries dropped (never returned).
+    pub l3_corrupt: u64,
+    /// Bytes of live L3 entries.
+    pub l3_bytes: u64,
 }
 
 impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
@@ -171,8 +179,40 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
             flight_overflow: read(&m.flight_overflow),
             negative_hits: read(&m.negative_hits),
             evictions: read(&self.engine.l1.metrics.evictions),
-            ..self.l2_stats()
+            ..self.lower_stats()
         }
+    }
+
+    fn lower_stats(&self) -> CacheStats {
+        #[allow(unused_mut)]
+        let mut s = self.l2_stats();
+        #[cfg(feature = "disk")]
+        if let Some(d) = &self.engine.disk {
+            s.l3_hits = read(&d.tier.metrics.hits);
+            s.l3_misses = read(&d.tier.metrics.misses);
+            s.l3_corrupt = d.tier.corrupt_dropped();
+            s.l3_bytes = d.tier.live_bytes();
+        }
+        s
+    }
+
+    /// Saves the `limit` hottest keys in L3, to re-warm a later process (written behind).
+    #[cfg(feature = "disk")]
+    pub fn save_hot_keys(&self, limit: usize) {
+        if let Some(d) = &self.engine.disk {
+            d.enqueue(crate::persistent::DiskOp::SaveHotKeys(self.hot_keys(limit)));
+        }
+    }
+
+    /// The hot keys a previous process saved in L3 (empty without L3): map them to
+    /// requests and pass them to [`Cache::warm`](crate::Cache::warm).
+    #[cfg(feature = "disk")]
+    pub fn saved_hot_keys(&self) -> Vec<String> {
+        self.engine
+            .disk
+            .as_ref()
+            .and_then(|d| d.tier.hot_keys().ok())
+            .unwrap_or_default()
     }
 
     #[cfg(feature = "redis")]
@@ -218,6 +258,10 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
         #[cfg(feature = "redis")]
         if let Some(l) = &self.engine.lower {
             levels.push(l.tier.stats());
+        }
+        #[cfg(feature = "disk")]
+        if let Some(d) = &self.engine.disk {
+            levels.push(d.tier.stats());
         }
         CacheSnapshot {
             levels,

@@ -75,6 +75,8 @@ where
             l2: None,
             #[cfg(feature = "redis")]
             l2_lock: None,
+            #[cfg(feature = "disk")]
+            l3: None,
         }
     }
 
@@ -117,6 +119,11 @@ pub struct CacheLayerBuilder<K, V> {
     )>,
     #[cfg(feature = "redis")]
     l2_lock: Option<Duration>,
+    #[cfg(feature = "disk")]
+    l3: Option<(
+        crate::backend::disk::DiskTier,
+        Arc<dyn crate::codec::Codec<V>>,
+    )>,
 }
 
 impl<K, V> fmt::Debug for CacheLayerBuilder<K, V> {
@@ -244,6 +251,19 @@ where
         self
     }
 
+    /// Adds a disk tier as L3 (read on L1/L2 misses, written behind on a dedicated
+    /// thread); `codec` turns values into bytes. It survives restarts: a new process
+    /// serves its entries at once.
+    #[cfg(feature = "disk")]
+    pub fn l3(
+        mut self,
+        tier: crate::backend::disk::DiskTier,
+        codec: impl crate::codec::Codec<V>,
+    ) -> Self {
+        self.l3 = Some((tier, Arc::new(codec)));
+        self
+    }
+
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<CacheLayer<K, V>, ConfigError> {
         self.config.validate()?;
@@ -282,6 +302,13 @@ where
             }
             None => None,
         };
+        #[cfg(feature = "disk")]
+        if let Some((tier, codec)) = self.l3 {
+            let disk = crate::persistent::Disk::start(tier, codec).map_err(|e| {
+                ConfigError::new("l3", format!("cannot start the disk writer: {e}"))
+            })?;
+            engine.disk = Some(disk);
+        }
         let engine = Arc::new(engine);
         #[cfg(feature = "redis")]
         if let Some((runtime, tier, rx)) = l2 {

@@ -69,6 +69,8 @@ mod handle;
 pub mod http;
 mod layer;
 mod metrics;
+#[cfg(feature = "disk")]
+mod persistent;
 mod service;
 pub mod singleflight;
 mod status;

@@ -153,8 +153,8 @@ where
                         None
                     }
                 };
-                #[cfg(feature = "redis")]
-                if engine.lower.is_some() {
+                #[cfg(any(feature = "redis", feature = "disk"))]
+                if engine.has_lower() {
                     let svc = take_ready(&mut self.inner);
                     let fut =
                         crate::future::lower_miss(engine.clone(), guard, key, prior, svc, req);

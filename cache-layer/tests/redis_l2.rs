@@ -7,25 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use cache_layer::backend::redis::RedisTier;
-use cache_layer::codec::FnCodec;
 use cache_layer::{Cache, CacheHandle, CacheLayer};
-use common::{Key, Upstream, key, secs};
+use common::{Key, Upstream, key, secs, u64_codec};
 use reliability_core::harness::{RedisCluster, RedisServer};
 use reliability_core::health::{HealthSource, HealthStatus};
 use reliability_core::redis::RedisConfig;
 use tower::{BoxError, ServiceExt};
-
-fn u64_codec() -> FnCodec<
-    impl Fn(&u64) -> Option<Bytes> + Send + Sync + 'static,
-    impl Fn(&Bytes) -> Option<u64> + Send + Sync + 'static,
-> {
-    FnCodec::new(
-        |v: &u64| Some(Bytes::copy_from_slice(&v.to_le_bytes())),
-        |b: &Bytes| Some(u64::from_le_bytes(b.as_ref().try_into().ok()?)),
-    )
-}
 
 type Svc = Cache<tower::util::BoxCloneSyncService<String, u64, BoxError>, Key, u64>;
 

@@ -12,10 +12,12 @@ use std::time::{Duration, SystemTime};
 use futures_util::future::BoxFuture;
 use reliability_core::health::CacheLevelSnapshot;
 
+#[cfg(feature = "disk")]
+pub mod disk;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
-#[cfg(feature = "redis")]
+#[cfg(any(feature = "redis", feature = "disk"))]
 pub mod wire;
 
 /// Freshness metadata stored with a value in any tier.

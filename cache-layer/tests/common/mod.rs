@@ -121,3 +121,14 @@ pub fn paused_runtime() -> tokio::runtime::Runtime {
         .build()
         .unwrap()
 }
+
+/// The codec of the tests' `u64` values for the lower tiers.
+pub fn u64_codec() -> cache_layer::codec::FnCodec<
+    impl Fn(&u64) -> Option<bytes::Bytes> + Send + Sync + 'static,
+    impl Fn(&bytes::Bytes) -> Option<u64> + Send + Sync + 'static,
+> {
+    cache_layer::codec::FnCodec::new(
+        |v: &u64| Some(bytes::Bytes::copy_from_slice(&v.to_le_bytes())),
+        |b: &bytes::Bytes| Some(u64::from_le_bytes(b.as_ref().try_into().ok()?)),
+    )
+}
