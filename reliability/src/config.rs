@@ -237,9 +237,18 @@ pub struct SlaSettings {
     pub min_success_rate: f64,
     /// Failures in a row at which the source is FAILED.
     pub max_consecutive_failures: u32,
-    /// Calls in the rolling window.
+    /// Calls in the rolling count window.
     pub window: u32,
+    /// Span of the rolling time window (twelve intervals).
+    #[serde(with = "humantime_serde")]
+    pub time_window: Duration,
+    /// Which window the status rules read: `count` (the last `window` calls, a status
+    /// that does not fade when traffic stops) or `time` (the last `time_window`, a status
+    /// that forgets old trouble).
+    pub status_window: StatusWindow,
 }
+
+pub use sla_layer::WindowKind as StatusWindow;
 
 /// Circuit-breaker settings of a source (MISSION.md's breaker table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -336,6 +345,8 @@ impl SourceSettings {
                     min_success_rate: 0.95,
                     max_consecutive_failures: 3,
                     window: 100,
+                    time_window: secs(60),
+                    status_window: StatusWindow::Count,
                 },
                 breaker: BreakerSettings {
                     failure_threshold: 5,
@@ -374,6 +385,8 @@ impl SourceSettings {
                     min_success_rate: 0.90,
                     max_consecutive_failures: 5,
                     window: 100,
+                    time_window: secs(60),
+                    status_window: StatusWindow::Count,
                 },
                 breaker: BreakerSettings {
                     failure_threshold: 10,
@@ -412,6 +425,8 @@ impl SourceSettings {
                     min_success_rate: 0.85,
                     max_consecutive_failures: 3,
                     window: 100,
+                    time_window: secs(60),
+                    status_window: StatusWindow::Count,
                 },
                 breaker: BreakerSettings {
                     failure_threshold: 3,
@@ -467,6 +482,9 @@ impl SourceSettings {
             1,
         )?;
         at_least("sla.window", s.window, 1)?;
+        if s.time_window < secs(1) {
+            return Err(ConfigError::new("sla.time_window", "must be at least 1s"));
+        }
 
         let b = &self.breaker;
         at_least("breaker.failure_threshold", b.failure_threshold, 1)?;

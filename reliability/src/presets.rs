@@ -53,17 +53,20 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use breaker_layer::{Breaker, CircuitBreakerLayer};
 use cache_layer::{CacheHandle, CacheKey, CacheLayer};
 use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, Subject};
+use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, RedisBackend, Subject};
 use reliability_core::classify::{Classify, ErrorClassifier};
 use reliability_core::clock::SharedClock;
 use reliability_core::error::ConfigError;
-use reliability_core::health::{ComponentDetail, ComponentHealth, HealthSource, HealthStatus};
+use reliability_core::health::{
+    BreakerState, ComponentDetail, ComponentHealth, HealthSource, HealthStatus,
+};
 use retry_layer::backoff::Backoff;
 use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
 use retry_layer::{ClassifierPolicy, RetryHandle, RetryLayer};
@@ -98,6 +101,7 @@ pub struct Preset {
     clock: Option<SharedClock>,
     registry: Option<SlaRegistry>,
     seed: Option<u64>,
+    limiter_backend: Option<RedisBackend>,
 }
 
 impl fmt::Debug for Preset {
@@ -120,6 +124,7 @@ impl Preset {
             clock: None,
             registry: None,
             seed: None,
+            limiter_backend: None,
         }
     }
 
@@ -156,6 +161,14 @@ impl Preset {
     /// Seeds the retry jitter, for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
+        self
+    }
+
+    /// Shares the client-side quota through Redis (a node or a cluster), so every
+    /// process calling this upstream respects one quota together. Without it the quota
+    /// is per process.
+    pub fn shared_quota(mut self, backend: RedisBackend) -> Self {
+        self.limiter_backend = Some(backend);
         self
     }
 
@@ -244,6 +257,7 @@ impl Preset {
                 retry: parts.retry.handle(),
                 limiter: parts.limiter,
                 cache: cache_handle,
+                trips: parts.trips,
             }),
         })
     }
@@ -261,7 +275,9 @@ impl Preset {
             .p99(s.sla.p99)
             .min_success_rate(s.sla.min_success_rate)
             .max_consecutive_failures(u64::from(s.sla.max_consecutive_failures))
-            .count_window(s.sla.window as usize);
+            .count_window(s.sla.window as usize)
+            .time_window(s.sla.time_window, time_interval(s.sla.time_window))
+            .status_window(s.sla.status_window);
         if let Some(clock) = &self.clock {
             monitor = monitor.clock(clock.clone());
         }
@@ -272,7 +288,14 @@ impl Preset {
                 .map_err(|e| ConfigError::new("sla", e.to_string()))?;
         }
 
+        let trips = Arc::new(AtomicU64::new(0));
+        let counter = trips.clone();
         let mut breaker = CircuitBreakerLayer::builder(self.name.clone())
+            .on_state_change(move |_, t| {
+                if t.to == BreakerState::Open {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            })
             .consecutive_failures(s.breaker.failure_threshold)
             .failure_rate(s.breaker.failure_rate)
             .count_window(s.breaker.window)
@@ -308,19 +331,29 @@ impl Preset {
 
         let quota = client_quota(s.rate_limit.per_second, s.rate_limit.burst)
             .map_err(|e| e.within("rate_limit"))?;
-        let limiter = RateLimiter::builder()
-            .name(self.name.clone())
-            .quota(quota)
-            .build()
-            .map_err(|e| e.within("rate_limit"))?;
+        let mut limiter = RateLimiter::builder().name(self.name.clone()).quota(quota);
+        if let Some(backend) = &self.limiter_backend {
+            limiter = limiter.backend(backend.clone());
+        }
+        let limiter = limiter.build().map_err(|e| e.within("rate_limit"))?;
 
         Ok(Parts {
             monitor,
             breaker,
             retry,
             limiter,
+            trips,
         })
     }
+}
+
+/// The interval of an SLA time window: a twelfth of it in whole milliseconds, or a
+/// divisor close to that, so the window is a whole number of intervals.
+fn time_interval(window: Duration) -> Duration {
+    let ms = window.as_millis().max(1) as u64;
+    let target = (ms / 12).max(1);
+    let step = (1..=target).rev().find(|d| ms % d == 0).unwrap_or(1);
+    Duration::from_millis(step)
 }
 
 /// A GCRA quota allowing `burst` calls at once and `per_second` on average.
@@ -334,6 +367,7 @@ struct Parts<C> {
     breaker: CircuitBreakerLayer<C>,
     retry: RetryLayer<ClassifierPolicy<C>>,
     limiter: RateLimiter,
+    trips: Arc<AtomicU64>,
 }
 
 /// The live parts of a built stack, for monitoring and operations.
@@ -345,6 +379,7 @@ pub struct Handles<V> {
     retry: RetryHandle,
     limiter: RateLimiter,
     cache: CacheHandle<V>,
+    trips: Arc<AtomicU64>,
 }
 
 impl<V> fmt::Debug for Handles<V> {
@@ -390,6 +425,11 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
     /// The cache.
     pub fn cache(&self) -> &CacheHandle<V> {
         &self.cache
+    }
+
+    /// Times the breaker opened.
+    pub fn breaker_trips(&self) -> u64 {
+        self.trips.load(Ordering::Relaxed)
     }
 
     /// Requests answered from the cache.

@@ -1,28 +1,49 @@
-//! The demo: three data sources (CEX, DEX, social) against a simulated flaky upstream that
-//! goes through a scripted scenario, with a summary per source at the end.
+//! The demo: the three preset stacks (CEX, DEX, social) as reliable clients against an
+//! in-process simulated flaky upstream that goes through a scripted scenario (normal,
+//! latency spike, error burst, outage, recovery), with a live display and a summary.
 //!
-//! `cargo run -p examples --bin demo -- --duration 10s --seed 7 --json`
+//! ```text
+//! cargo run -p examples --bin demo                          # 30 s, seed 42
+//! cargo run -p examples --bin demo -- --duration 10s --seed 7
+//! cargo run -p examples --bin demo -- --json                # summary as JSON
+//! cargo run -p examples --bin demo -- --redis redis://127.0.0.1:6379   # shared quotas in Redis
+//! ```
 //!
-//! The simulated time runs on tokio's paused clock, so a 30 s scenario finishes at once
-//! and the same seed always prints the same figures.
+//! The breakers' open waits and the SLA status windows are scaled down to a tenth of the
+//! run so that a short demo shows a circuit opening *and* closing again and the SLA status
+//! recovering; every other setting is the preset's.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use examples::upstream::{Phase, Source, Upstream, UpstreamRequest};
-use reliability::core::classify::{Outcome, classify_http_status};
-use reliability::core::health::HealthStatus;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use ratelimit_layer::RedisBackend;
+use reliability::config::StatusWindow;
+use reliability::core::redis::RedisConfig;
+use reliability::presets::{self, Preset, ReliableService};
+use serde::Serialize;
+use serde_json::Value;
+use tower::ServiceExt;
 
 struct Args {
     duration: Duration,
     seed: u64,
     json: bool,
+    redis: Option<String>,
 }
+
+const USAGE: &str = "usage: demo [--duration 30s] [--seed N] [--json] [--redis URL]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         duration: Duration::from_secs(30),
         seed: 42,
         json: false,
+        redis: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -31,41 +52,163 @@ fn parse_args() -> Result<Args, String> {
                 let v = it.next().ok_or("--duration needs a value (e.g. 30s)")?;
                 args.duration =
                     humantime::parse_duration(&v).map_err(|e| format!("--duration: {e}"))?;
+                if args.duration < Duration::from_secs(1)
+                    || args.duration > Duration::from_secs(3600)
+                {
+                    return Err("--duration must be between 1s and 1h".into());
+                }
             }
             "--seed" => {
                 let v = it.next().ok_or("--seed needs a number")?;
                 args.seed = v.parse().map_err(|e| format!("--seed: {e}"))?;
             }
             "--json" => args.json = true,
-            "--help" | "-h" => {
-                return Err("usage: demo [--duration 30s] [--seed N] [--json]".into());
-            }
-            other => return Err(format!("unknown argument {other:?}")),
+            "--redis" => args.redis = Some(it.next().ok_or("--redis needs a URL")?),
+            "--help" | "-h" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
     Ok(args)
 }
 
+/// What the demo's callers saw, per source.
 #[derive(Default)]
-struct Tally {
-    requests: u64,
-    failures: u64,
-    latencies_ms: Vec<f64>,
+struct Seen {
+    requests: AtomicU64,
+    errors: AtomicU64,
 }
 
-impl Tally {
-    fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
-        }
-        let mut v = self.latencies_ms.clone();
-        v.sort_by(f64::total_cmp);
-        let idx = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        v[idx]
+struct Lane {
+    source: Source,
+    client: ReliableService<UpstreamRequest, Value>,
+    seen: Arc<Seen>,
+    bar: ProgressBar,
+}
+
+/// The summary row of one source.
+#[derive(Debug, Serialize)]
+struct Row {
+    source: String,
+    requests: u64,
+    errors: u64,
+    upstream_calls: u64,
+    cache_hit_rate: f64,
+    stale_served: u64,
+    retries: u64,
+    breaker_trips: u64,
+    breaker_state: String,
+    rate_limit_waits: u64,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    sla_status: String,
+}
+
+fn request_for(source: Source, rng: &mut SmallRng) -> UpstreamRequest {
+    // A few hot keys and a long tail, as real traffic has.
+    let hot = rng.random_bool(0.8);
+    let n = if hot {
+        rng.random_range(0..3)
+    } else {
+        rng.random_range(3..20)
+    };
+    match source {
+        Source::Cex => UpstreamRequest::OrderBook(format!("SYM{n}-USDT")),
+        Source::Dex => UpstreamRequest::Quote(format!("TOKEN{n}-USDC")),
+        Source::Social => UpstreamRequest::Search(format!("topic {n}")),
     }
 }
 
-#[tokio::main(flavor = "current_thread", start_paused = true)]
+fn pacing(source: Source) -> Duration {
+    match source {
+        Source::Cex => Duration::from_millis(20),
+        Source::Dex => Duration::from_millis(40),
+        Source::Social => Duration::from_millis(80),
+    }
+}
+
+async fn build_lane(
+    source: Source,
+    upstream: &Upstream,
+    args: &Args,
+    quota: Option<RedisBackend>,
+    bars: &MultiProgress,
+) -> Result<Lane, String> {
+    let preset: Preset = match source {
+        Source::Cex => presets::cex("cex"),
+        Source::Dex => presets::dex("dex"),
+        Source::Social => presets::social("social"),
+    };
+    let scale = args.duration / 10;
+    let mut preset = preset.seed(args.seed).configure(|s| {
+        s.breaker.open_wait = s.breaker.open_wait.min(scale);
+        // The status reads the last tenth of the run, so recovery shows.
+        s.sla.time_window = scale.max(Duration::from_secs(1));
+        s.sla.status_window = StatusWindow::Time;
+    });
+    if let Some(backend) = quota {
+        preset = preset.shared_quota(backend);
+    }
+    let client = preset
+        .wrap(upstream.clone(), |r: &UpstreamRequest| Some(r.key()))
+        .map_err(|e| format!("{source}: {e}"))?;
+    let bar = bars.add(ProgressBar::new_spinner());
+    bar.set_style(ProgressStyle::with_template("{prefix:>7} {spinner} {msg}").expect("template"));
+    bar.set_prefix(source.to_string());
+    Ok(Lane {
+        source,
+        client,
+        seen: Arc::default(),
+        bar,
+    })
+}
+
+fn row(lane: &Lane, upstream: &Upstream) -> Row {
+    let h = lane.client.handles();
+    let cache = h.cache().stats();
+    let report = h.sla().report();
+    let w = &report.count_window;
+    let lookups = cache.hits + cache.misses;
+    Row {
+        source: lane.source.to_string(),
+        requests: lane.seen.requests.load(Ordering::Relaxed),
+        errors: lane.seen.errors.load(Ordering::Relaxed),
+        upstream_calls: upstream.calls(lane.source),
+        cache_hit_rate: if lookups == 0 {
+            0.0
+        } else {
+            cache.hits as f64 / lookups as f64
+        },
+        stale_served: cache.stale_revalidate + cache.stale_if_error,
+        retries: h.retry().snapshot().retries,
+        breaker_trips: h.breaker_trips(),
+        breaker_state: serde_json::to_value(h.breaker().state())
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        rate_limit_waits: h.limiter().snapshot().waited,
+        p50_ms: w.p50.as_secs_f64() * 1e3,
+        p95_ms: w.p95.as_secs_f64() * 1e3,
+        p99_ms: w.p99.as_secs_f64() * 1e3,
+        sla_status: report.status.as_str().to_owned(),
+    }
+}
+
+fn progress_line(r: &Row, phase: Phase) -> String {
+    format!(
+        "{:<13} req {:>6}  upstream {:>5}  hit {:>5.1}%  stale {:>4}  retries {:>4}  breaker {:<9}  sla {}",
+        phase.name(),
+        r.requests,
+        r.upstream_calls,
+        r.cache_hit_rate * 100.0,
+        r.stale_served,
+        r.retries,
+        r.breaker_state,
+        r.sla_status
+    )
+}
+
+#[tokio::main]
 async fn main() {
     let args = match parse_args() {
         Ok(a) => a,
@@ -74,87 +217,150 @@ async fn main() {
             std::process::exit(2);
         }
     };
+    if let Err(e) = run(args).await {
+        eprintln!("demo: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
     let upstream = Upstream::new(args.seed);
-    let mut tallies: Vec<(Source, Tally)> =
-        Source::ALL.iter().map(|s| (*s, Tally::default())).collect();
-    let start = tokio::time::Instant::now();
-    let tick = Duration::from_millis(100);
-    let mut last_phase = None;
-    while start.elapsed() < args.duration {
-        let phase = Phase::at(start.elapsed().as_secs_f64() / args.duration.as_secs_f64());
-        if last_phase != Some(phase) && !args.json {
-            println!(
-                "[{:>5.1}s] phase: {}",
-                start.elapsed().as_secs_f64(),
-                phase.name()
-            );
-            last_phase = Some(phase);
+    let quota = match &args.redis {
+        Some(url) => {
+            let config = RedisConfig::single(url.clone()).key_prefix("demo");
+            Some(
+                RedisBackend::builder(config)
+                    .build()
+                    .await
+                    .map_err(|e| format!("--redis {url}: {e}"))?,
+            )
         }
-        upstream.set_faults(phase.faults());
-        for (source, tally) in &mut tallies {
-            let request = match source {
-                Source::Cex => UpstreamRequest::OrderBook("BTC-USDT".into()),
-                Source::Dex => UpstreamRequest::Quote("ETH-USDC".into()),
-                Source::Social => UpstreamRequest::Search("rust".into()),
-            };
-            let started = tokio::time::Instant::now();
-            let status = match upstream.handle(request).await {
-                Ok(_) => 200,
-                Err(_) => 503,
-            };
-            tally.requests += 1;
-            if classify_http_status(status).outcome == Outcome::Failure {
-                tally.failures += 1;
-            }
-            tally
-                .latencies_ms
-                .push(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        tokio::time::sleep(tick).await;
-    }
-    let rows: Vec<serde_json::Value> = tallies
-        .iter()
-        .map(|(source, t)| {
-            let success = 1.0 - t.failures as f64 / t.requests.max(1) as f64;
-            let status = if success < 0.85 {
-                HealthStatus::Degraded
-            } else {
-                HealthStatus::Healthy
-            };
-            serde_json::json!({
-                "source": source.to_string(),
-                "requests": t.requests,
-                "upstream_calls": t.requests,
-                "failures": t.failures,
-                "success_rate": success,
-                "p50_ms": t.percentile(50.0),
-                "p95_ms": t.percentile(95.0),
-                "p99_ms": t.percentile(99.0),
-                "sla_status": status.as_str(),
-            })
-        })
-        .collect();
+        None => None,
+    };
+    let bars = MultiProgress::new();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-        return;
+        bars.set_draw_target(ProgressDrawTarget::hidden());
     }
-    println!();
-    println!(
-        "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}  sla",
-        "source", "requests", "failures", "success", "p50 ms", "p95 ms", "p99 ms"
+    let header = bars.add(ProgressBar::new(args.duration.as_millis() as u64));
+    header.set_style(
+        ProgressStyle::with_template("{prefix:>7} [{bar:30}] {elapsed:>3}/{msg}")
+            .expect("template")
+            .progress_chars("=> "),
     );
-    for r in &rows {
+    header.set_prefix("run");
+    header.set_message(format!("{}s", args.duration.as_secs()));
+
+    let mut lanes = Vec::new();
+    for source in Source::ALL {
+        lanes.push(Arc::new(
+            build_lane(source, &upstream, &args, quota.clone(), &bars).await?,
+        ));
+    }
+
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let mut workers = Vec::new();
+    for (i, lane) in lanes.iter().enumerate() {
+        for w in 0..4u64 {
+            let lane = lane.clone();
+            let mut rng = SmallRng::seed_from_u64(args.seed ^ ((i as u64) << 8 | w));
+            workers.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let request = request_for(lane.source, &mut rng);
+                    lane.seen.requests.fetch_add(1, Ordering::Relaxed);
+                    if lane.client.clone().oneshot(request).await.is_err() {
+                        lane.seen.errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(pacing(lane.source)).await;
+                }
+            }));
+        }
+    }
+
+    // The scenario and the live display.
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let progress = started.elapsed().as_secs_f64() / args.duration.as_secs_f64();
+        let phase = Phase::at(progress);
+        upstream.set_faults(phase.faults());
+        header.set_position(started.elapsed().as_millis() as u64);
+        for lane in &lanes {
+            lane.bar
+                .set_message(progress_line(&row(lane, &upstream), phase));
+            lane.bar.tick();
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    header.finish_and_clear();
+    for lane in &lanes {
+        lane.bar.finish_and_clear();
+    }
+
+    let rows: Vec<Row> = lanes.iter().map(|l| row(l, &upstream)).collect();
+    if args.json {
+        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        println!("{json}");
+        return Ok(());
+    }
+    print_table(&rows, &args);
+    Ok(())
+}
+
+fn print_table(rows: &[Row], args: &Args) {
+    println!(
+        "\nscenario: normal → latency spike → error burst → outage → recovery ({}s, seed {}{})\n",
+        args.duration.as_secs(),
+        args.seed,
+        if args.redis.is_some() {
+            ", quotas in Redis"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>8} {:>8} {:>8}  {}",
+        "source",
+        "requests",
+        "errors",
+        "upstream",
+        "hit%",
+        "stale",
+        "retries",
+        "trips",
+        "breaker",
+        "waits",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "sla"
+    );
+    for r in rows {
         println!(
-            "{:<8} {:>9} {:>9} {:>8.1}% {:>9.1} {:>9.1} {:>9.1}  {}",
-            r["source"].as_str().unwrap_or_default(),
-            r["requests"].as_u64().unwrap_or_default(),
-            r["failures"].as_u64().unwrap_or_default(),
-            r["success_rate"].as_f64().unwrap_or_default() * 100.0,
-            r["p50_ms"].as_f64().unwrap_or_default(),
-            r["p95_ms"].as_f64().unwrap_or_default(),
-            r["p99_ms"].as_f64().unwrap_or_default(),
-            r["sla_status"].as_str().unwrap_or_default(),
+            "{:<7} {:>8} {:>7} {:>9} {:>5.1}% {:>6} {:>7} {:>6} {:<10} {:>6} {:>8.1} {:>8.1} {:>8.1}  {}",
+            r.source,
+            r.requests,
+            r.errors,
+            r.upstream_calls,
+            r.cache_hit_rate * 100.0,
+            r.stale_served,
+            r.retries,
+            r.breaker_trips,
+            r.breaker_state,
+            r.rate_limit_waits,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.sla_status
         );
     }
-    println!("\n(unprotected baseline: the preset stacks arrive with the layers)");
+    let served: u64 = rows.iter().map(|r| r.requests - r.errors).sum();
+    let total: u64 = rows.iter().map(|r| r.requests).sum();
+    let upstream: u64 = rows.iter().map(|r| r.upstream_calls).sum();
+    println!(
+        "\n{served} of {total} requests answered ({:.1}%) with {upstream} upstream calls; SLA figures are per upstream attempt.",
+        100.0 * served as f64 / total.max(1) as f64
+    );
 }
