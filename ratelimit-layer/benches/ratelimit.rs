@@ -42,11 +42,11 @@ fn in_process(c: &mut Criterion) {
             black_box(backend.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
         })
     });
-    let manual = MemoryBackend::builder().system_clock().build().unwrap();
+    let system = MemoryBackend::builder().system_clock().build().unwrap();
     g.bench_function("memory_backend_single_window_system_clock", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            black_box(manual.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
+            black_box(system.decide_now(&keys[i], &one, 1, Mode::Consume).allowed)
         })
     });
     let tier = Quota::tiered(1_000_000, 60_000_000, 100_000_000, 100_000_000).unwrap();
@@ -58,6 +58,12 @@ fn in_process(c: &mut Criterion) {
                     .decide_now(&keys[i], &tier, 1, Mode::Consume)
                     .allowed,
             )
+        })
+    });
+    g.bench_function("memory_backend_four_windows_system_clock", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(system.decide_now(&keys[i], &tier, 1, Mode::Consume).allowed)
         })
     });
     let subjects: Vec<Subject> = keys.iter().map(Subject::new).collect();

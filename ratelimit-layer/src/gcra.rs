@@ -33,6 +33,7 @@ pub struct GcraOutcome {
 /// Evaluates a request of `cost` units at `now` against a stored `tat`
 /// (`0` for a key never seen), with emission interval `interval` and capacity `burst`.
 #[must_use]
+#[inline]
 pub fn evaluate(tat: u64, now: u64, cost: u64, interval: u64, burst: u64) -> GcraOutcome {
     let capacity = burst.saturating_mul(interval);
     let base = tat.max(now);

@@ -365,6 +365,7 @@ impl Decision {
 }
 
 /// One window's verdict: its next cell (if consumed), whether it admits, its status.
+#[inline]
 fn evaluate(w: &Window, cell: &Cell, now: u64, cost: u64) -> (Cell, bool, WindowStatus) {
     let (next, allowed, remaining, reset_after, retry_after) = match w.algorithm {
         Algorithm::Gcra => {
@@ -404,6 +405,7 @@ fn evaluate(w: &Window, cell: &Cell, now: u64, cost: u64) -> (Cell, bool, Window
 /// Decides `cost` units at `now` (µs since the Unix epoch) for a key whose per-window
 /// state is `cells` (one per window, same order as the quota). On [`Mode::Consume`] with
 /// every window admitting, all cells are updated; otherwise none is touched.
+#[inline]
 pub fn decide(quota: &Quota, cells: &mut [Cell], now: u64, cost: u64, mode: Mode) -> Decision {
     let mut next = [Cell::default(); MAX_WINDOWS];
     let mut statuses = [WindowStatus::default(); MAX_WINDOWS];
@@ -445,6 +447,7 @@ pub fn decide(quota: &Quota, cells: &mut [Cell], now: u64, cost: u64, mode: Mode
 
 /// The instant (µs) after which `cells` equal a fresh key's state for `quota`: forgetting
 /// the key then changes no future decision.
+#[inline]
 pub fn idle_after(quota: &Quota, cells: &[Cell]) -> u64 {
     quota
         .windows()

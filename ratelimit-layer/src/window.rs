@@ -42,6 +42,7 @@ pub struct WindowOutcome {
 /// Evaluates a request of `cost` at `now` (µs since the epoch) against stored `counts`,
 /// for `limit` units per `period` µs (`period` a whole number of milliseconds).
 #[must_use]
+#[inline]
 pub fn evaluate(
     counts: WindowCounts,
     now: u64,
