@@ -352,7 +352,7 @@ impl Preset {
 fn time_interval(window: Duration) -> Duration {
     let ms = window.as_millis().max(1) as u64;
     let target = (ms / 12).max(1);
-    let step = (1..=target).rev().find(|d| ms % d == 0).unwrap_or(1);
+    let step = (1..=target).rev().find(|d| ms.is_multiple_of(*d)).unwrap_or(1);
     Duration::from_millis(step)
 }
 
