@@ -321,7 +321,7 @@ fn print_table(rows: &[Row], args: &Args) {
         }
     );
     println!(
-        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>8} {:>8} {:>8}  {}",
+        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>8} {:>8} {:>8}  sla",
         "source",
         "requests",
         "errors",
@@ -335,7 +335,6 @@ fn print_table(rows: &[Row], args: &Args) {
         "p50 ms",
         "p95 ms",
         "p99 ms",
-        "sla"
     );
     for r in rows {
         println!(
