@@ -108,6 +108,11 @@ fn single_thread(c: &mut Criterion) {
             s.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         })
     });
+    // What a time window adds: one read of the breaker's clock (tokio's, which carries
+    // its test-util paused-clock check in this build because dev-dependencies enable it).
+    g.bench_function("floor_tokio_instant_now", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
     g.bench_function("bare_fn_call", |b| {
         b.iter(|| {
             i += 1;

@@ -13,7 +13,7 @@
 //! - What counts as failure comes from a [`Classify`](reliability_core::classify::Classify)
 //!   of `reliability-core`: errors, HTTP statuses, gRPC codes; "ignore" counts neither way.
 //! - Modes: a typed [`CircuitOpen`] error (generic, marked "do not retry"), a `503` with
-//!   `Retry-After` ([`http`]), gRPC `UNAVAILABLE` ([`grpc`]), or a [`fallback`].
+//!   `Retry-After` ([`http`]), gRPC `UNAVAILABLE` (`grpc`, feature `grpc`), or a [`fallback`].
 //! - Per-key breakers through a bounded [`registry`].
 //! - Manual [`reset`](Breaker::reset), [`force_open`](Breaker::force_open),
 //!   [`isolate`](Breaker::isolate) / [`release`](Breaker::release); listeners,
@@ -56,7 +56,7 @@
 //! # Feature flags
 //!
 //! - `http` (default): [`http::AsHttp`], 503 + `Retry-After`.
-//! - `grpc`: [`grpc::AsGrpc`], gRPC `UNAVAILABLE`.
+//! - `grpc`: `grpc::AsGrpc`, gRPC `UNAVAILABLE`, and `From<CircuitOpen> for tonic::Status`.
 
 mod breaker;
 pub mod config;

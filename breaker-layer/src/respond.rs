@@ -5,8 +5,8 @@
 //! | mode | open circuit | service error type |
 //! |---|---|---|
 //! | [`AsError`] (generic) | `Err(CircuitOpen)` boxed | `tower::BoxError` |
-//! | [`AsHttp`](crate::http::AsHttp) | `503` + `Retry-After` response | the inner error, unchanged |
-//! | [`AsGrpc`](crate::grpc::AsGrpc) | gRPC `UNAVAILABLE` response | the inner error, unchanged |
+//! | `http::AsHttp` (feature `http`) | `503` + `Retry-After` response | the inner error, unchanged |
+//! | `grpc::AsGrpc` (feature `grpc`) | gRPC `UNAVAILABLE` response | the inner error, unchanged |
 //! | [`WithFallback`](crate::fallback::WithFallback) | the fallback's answer | the inner error, unchanged |
 
 use reliability_core::classify::Outcome;

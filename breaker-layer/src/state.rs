@@ -35,6 +35,7 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use reliability_core::classify::Outcome;
 use reliability_core::clock::Instant;
@@ -208,8 +209,9 @@ pub struct StateMachine {
     config: CircuitBreakerConfig,
     window: Window,
     origin: Instant,
-    /// epoch | probes left | state.
-    word: AtomicU64,
+    /// epoch | probes left | state. Read by every call and written only by transitions:
+    /// on a cache line of its own so that the counters' writes do not evict it.
+    word: CachePadded<AtomicU64>,
     /// Nanoseconds after `origin` when OPEN ends.
     open_until: AtomicU64,
     /// Nanoseconds after `origin` when HALF_OPEN began.
@@ -231,7 +233,7 @@ impl StateMachine {
             config,
             window,
             origin: now,
-            word: AtomicU64::new(encode(0, 0, CLOSED)),
+            word: CachePadded::new(AtomicU64::new(encode(0, 0, CLOSED))),
             open_until: AtomicU64::new(0),
             half_open_since: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),

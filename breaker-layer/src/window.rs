@@ -13,6 +13,8 @@
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 
+use crossbeam_utils::CachePadded;
+
 /// Calls in a window, and how many of them failed or were slow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Tally {
@@ -108,7 +110,8 @@ impl Totals {
 pub struct CountWindow {
     slots: Box<[AtomicU8]>,
     /// Calls ever recorded (never reset): the ring position, and a free call counter.
-    recorded: AtomicU64,
+    /// Written by every call, so kept off the cache lines that are only read.
+    recorded: CachePadded<AtomicU64>,
     /// `u64::MAX / len + 1`, so the ring position needs no division (Lemire's fastmod).
     reciprocal: u64,
     totals: Totals,
@@ -120,7 +123,7 @@ impl CountWindow {
         let size = size.max(1);
         Self {
             slots: (0..size).map(|_| AtomicU8::new(0)).collect(),
-            recorded: AtomicU64::new(0),
+            recorded: CachePadded::new(AtomicU64::new(0)),
             reciprocal: (u64::MAX / u64::from(size)).wrapping_add(1),
             totals: Totals::default(),
         }
@@ -281,6 +284,9 @@ impl TimeWindow {
 
 /// A count or a time window.
 #[derive(Debug)]
+// One per breaker, built once and never moved: boxing the larger variant would only add
+// an indirection to every call.
+#[allow(clippy::large_enum_variant)]
 pub enum Window {
     /// The last N calls.
     Count(CountWindow),
