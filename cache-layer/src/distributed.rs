@@ -194,7 +194,14 @@ pub(crate) async fn subscriber<V: Clone + Send + Sync + 'static>(
         }
         first = false;
         let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
+        loop {
+            // Wakes up every second to notice a dropped cache even when all is quiet.
+            let msg = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
+                Err(_) if engine.strong_count() == 0 => return,
+                Err(_) => continue,
+                Ok(None) => break,
+                Ok(Some(msg)) => msg,
+            };
             let Some(engine) = engine.upgrade() else {
                 return;
             };

@@ -26,7 +26,8 @@ pin_project! {
     pub struct ResponseFuture<F, S, Req, V> {
         #[pin]
         state: State<F, S, Req, V>,
-        engine: Arc<Engine<V>>,
+        // `None` on a hit: the hit path takes no reference count on the cache.
+        engine: Option<Arc<Engine<V>>>,
     }
 }
 
@@ -34,8 +35,8 @@ pin_project! {
     #[project = StateProj]
     #[project_replace = StateOwned]
     enum State<F, S, Req, V> {
-        // A hit: no allocation, no inner call.
-        Ready { value: Option<V>, status: CacheStatus },
+        // A hit (already annotated): no allocation, no inner call.
+        Ready { value: Option<V> },
         // Not cacheable: the inner call as is.
         Bypass { #[pin] fut: F },
         // A miss with a lower tier: lookup there, then upstream (boxed: I/O-bound path).
@@ -87,20 +88,17 @@ impl<F, S, Req, V> fmt::Debug for ResponseFuture<F, S, Req, V> {
 }
 
 impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
-    pub(crate) fn ready(engine: Arc<Engine<V>>, value: V, status: CacheStatus) -> Self {
+    pub(crate) fn ready(value: V) -> Self {
         Self {
-            state: State::Ready {
-                value: Some(value),
-                status,
-            },
-            engine,
+            state: State::Ready { value: Some(value) },
+            engine: None,
         }
     }
 
     pub(crate) fn bypass(engine: Arc<Engine<V>>, fut: F) -> Self {
         Self {
             state: State::Bypass { fut },
-            engine,
+            engine: Some(engine),
         }
     }
 
@@ -108,7 +106,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
     pub(crate) fn lower(engine: Arc<Engine<V>>, fut: LowerFuture<V>) -> Self {
         Self {
             state: State::Lower { fut },
-            engine,
+            engine: Some(engine),
         }
     }
 
@@ -128,7 +126,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
                 prior,
                 started,
             },
-            engine,
+            engine: Some(engine),
         }
     }
 
@@ -148,7 +146,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
                 key,
                 prior,
             },
-            engine,
+            engine: Some(engine),
         }
     }
 }
@@ -164,20 +162,24 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        if let StateProj::Ready { value } = this.state.as_mut().project() {
+            let v = value
+                .take()
+                .expect("ResponseFuture polled after completion");
+            return Poll::Ready(Ok(v));
+        }
+        let engine: &Engine<V> = this
+            .engine
+            .as_deref()
+            .expect("every state but Ready carries the cache");
         loop {
             match this.state.as_mut().project() {
-                StateProj::Ready { value, status } => {
-                    let mut v = value
-                        .take()
-                        .expect("ResponseFuture polled after completion");
-                    this.engine.annotate(&mut v, status);
-                    return Poll::Ready(Ok(v));
-                }
+                StateProj::Ready { .. } => unreachable!("handled above"),
                 StateProj::Bypass { fut } => {
                     let r = ready!(fut.poll(cx));
                     this.state.set(State::Done);
                     return Poll::Ready(r.map_err(Into::into).map(|mut v| {
-                        this.engine.annotate(&mut v, &CacheStatus::Bypass);
+                        engine.annotate(&mut v, &CacheStatus::Bypass);
                         v
                     }));
                 }
@@ -185,7 +187,7 @@ where
                     let (r, status) = ready!(fut.as_mut().poll(cx));
                     this.state.set(State::Done);
                     return Poll::Ready(r.map(|mut v| {
-                        this.engine.annotate(&mut v, &status);
+                        engine.annotate(&mut v, &status);
                         v
                     }));
                 }
@@ -197,7 +199,7 @@ where
                     started,
                 } => {
                     let r = ready!(fut.poll(cx)).map_err(Into::into);
-                    let (r, status) = this.engine.complete(
+                    let (r, status) = engine.complete(
                         guard.take(),
                         key,
                         r,
@@ -207,7 +209,7 @@ where
                     );
                     this.state.set(State::Done);
                     return Poll::Ready(r.map(|mut v| {
-                        this.engine.annotate(&mut v, &status);
+                        engine.annotate(&mut v, &status);
                         v
                     }));
                 }
@@ -221,22 +223,20 @@ where
                             };
                             return Poll::Ready(match r {
                                 Ok(mut v) => {
-                                    this.engine.annotate(&mut v, &status);
+                                    engine.annotate(&mut v, &status);
                                     Ok(v)
                                 }
                                 Err(e) => Err(Box::new(e)),
                             });
                         }
-                        Waited::Abandoned => {
-                            match this.engine.flights.join(key, this.engine.epoch()) {
-                                Join::Follow(w) => {
-                                    *waiter = w;
-                                    continue;
-                                }
-                                Join::Lead(g) => (Some(g), true),
-                                Join::Full => (None, true),
+                        Waited::Abandoned => match engine.flights.join(key, engine.epoch()) {
+                            Join::Follow(w) => {
+                                *waiter = w;
+                                continue;
                             }
-                        }
+                            Join::Lead(g) => (Some(g), true),
+                            Join::Full => (None, true),
+                        },
                         Waited::Unshareable => (None, false),
                     };
                     let StateOwned::Following {
@@ -277,8 +277,8 @@ where
                         unreachable!("matched Readying above")
                     };
                     if store {
-                        crate::metrics::bump(&this.engine.metrics.misses);
-                        let started = this.engine.clock.now();
+                        crate::metrics::bump(&engine.metrics.misses);
+                        let started = engine.clock.now();
                         this.state.set(State::Leading {
                             fut,
                             guard,

@@ -164,7 +164,7 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
     pub fn stats(&self) -> CacheStats {
         let m = &self.engine.metrics;
         CacheStats {
-            hits: read(&m.hits),
+            hits: read(&m.hits) + self.engine.l1.metrics.hits_by_difference(),
             misses: read(&m.misses),
             stale_revalidate: read(&m.stale_revalidate),
             stale_if_error: read(&m.stale_if_error),

@@ -578,6 +578,7 @@ impl HttpCacheLayer {
             honor_cache_control: true,
             max_body: 1 << 20,
             clock: None,
+            invalid_vary: None,
             #[cfg(feature = "redis")]
             l2: None,
         }
@@ -612,6 +613,7 @@ pub struct HttpCacheLayerBuilder {
     honor_cache_control: bool,
     max_body: usize,
     clock: Option<SharedClock>,
+    invalid_vary: Option<String>,
     #[cfg(feature = "redis")]
     l2: Option<(crate::backend::redis::RedisTier, Option<Duration>)>,
 }
@@ -645,7 +647,10 @@ impl HttpCacheLayerBuilder {
         for n in names {
             match HeaderName::from_bytes(n.as_ref().as_bytes()) {
                 Ok(h) => self.vary.push(h),
-                Err(_) => self.config.name = format!("\0invalid vary header {:?}", n.as_ref()),
+                Err(_) => {
+                    self.invalid_vary
+                        .get_or_insert_with(|| format!("not a header name: {:?}", n.as_ref()));
+                }
             }
         }
         self
@@ -697,8 +702,8 @@ impl HttpCacheLayerBuilder {
 
     /// Validates and builds.
     pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
-        if let Some(bad) = self.config.name.strip_prefix('\0') {
-            return Err(ConfigError::new("vary", bad.to_owned()));
+        if let Some(bad) = self.invalid_vary {
+            return Err(ConfigError::new("vary", bad));
         }
         if self.max_body == 0 || self.max_body > (256 << 20) {
             return Err(ConfigError::out_of_range(
@@ -904,6 +909,20 @@ mod tests {
                 .decode(&Bytes::from_static(b"\xff\xff"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn bad_builder_settings_name_their_field() {
+        let e = HttpCacheLayer::builder()
+            .vary(["ok", "bad header"])
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field, "vary");
+        let e = HttpCacheLayer::builder()
+            .max_body_bytes(0)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field, "max_body_bytes");
     }
 
     #[test]

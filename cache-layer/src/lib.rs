@@ -18,7 +18,11 @@
 //! validated. [`CacheHandle`] invalidates (key, prefix, tag, all), writes, exports the hot
 //! keys and reports [`CacheSnapshot`](reliability_core::health::CacheSnapshot) health.
 //! The `http` feature adds [`http::HttpCacheLayer`] (Vary, `Cache-Control`, credential
-//! isolation, RFC 9211 `Cache-Status`).
+//! isolation, RFC 9211 `Cache-Status`). The `redis` feature adds L2
+//! ([`backend::redis::RedisTier`], [`CacheLayerBuilder::l2`]): read-through, write-behind,
+//! pub/sub invalidation across instances, distributed single-flight. The `disk` feature
+//! adds L3 ([`backend::disk::DiskTier`], [`CacheLayerBuilder::l3`]): crash-safe, bounded,
+//! warm start.
 //!
 //! # Example
 //!
@@ -49,7 +53,9 @@
 //! # Modules
 //!
 //! - [`freshness`], [`adaptive`]: the pure cores (take `now`, no I/O).
-//! - [`backend`]: the [`Tier`](backend::Tier) trait and L1 ([`backend::memory`]).
+//! - [`backend`]: the [`Tier`](backend::Tier) trait, L1 ([`backend::memory`]), L2
+//!   (`backend::redis`), L3 (`backend::disk`) and their byte format (`backend::wire`).
+//! - [`codec`]: how values become bytes for L2 and L3.
 //! - [`singleflight`]: how concurrent misses share one upstream call.
 //! - [`validation`]: key and value limits.
 

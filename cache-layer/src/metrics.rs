@@ -39,6 +39,12 @@ impl LevelMetrics {
             .is_multiple_of(LATENCY_SAMPLE)
     }
 
+    /// Lookups minus misses, for a tier that does not count hits on its hot path.
+    pub(crate) fn hits_by_difference(&self) -> u64 {
+        let misses = self.misses.load(Ordering::Relaxed);
+        self.lookups.load(Ordering::Relaxed).saturating_sub(misses)
+    }
+
     pub(crate) fn snapshot(&self, level: &str, entries: u64, bytes: u64) -> CacheLevelSnapshot {
         let samples = self.latency_samples.load(Ordering::Relaxed);
         let mean_latency_us = if samples == 0 {
@@ -61,7 +67,8 @@ impl LevelMetrics {
 /// Figures of the whole cache.
 #[derive(Debug, Default)]
 pub(crate) struct Metrics {
-    /// Requests answered from the cache (fresh or stale).
+    /// Requests answered from the cache other than by an L1 lookup (stale-if-error,
+    /// L2, L3); L1 hits are its lookups minus its misses.
     pub(crate) hits: AtomicU64,
     /// Requests that went upstream as leaders (or uncoalesced).
     pub(crate) misses: AtomicU64,

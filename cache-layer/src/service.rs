@@ -129,7 +129,9 @@ where
                     let svc = take_ready(&mut self.inner);
                     spawn_refresh(engine.clone(), guard, svc, req, prior);
                 }
-                ResponseFuture::ready(engine.clone(), value, status)
+                let mut value = value;
+                engine.annotate(&mut value, &status);
+                ResponseFuture::ready(value)
             }
             Lookup::Miss { prior } => {
                 let guard = match engine.flights.join(&key, engine.epoch()) {

@@ -294,7 +294,10 @@ impl<V: Clone + Send + Sync + 'static> Tier<V> for MemoryTier<V> {
     }
 
     fn stats(&self) -> CacheLevelSnapshot {
-        self.metrics
-            .snapshot("l1", self.cache.entry_count(), self.cache.weighted_size())
+        let mut s =
+            self.metrics
+                .snapshot("l1", self.cache.entry_count(), self.cache.weighted_size());
+        s.hits = self.metrics.hits_by_difference();
+        s
     }
 }
