@@ -79,3 +79,38 @@ impl From<RateLimited> for tonic::Status {
         status
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn limited(reason: Reason) -> RateLimited {
+        RateLimited {
+            retry_after: Some(Duration::from_millis(1500)),
+            reason,
+            policy: "free".into(),
+            decision: None,
+        }
+    }
+
+    #[test]
+    fn status_codes_and_trailers_only_response() {
+        let s = tonic::Status::from(limited(Reason::Exceeded));
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(s.metadata().get("retry-after").unwrap(), "2");
+        let down = tonic::Status::from(limited(Reason::BackendUnavailable));
+        assert_eq!(down.code(), tonic::Code::Unavailable);
+        let res: Response<String> =
+            Respond::<Response<String>, ()>::rejected(&GrpcResponse, limited(Reason::Exceeded))
+                .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["grpc-status"], "8");
+        assert_eq!(res.headers()["retry-after"], "2");
+        let message = res.headers()["grpc-message"].to_str().unwrap();
+        assert!(
+            message.starts_with("rate%20limited%20by%20`free`"),
+            "{message}"
+        );
+    }
+}

@@ -246,6 +246,9 @@ pub struct RateLimiterConfig {
     pub fallback_share: u64,
     /// Most keys of the in-process backend (or of the fallback).
     pub max_keys: usize,
+    /// Read the CPU's time-stamp counter instead of tokio's clock in the in-process backend
+    /// (faster; ignores `tokio::time::pause`).
+    pub system_clock: bool,
     /// Units leased from Redis per round trip (0: no batching); see [`Leased`].
     pub lease: u64,
     /// How long a lease may be held.
@@ -264,6 +267,7 @@ impl Default for RateLimiterConfig {
             failure_mode: FailureMode::Open,
             fallback_share: 1,
             max_keys: 1_000_000,
+            system_clock: false,
             lease: 0,
             lease_ttl: Duration::from_millis(100),
         }
@@ -273,7 +277,13 @@ impl Default for RateLimiterConfig {
 impl RateLimiterConfig {
     /// Builds the limiter, connecting to Redis when configured.
     pub async fn build(&self) -> Result<RateLimiter, RedisSetupError> {
-        let memory = MemoryBackend::builder().max_keys(self.max_keys).build()?;
+        let memory = MemoryBackend::builder().max_keys(self.max_keys);
+        let memory = if self.system_clock {
+            memory.system_clock()
+        } else {
+            memory
+        }
+        .build()?;
         let builder = self.builder()?;
         let Some(redis) = &self.redis else {
             return Ok(builder.backend(memory).build()?);
