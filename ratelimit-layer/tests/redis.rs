@@ -460,3 +460,55 @@ async fn leases_cut_round_trips_within_the_stated_bound() {
         "{admitted} of {decisions}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer_over_redis_rejects_and_waits() {
+    use ratelimit_layer::RateLimitLayer;
+    use tower::{ServiceBuilder, ServiceExt, service_fn};
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let backend = RedisBackend::builder(server.config().key_prefix("layer"))
+        .build()
+        .await
+        .unwrap();
+    let limiter = RateLimiter::builder()
+        .quota(Quota::per(5, Duration::from_secs(3600)).unwrap())
+        .backend(backend.clone())
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(limiter.clone()))
+        .service(service_fn(|n: u32| async move {
+            Ok::<_, std::convert::Infallible>(n * 2)
+        }));
+    for n in 0..5 {
+        assert_eq!(svc.clone().oneshot(n).await.unwrap(), n * 2);
+    }
+    let err = svc.clone().oneshot(9).await.unwrap_err();
+    let limited = err.downcast_ref::<ratelimit_layer::RateLimited>().unwrap();
+    assert_eq!(limited.reason, Reason::Exceeded);
+    assert!(limited.retry_after.unwrap() > Duration::from_secs(600));
+
+    // Client mode on Redis: 20 per second; after the burst, one every 50 ms.
+    let quick = RateLimiter::builder()
+        .quota(Quota::per(20, Duration::from_secs(1)).unwrap())
+        .backend(backend)
+        .build()
+        .unwrap();
+    let client = ServiceBuilder::new()
+        .layer(RateLimitLayer::new(quick.clone()).wait_up_to(Duration::from_secs(1)))
+        .service(service_fn(|()| async {
+            Ok::<_, std::convert::Infallible>(())
+        }));
+    let start = Instant::now();
+    for _ in 0..22 {
+        client.clone().oneshot(()).await.unwrap();
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(40),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(quick.snapshot().waited >= 1);
+}
