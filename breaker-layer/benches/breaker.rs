@@ -119,6 +119,20 @@ fn single_thread(c: &mut Criterion) {
             black_box(plain_call(i).unwrap())
         })
     });
+    // The pure core alone: admit and record, no tower plumbing, no `Arc`.
+    let t0 = tokio::time::Instant::now();
+    let machine = breaker_layer::state::StateMachine::new(Default::default(), t0);
+    g.bench_function("state_machine_admit_and_record", |b| {
+        b.iter(|| {
+            let permit = machine.try_acquire(|| t0, |_| {}).unwrap();
+            machine.record(
+                black_box(permit),
+                reliability_core::classify::Outcome::Success,
+                || t0,
+                |_| {},
+            );
+        })
+    });
     let fs = failsafe::Config::new().build();
     g.bench_function("failsafe_call", |b| {
         b.iter(|| {

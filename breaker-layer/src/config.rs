@@ -230,6 +230,46 @@ impl CircuitBreakerConfig {
     }
 }
 
+/// Bounds of a per-key registry (see [`registry`](crate::registry)).
+///
+/// ```
+/// use breaker_layer::config::RegistryConfig;
+///
+/// let config: RegistryConfig = toml::from_str(r#"
+///     max_breakers = 256
+///     idle_timeout = "5m"
+/// "#).unwrap();
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The most breakers held at once, >= 1. Default 1,024.
+    pub max_breakers: usize,
+    /// Breakers unused this long are dropped, > 0. Default 10 min.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            max_breakers: 1_024,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+impl RegistryConfig {
+    /// Checks both bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_breakers == 0 {
+            return Err(ConfigError::out_of_range("max_breakers", "[1, ∞)", 0));
+        }
+        positive("idle_timeout", self.idle_timeout)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

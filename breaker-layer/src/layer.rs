@@ -10,9 +10,8 @@ use reliability_core::error::ConfigError;
 use tower_layer::Layer;
 
 use crate::breaker::{Breaker, Listener};
-use crate::config::{CircuitBreakerConfig, WindowConfig};
+use crate::config::{CircuitBreakerConfig, RegistryConfig, WindowConfig};
 use crate::fallback::{FallbackCause, WithFallback};
-use crate::registry::RegistryLimits;
 use crate::respond::AsError;
 use crate::service::CircuitBreaker;
 use crate::state::Transition;
@@ -95,7 +94,7 @@ pub struct CircuitBreakerBuilder<C = ErrorClassifier, R = AsError> {
     pub(crate) respond: R,
     pub(crate) clock: SharedClock,
     pub(crate) listeners: Vec<Listener>,
-    pub(crate) limits: RegistryLimits,
+    pub(crate) limits: RegistryConfig,
 }
 
 impl<C: fmt::Debug, R: fmt::Debug> fmt::Debug for CircuitBreakerBuilder<C, R> {
@@ -120,7 +119,7 @@ impl CircuitBreakerBuilder {
             respond: AsError,
             clock: default_clock(),
             listeners: Vec::new(),
-            limits: RegistryLimits::default(),
+            limits: RegistryConfig::default(),
         }
     }
 }

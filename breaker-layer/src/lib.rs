@@ -75,7 +75,7 @@ pub mod state;
 pub mod window;
 
 pub use breaker::{Breaker, BreakerMetrics, Listener};
-pub use config::{CircuitBreakerConfig, WindowConfig};
+pub use config::{CircuitBreakerConfig, RegistryConfig, WindowConfig};
 pub use error::CircuitOpen;
 pub use fallback::{FallbackCause, WithFallback};
 pub use future::ResponseFuture;

@@ -48,25 +48,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::breaker::Breaker;
+use crate::config::RegistryConfig;
 use crate::future::ResponseFuture;
 use crate::layer::CircuitBreakerBuilder;
 use crate::respond::{AsError, Respond};
-
-/// Bounds of a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct RegistryLimits {
-    pub(crate) max_breakers: usize,
-    pub(crate) idle_timeout: Duration,
-}
-
-impl Default for RegistryLimits {
-    fn default() -> Self {
-        Self {
-            max_breakers: 1_024,
-            idle_timeout: Duration::from_secs(600),
-        }
-    }
-}
 
 struct Entry {
     breaker: Breaker,
@@ -76,7 +61,7 @@ struct Entry {
 
 struct Inner<K> {
     template: CircuitBreakerBuilder<(), ()>,
-    limits: RegistryLimits,
+    limits: RegistryConfig,
     origin: Instant,
     map: RwLock<HashMap<K, Entry>>,
     evictions: AtomicU64,
@@ -230,6 +215,12 @@ impl<K: Hash + Eq + Clone + fmt::Display + Send + Sync> HealthSource for Breaker
 }
 
 impl<C, R> CircuitBreakerBuilder<C, R> {
+    /// Per-key mode: both registry bounds at once (from a config file).
+    pub fn registry(mut self, config: RegistryConfig) -> Self {
+        self.limits = config;
+        self
+    }
+
     /// Per-key mode: the most breakers the registry holds, >= 1. Default 1,024.
     pub fn max_breakers(mut self, max: usize) -> Self {
         self.limits.max_breakers = max;
@@ -252,12 +243,7 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
         F: Fn(&Req) -> K,
     {
         self.config.validate()?;
-        if self.limits.max_breakers == 0 {
-            return Err(ConfigError::out_of_range("max_breakers", "[1, ∞)", 0));
-        }
-        if self.limits.idle_timeout.is_zero() {
-            return Err(ConfigError::new("idle_timeout", "must be longer than zero"));
-        }
+        self.limits.validate()?;
         let origin = self.clock.now();
         let template = CircuitBreakerBuilder {
             name: self.name,

@@ -616,6 +616,11 @@ fn bad_config_is_an_error_not_a_panic() {
         .build_per_key(|_: &()| 0u8)
         .unwrap_err();
     assert_eq!(err.field, "max_breakers");
+    let err = CircuitBreakerLayer::builder("x")
+        .idle_timeout(Duration::ZERO)
+        .build_per_key(|_: &()| 0u8)
+        .unwrap_err();
+    assert_eq!(err.field, "idle_timeout");
     let config: CircuitBreakerConfig = toml::from_str("slow_call_rate = 101.0").unwrap();
     let err = CircuitBreakerLayer::from_config("x", &config).unwrap_err();
     assert_eq!(
