@@ -59,6 +59,20 @@ pub struct CacheConfig {
     pub validation: ValidationMode,
     /// Most keys with an upstream call in flight (single-flight table bound).
     pub max_in_flight: usize,
+    /// How upstream answers reach the lower tiers (L2, L3).
+    pub write_policy: WritePolicy,
+}
+
+/// How upstream answers reach the tiers below L1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WritePolicy {
+    /// Through a bounded queue, after answering (overflow counted, never blocking).
+    #[default]
+    WriteBehind,
+    /// Written to every tier before the caller gets its answer (a tier's failure is
+    /// counted, not returned). Explicit writes (`put`) stay write-behind.
+    WriteThrough,
 }
 
 /// Adaptive TTL settings.
@@ -92,6 +106,7 @@ impl Default for CacheConfig {
             eviction: EvictionPolicy::TinyLfu,
             validation: ValidationMode::Normal,
             max_in_flight: 10_000,
+            write_policy: WritePolicy::WriteBehind,
         }
     }
 }
@@ -261,6 +276,12 @@ macro_rules! config_setters {
         /// Most keys with an upstream call in flight.
         pub fn max_in_flight(mut self, n: usize) -> Self {
             self.config.max_in_flight = n;
+            self
+        }
+
+        /// How upstream answers reach L2 and L3 (default write-behind).
+        pub fn write_policy(mut self, policy: $crate::WritePolicy) -> Self {
+            self.config.write_policy = policy;
             self
         }
 

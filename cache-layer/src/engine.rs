@@ -67,6 +67,7 @@ pub(crate) struct Settings<V> {
     pub(crate) adaptive: Option<AdaptiveTtl>,
     pub(crate) negative_ttl: Option<Duration>,
     pub(crate) limits: Limits,
+    pub(crate) write_through: bool,
     pub(crate) value_size: ValueFn<V, usize>,
     pub(crate) hooks: Hooks<V>,
 }
@@ -113,6 +114,7 @@ impl<V> Settings<V> {
             adaptive: c.adaptive.map(|a| AdaptiveTtl::new(a.rule, a.min, a.max)),
             negative_ttl: c.negative_ttl,
             limits: Limits::of(c.validation),
+            write_through: c.write_policy == crate::config::WritePolicy::WriteThrough,
             value_size: hooks
                 .value_size
                 .take()
@@ -495,8 +497,10 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         };
         let entry = Arc::new(entry);
         self.l1.insert_entry(key.to_owned(), entry.clone());
+        // Write-through stores are written by their caller before it answers.
+        let behind = !self.settings.write_through || origin == Origin::Write;
         #[cfg(feature = "redis")]
-        if let Some(lower) = &self.lower {
+        if behind && let Some(lower) = &self.lower {
             lower.write(
                 key,
                 &entry,
@@ -505,10 +509,45 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             );
         }
         #[cfg(feature = "disk")]
-        if let Some(disk) = &self.disk {
+        if behind && let Some(disk) = &self.disk {
             disk.write(key, &entry, self.l1.to_meta(&entry));
         }
+        let _ = behind;
         true
+    }
+
+    /// Write-through: writes the L1 entry of `key` to every lower tier now.
+    #[cfg(any(feature = "redis", feature = "disk"))]
+    pub(crate) async fn write_through(&self, key: &str) {
+        if !self.settings.write_through {
+            return;
+        }
+        let Some(entry) = self.l1.get_entry(key) else {
+            return;
+        };
+        if !entry.shared {
+            return;
+        }
+        let meta = self.l1.to_meta(&entry);
+        #[cfg(feature = "redis")]
+        if let Some(lower) = &self.lower
+            && let Some(value) = lower.codec.encode(&entry.value)
+        {
+            let stored = crate::backend::Stored {
+                value,
+                meta: meta.clone(),
+            };
+            let _ = lower.tier.set_blob(key, &stored).await;
+        }
+        #[cfg(feature = "disk")]
+        if let Some(disk) = &self.disk
+            && let Some(value) = disk.codec.encode(&entry.value)
+        {
+            let tier = disk.tier.clone();
+            let key = key.to_owned();
+            let stored = crate::backend::Stored { value, meta };
+            let _ = tokio::task::spawn_blocking(move || tier.set_blocking(&key, &stored)).await;
+        }
     }
 
     /// Whether a tier below L1 is configured.

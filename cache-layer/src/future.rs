@@ -321,7 +321,13 @@ pub(crate) fn spawn_refresh<S, Req, V>(
     handle.spawn(async move {
         let r = fut.await.map_err(Into::into);
         let key = guard.key().to_owned();
-        let _ = engine.complete(Some(guard), &key, r, Some(&prior), started, Origin::Refresh);
+        let (_, status) =
+            engine.complete(Some(guard), &key, r, Some(&prior), started, Origin::Refresh);
+        #[cfg(any(feature = "redis", feature = "disk"))]
+        if matches!(status, CacheStatus::Miss { stored: true, .. }) {
+            engine.write_through(&key).await;
+        }
+        let _ = status;
     });
 }
 
@@ -421,6 +427,9 @@ where
         let started = engine.clock.now();
         let r = svc.call(req).await.map_err(Into::into);
         let answer = engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request);
+        if matches!(answer.1, CacheStatus::Miss { stored: true, .. }) {
+            engine.write_through(&key).await;
+        }
         #[cfg(feature = "redis")]
         if let (Some(token), Some(lower)) = (lock, engine.lower.as_ref()) {
             // The value reaches L2 before the lock is released, so waiters find it.

@@ -83,7 +83,7 @@ mod status;
 pub mod validation;
 
 pub use backend::memory::EvictionPolicy;
-pub use config::{AdaptiveConfig, CacheConfig};
+pub use config::{AdaptiveConfig, CacheConfig, WritePolicy};
 pub use engine::{Directive, StoreAction};
 pub use error::{InvalidKey, PutError, SharedError, ValueTooLarge};
 pub use future::ResponseFuture;

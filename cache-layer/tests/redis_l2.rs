@@ -329,3 +329,33 @@ async fn a_crashed_lock_holder_blocks_others_only_until_its_lock_expires() {
     );
     assert_eq!(up.calls(), 1);
 }
+
+#[tokio::test]
+async fn write_through_lands_in_every_tier_before_the_answer() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t7");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::default();
+    let probe = RedisTier::connect(&config).await.unwrap();
+    let layer = CacheLayer::builder(key as Key)
+        .ttl(secs(10))
+        .write_policy(cache_layer::WritePolicy::WriteThrough)
+        .l2(RedisTier::connect(&config).await.unwrap(), u64_codec())
+        .l3(
+            cache_layer::backend::disk::DiskTier::open(dir.path().join("l3.redb"), 1 << 20)
+                .unwrap(),
+            u64_codec(),
+        )
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(up.service::<String>(Duration::ZERO));
+    assert_eq!(svc.oneshot("k".to_owned()).await.unwrap(), 1);
+    // No waiting: both copies exist when the caller has its answer.
+    assert!(pttl(&config, &probe.redis_key("k")).await > 0, "in Redis");
+    assert!(handle.stats().l3_bytes > 0, "on disk");
+}
