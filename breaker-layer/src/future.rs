@@ -30,6 +30,7 @@ impl PermitGuard {
 }
 
 impl Drop for PermitGuard {
+    #[inline]
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             self.breaker.cancel(permit);

@@ -56,15 +56,19 @@ const EPOCH_SHIFT: u32 = PROBE_SHIFT + PROBE_BITS;
 /// Most probes a HALF_OPEN period can admit (they share the state word).
 pub const MAX_HALF_OPEN_PROBES: u32 = (1 << PROBE_BITS) - 1;
 
+#[inline]
 fn encode(epoch: u64, probes: u64, state: u64) -> u64 {
     (epoch << EPOCH_SHIFT) | (probes << PROBE_SHIFT) | state
 }
+#[inline]
 fn state_of(word: u64) -> u64 {
     word & STATE_MASK
 }
+#[inline]
 fn probes_of(word: u64) -> u64 {
     (word & PROBE_MASK) >> PROBE_SHIFT
 }
+#[inline]
 fn epoch_of(word: u64) -> u64 {
     word >> EPOCH_SHIFT
 }
@@ -257,14 +261,17 @@ impl StateMachine {
         public_state(state_of(self.word.load(Acquire)))
     }
 
+    #[inline]
     fn nanos(&self, t: Instant) -> u64 {
         u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
+    #[inline]
     fn instant(&self, nanos: u64) -> Instant {
         self.origin + Duration::from_nanos(nanos)
     }
 
+    #[inline]
     fn second(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.origin).as_secs()
     }
@@ -451,6 +458,7 @@ impl StateMachine {
         }
     }
 
+    #[inline]
     fn trip_cause(&self, tally: Tally, in_a_row: u32) -> Option<TransitionCause> {
         if self
             .config
@@ -459,7 +467,10 @@ impl StateMachine {
         {
             return Some(TransitionCause::ConsecutiveFailures);
         }
-        if tally.calls < u64::from(self.config.minimum_calls) {
+        // The common case, a window with nothing bad in it, decides without floats.
+        if tally.calls < u64::from(self.config.minimum_calls)
+            || (tally.failures == 0 && tally.slow == 0)
+        {
             return None;
         }
         let calls = tally.calls as f64;

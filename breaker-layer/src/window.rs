@@ -28,6 +28,7 @@ pub struct Tally {
 
 impl Tally {
     /// Failures over calls, percent (0 when the window is empty).
+    #[inline]
     pub fn failure_rate(&self) -> f64 {
         percent(self.failures, self.calls)
     }
@@ -51,16 +52,19 @@ const FAILURE: u8 = 2;
 const SLOW: u8 = 4;
 
 /// One call as stored in a count-window slot.
+#[inline]
 fn slot_bits(failure: bool, slow: bool) -> u8 {
     CALL | if failure { FAILURE } else { 0 } | if slow { SLOW } else { 0 }
 }
 
 /// Calls and failures share one word (calls in the high half) so that one atomic add
 /// moves both; slow calls, rarer, have their own.
+#[inline]
 fn packed(bits: u8) -> u64 {
     (u64::from(bits & CALL) << 32) | u64::from((bits & FAILURE) >> 1)
 }
 
+#[inline]
 fn unpack(word: u64, slow: u64) -> Tally {
     Tally {
         calls: word >> 32,
@@ -79,6 +83,7 @@ struct Totals {
 impl Totals {
     /// Adds `new` and removes `old` (slot bit patterns). Wrapping arithmetic on the packed
     /// word is exact because no field of the result is negative.
+    #[inline]
     fn replace(&self, old: u8, new: u8) {
         if old == new {
             return;
@@ -98,6 +103,7 @@ impl Totals {
         }
     }
 
+    #[inline]
     fn tally(&self) -> Tally {
         unpack(self.calls_failures.load(Relaxed), self.slow.load(Relaxed))
     }
@@ -135,6 +141,7 @@ impl CountWindow {
     }
 
     /// Calls recorded since creation, clears included.
+    #[inline]
     pub fn recorded(&self) -> u64 {
         self.recorded.load(Relaxed)
     }
@@ -248,6 +255,7 @@ impl TimeWindow {
     /// Moves the window's head to `second`, evicting the seconds that fell out. Returns
     /// the second to record into: `second`, or the oldest second still in the window when
     /// `second` is older than that (a clock read that lost a race).
+    #[inline]
     fn advance(&self, second: u64) -> u64 {
         let len = self.buckets.len() as u64;
         let mut head = self.head.load(Relaxed);
@@ -322,6 +330,7 @@ impl Window {
     }
 
     /// Calls recorded since creation, for a count window.
+    #[inline]
     pub fn recorded(&self) -> Option<u64> {
         match self {
             Self::Count(w) => Some(w.recorded()),
