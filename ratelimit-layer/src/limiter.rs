@@ -764,10 +764,16 @@ impl Default for RateLimiter {
 }
 
 impl HealthSource for RateLimiter {
-    /// Degraded while decisions come from the local fallback or failed closed.
+    /// Degraded while decisions come from the local fallback, failed while the shared
+    /// backend is down and the limiter fails closed.
     fn health(&self) -> Vec<ComponentHealth> {
         let snap = self.snapshot();
-        let (status, message) = if snap.fallback_active {
+        let (status, message) = if self.inner.backend.unavailable() {
+            (
+                HealthStatus::Failed,
+                Some("shared backend down: refusing requests (fail-closed)"),
+            )
+        } else if snap.fallback_active {
             (
                 HealthStatus::Degraded,
                 Some("shared backend down: deciding with the local fallback"),

@@ -274,6 +274,11 @@ async fn fail_closed_rejects_while_down() {
         assert_eq!(e.reason, Reason::BackendUnavailable);
     }
     assert!(limiter.backend_errors() >= 5);
+    let health = reliability_core::health::HealthSource::health(&limiter);
+    assert_eq!(
+        health[0].status,
+        reliability_core::health::HealthStatus::Failed
+    );
     server.restart().unwrap();
     let start = Instant::now();
     while limiter.check("v", 1).await.is_err() {

@@ -258,6 +258,10 @@ impl<B: Backend> Backend for Leased<B> {
     fn fallback_active(&self) -> bool {
         self.inner.backend.fallback_active()
     }
+
+    fn unavailable(&self) -> bool {
+        self.inner.backend.unavailable()
+    }
 }
 
 #[cfg(test)]

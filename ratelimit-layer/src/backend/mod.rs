@@ -95,4 +95,9 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn fallback_active(&self) -> bool {
         false
     }
+
+    /// Whether the shared store is down and requests are refused (fail-closed).
+    fn unavailable(&self) -> bool {
+        false
+    }
 }

@@ -384,6 +384,10 @@ impl Backend for RedisBackend {
     }
 
     fn fallback_active(&self) -> bool {
-        self.inner.down.load(Ordering::Acquire)
+        self.inner.failure_mode == FailureMode::Open && self.inner.down.load(Ordering::Acquire)
+    }
+
+    fn unavailable(&self) -> bool {
+        self.inner.failure_mode == FailureMode::Closed && self.inner.down.load(Ordering::Acquire)
     }
 }
