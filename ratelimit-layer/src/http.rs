@@ -381,6 +381,36 @@ mod tests {
     }
 
     #[test]
+    fn legacy_headers_name_the_binding_window() {
+        use crate::quota::{Cell, Mode, Quota, decide};
+        let quota = Quota::tiered(2, 60, 1_000, 10_000).unwrap();
+        let mut cells = [Cell::default(); 4];
+        let now = 1_700_000_000_000_000;
+        decide(&quota, &mut cells, now, 1, Mode::Consume);
+        let d = decide(&quota, &mut cells, now, 1, Mode::Consume);
+        let legacy = HttpResponse::default().with_legacy_headers();
+        let res = Respond::<Response<String>, ()>::allowed(
+            &legacy,
+            Response::new(String::new()),
+            &d,
+            "free",
+        );
+        let h = res.headers();
+        assert_eq!(h["x-ratelimit-limit"], "2");
+        assert_eq!(h["x-ratelimit-remaining"], "0");
+        assert_eq!(h["x-ratelimit-reset"], "1");
+        assert_eq!(
+            h["ratelimit-policy"],
+            "\"free-1s\";q=2;w=1, \"free-60s\";q=60;w=60, \"free-3600s\";q=1000;w=3600, \"free-86400s\";q=10000;w=86400"
+        );
+        assert_eq!(
+            h["ratelimit"],
+            "\"free-1s\";r=0;t=1, \"free-60s\";r=58;t=2, \"free-3600s\";r=998;t=8, \"free-86400s\";r=9998;t=18"
+        );
+        assert_eq!(window_label(500_000), "500ms");
+    }
+
+    #[test]
     fn header_key_bounds() {
         let k = HeaderKey::new("x-api-key").unwrap();
         let r = Request::builder()
