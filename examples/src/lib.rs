@@ -1,4 +1,5 @@
 //! Shared pieces of the example programs: a simulated flaky upstream with a scripted
-//! scenario.
+//! scenario, and the example server's application.
 
+pub mod server;
 pub mod upstream;

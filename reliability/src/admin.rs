@@ -107,15 +107,77 @@ pub trait RateLimitControl: HealthSource {
 
 type MetricsFn = dyn Fn() -> String + Send + Sync;
 
+impl<V: Clone + Send + Sync + 'static> CacheControl for cache_layer::CacheHandle<V> {
+    fn clear(&self) -> BoxFuture<'_, Result<(), AdminError>> {
+        cache_layer::CacheHandle::clear(self);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl BreakerControl for breaker_layer::Breaker {
+    fn reset(&self, name: &str) -> Result<(), AdminError> {
+        if self.name() != name {
+            return Err(AdminError::NotFound(format!("breaker {name}")));
+        }
+        breaker_layer::Breaker::reset(self);
+        Ok(())
+    }
+
+    fn force_open(&self, name: &str) -> Result<(), AdminError> {
+        if self.name() != name {
+            return Err(AdminError::NotFound(format!("breaker {name}")));
+        }
+        breaker_layer::Breaker::force_open(self);
+        Ok(())
+    }
+}
+
+impl RateLimitControl for ratelimit_layer::RateLimiter {
+    fn status(&self, user: &str) -> BoxFuture<'_, Result<Value, AdminError>> {
+        let user = user.to_owned();
+        Box::pin(async move {
+            let status = ratelimit_layer::RateLimiter::status(self, &user, None)
+                .await
+                .map_err(|e| AdminError::Unavailable(e.to_string()))?;
+            serde_json::to_value(status).map_err(|e| AdminError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn set_tier(&self, user: &str, tier: &str) -> BoxFuture<'_, Result<(), AdminError>> {
+        let result = ratelimit_layer::RateLimiter::set_tier(self, user, tier)
+            .map_err(|e| AdminError::BadRequest(format!("unknown tier {:?}", e.0)));
+        Box::pin(std::future::ready(result))
+    }
+
+    fn reset(&self, user: &str) -> BoxFuture<'_, Result<(), AdminError>> {
+        let user = user.to_owned();
+        Box::pin(async move {
+            ratelimit_layer::RateLimiter::reset(self, &user)
+                .await
+                .map_err(|e| AdminError::Unavailable(e.to_string()))
+        })
+    }
+
+    fn top(&self, n: usize) -> BoxFuture<'_, Result<Value, AdminError>> {
+        let top: Vec<Value> = self
+            .top_users(n)
+            .into_iter()
+            .map(|(user, usage)| json!({ "user": user, "usage": usage }))
+            .collect();
+        Box::pin(std::future::ready(Ok(json!({ "top": top }))))
+    }
+}
+
 /// Builder of the admin router.
 #[derive(Clone)]
 pub struct Admin {
     token: Arc<[u8]>,
     sources: Vec<Arc<dyn HealthSource>>,
-    cache: Option<Arc<dyn CacheControl>>,
-    breakers: Option<Arc<dyn BreakerControl>>,
+    caches: Vec<Arc<dyn CacheControl>>,
+    breakers: Vec<Arc<dyn BreakerControl>>,
     rate_limits: Option<Arc<dyn RateLimitControl>>,
     metrics: Option<Arc<MetricsFn>>,
+    extra: Vec<Router<()>>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -123,8 +185,8 @@ impl std::fmt::Debug for Admin {
         f.debug_struct("Admin")
             .field("token", &"<redacted>")
             .field("sources", &self.sources.len())
-            .field("cache", &self.cache.is_some())
-            .field("breakers", &self.breakers.is_some())
+            .field("caches", &self.caches.len())
+            .field("breakers", &self.breakers.len())
             .field("rate_limits", &self.rate_limits.is_some())
             .finish()
     }
@@ -143,10 +205,11 @@ impl Admin {
         Ok(Self {
             token: Arc::from(token.into_bytes()),
             sources: Vec::new(),
-            cache: None,
-            breakers: None,
+            caches: Vec::new(),
+            breakers: Vec::new(),
             rate_limits: None,
             metrics: None,
+            extra: Vec::new(),
         })
     }
 
@@ -157,17 +220,25 @@ impl Admin {
         self
     }
 
-    /// The cache to report and clear (also a health source).
+    /// A cache to report and clear (also a health source). Call once per cache.
     #[must_use]
     pub fn cache(mut self, cache: Arc<dyn CacheControl>) -> Self {
-        self.cache = Some(cache);
+        self.caches.push(cache);
         self
     }
 
-    /// The breakers to list, reset and force open (also a health source).
+    /// Breakers to list, reset and force open (also a health source). Call once per
+    /// breaker or registry; a name is looked up in each until one knows it.
     #[must_use]
     pub fn breakers(mut self, breakers: Arc<dyn BreakerControl>) -> Self {
-        self.breakers = Some(breakers);
+        self.breakers.push(breakers);
+        self
+    }
+
+    /// Routes of the application's own (e.g. fault injection) behind the same token.
+    #[must_use]
+    pub fn protected_routes(mut self, routes: Router) -> Self {
+        self.extra.push(routes);
         self
     }
 
@@ -188,12 +259,8 @@ impl Admin {
     /// The health report of every registered part.
     pub fn report(&self) -> HealthReport {
         let mut all: Vec<&dyn HealthSource> = self.sources.iter().map(|s| &**s as _).collect();
-        if let Some(c) = &self.cache {
-            all.push(&**c as &dyn HealthSource);
-        }
-        if let Some(b) = &self.breakers {
-            all.push(&**b as &dyn HealthSource);
-        }
+        all.extend(self.caches.iter().map(|c| &**c as &dyn HealthSource));
+        all.extend(self.breakers.iter().map(|b| &**b as &dyn HealthSource));
         if let Some(r) = &self.rate_limits {
             all.push(&**r as &dyn HealthSource);
         }
@@ -201,9 +268,10 @@ impl Admin {
     }
 
     /// The router: `/admin/*` behind the bearer token, and `/dashboard`.
-    pub fn router(self) -> Router {
+    pub fn router(mut self) -> Router {
+        let extra = std::mem::take(&mut self.extra);
         let state = Arc::new(self);
-        let protected = Router::new()
+        let mut protected = Router::new()
             .route("/admin/health", get(health))
             .route("/admin/metrics", get(metrics))
             .route("/admin/cache/stats", get(cache_stats))
@@ -215,14 +283,17 @@ impl Admin {
             .route("/admin/ratelimit/{user}", get(ratelimit_status))
             .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
             .route("/admin/ratelimit/{user}/reset", post(ratelimit_reset))
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                require_token,
-            ));
+            .with_state(state.clone());
+        for routes in extra {
+            protected = protected.merge(routes);
+        }
+        let protected = protected.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
         Router::new()
             .route("/dashboard", get(dashboard))
             .merge(protected)
-            .with_state(state)
     }
 }
 
@@ -284,39 +355,57 @@ async fn metrics(State(admin): Shared) -> Response {
 }
 
 async fn cache_stats(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
-    let cache = admin
-        .cache
-        .as_ref()
-        .ok_or_else(|| not_configured("cache"))?;
-    Ok(Json(cache.health()))
+    if admin.caches.is_empty() {
+        return Err(not_configured("cache"));
+    }
+    Ok(Json(admin.caches.iter().flat_map(|c| c.health()).collect()))
 }
 
 async fn cache_clear(State(admin): Shared) -> Result<Json<Value>, AdminError> {
-    let cache = admin
-        .cache
-        .as_ref()
-        .ok_or_else(|| not_configured("cache"))?;
-    cache.clear().await?;
-    Ok(Json(json!({ "cleared": true })))
+    if admin.caches.is_empty() {
+        return Err(not_configured("cache"));
+    }
+    for cache in &admin.caches {
+        cache.clear().await?;
+    }
+    Ok(Json(
+        json!({ "cleared": true, "caches": admin.caches.len() }),
+    ))
 }
 
 async fn breakers(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
-    let b = admin
-        .breakers
-        .as_ref()
-        .ok_or_else(|| not_configured("breaker"))?;
-    Ok(Json(b.health()))
+    if admin.breakers.is_empty() {
+        return Err(not_configured("breaker"));
+    }
+    Ok(Json(
+        admin.breakers.iter().flat_map(|b| b.health()).collect(),
+    ))
+}
+
+/// Applies `op` to the first breaker set that knows `name`.
+fn on_breaker(
+    admin: &Admin,
+    name: &str,
+    op: impl Fn(&dyn BreakerControl, &str) -> Result<(), AdminError>,
+) -> Result<(), AdminError> {
+    let name = checked_name(name)?;
+    if admin.breakers.is_empty() {
+        return Err(not_configured("breaker"));
+    }
+    for b in &admin.breakers {
+        match op(&**b, name) {
+            Err(AdminError::NotFound(_)) => continue,
+            other => return other,
+        }
+    }
+    Err(AdminError::NotFound(format!("breaker {name}")))
 }
 
 async fn breaker_reset(
     State(admin): Shared,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AdminError> {
-    let b = admin
-        .breakers
-        .as_ref()
-        .ok_or_else(|| not_configured("breaker"))?;
-    b.reset(checked_name(&name)?)?;
+    on_breaker(&admin, &name, |b, n| b.reset(n))?;
     Ok(Json(json!({ "name": name, "state": "CLOSED" })))
 }
 
@@ -324,11 +413,7 @@ async fn breaker_open(
     State(admin): Shared,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, AdminError> {
-    let b = admin
-        .breakers
-        .as_ref()
-        .ok_or_else(|| not_configured("breaker"))?;
-    b.force_open(checked_name(&name)?)?;
+    on_breaker(&admin, &name, |b, n| b.force_open(n))?;
     Ok(Json(json!({ "name": name, "state": "FORCED_OPEN" })))
 }
 

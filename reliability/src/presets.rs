@@ -58,6 +58,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use breaker_layer::{Breaker, CircuitBreakerLayer};
+use cache_layer::http::HttpCacheLayer;
 use cache_layer::{CacheHandle, CacheKey, CacheLayer};
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, RedisBackend, Subject};
@@ -232,23 +233,93 @@ impl Preset {
         let cache = cache.build().map_err(|e| e.within("cache"))?;
         let cache_handle = cache.handle();
 
+        let below = self.below_cache(inner, &parts, classifier);
+        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
+
+        Ok(self.finish(service, parts, Some(cache_handle)))
+    }
+
+    /// The stack without its cache, for use behind a cache of its own (an HTTP server's
+    /// [`http_cache_layer`](Self::http_cache_layer), which keys by URI and writes
+    /// `Cache-Status`).
+    pub fn wrap_uncached<S, Req, C>(
+        self,
+        inner: S,
+        classifier: C,
+    ) -> Result<ReliableService<Req, S::Response>, ConfigError>
+    where
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+        S::Response: Clone + Send + Sync + 'static,
+        Req: Clone + Send + Sync + 'static,
+        C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
+    {
+        let parts = self.parts(classifier.clone())?;
+        let service = self.below_cache(inner, &parts, classifier);
+        Ok(self.finish(service, parts, None))
+    }
+
+    /// An HTTP response cache with this preset's TTL, stale-while-revalidate and
+    /// stale-if-error windows and size, for the routes of a server (it writes RFC 9211
+    /// `Cache-Status` and never shares credentialed answers).
+    pub fn http_cache_layer(&self) -> Result<HttpCacheLayer, ConfigError> {
+        self.settings.validate()?;
+        let c = &self.settings.cache;
+        let mut builder = HttpCacheLayer::builder()
+            .name(self.name.clone())
+            .ttl(c.ttl)
+            .stale_while_revalidate(c.stale_while_revalidate)
+            .stale_if_error(c.stale_if_error)
+            .max_entries(c.max_entries);
+        if let Some(clock) = &self.clock {
+            builder = builder.clock(clock.clone());
+        }
+        builder.build().map_err(|e| e.within("cache"))
+    }
+
+    /// Retry → breaker → rate limit → SLA → timeout → `inner`, boxed.
+    fn below_cache<S, Req, C>(
+        &self,
+        inner: S,
+        parts: &Parts<C>,
+        classifier: C,
+    ) -> BoxCloneSyncService<Req, S::Response, BoxError>
+    where
+        S: Service<Req> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+        S::Response: Clone + Send + Sync + 'static,
+        Req: Clone + Send + Sync + 'static,
+        C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
+    {
         let name = Subject::new(self.name.clone());
         let service = ServiceBuilder::new()
-            .layer(cache)
             .layer(parts.retry.clone())
             .layer(parts.breaker.clone())
             .map_err(Into::<BoxError>::into)
             .layer(
                 RateLimitLayer::new(parts.limiter.clone())
                     .key(key_fn(move |_: &Req| Some(name.clone())))
-                    .wait_up_to(s.rate_limit.max_wait),
+                    .wait_up_to(self.settings.rate_limit.max_wait),
             )
             .layer(SlaLayer::new(parts.monitor.clone()).classifier(classifier))
-            .timeout(s.attempt_timeout)
+            .timeout(self.settings.attempt_timeout)
             .service(inner.map_err(Into::<BoxError>::into));
+        BoxCloneSyncService::new(service)
+    }
 
-        Ok(ReliableService {
-            service: BoxCloneSyncService::new(service),
+    fn finish<Req, V, C>(
+        self,
+        service: BoxCloneSyncService<Req, V, BoxError>,
+        parts: Parts<C>,
+        cache: Option<CacheHandle<V>>,
+    ) -> ReliableService<Req, V>
+    where
+        C: Send + Sync + 'static,
+    {
+        ReliableService {
+            service,
             handles: Arc::new(Handles {
                 kind: self.kind,
                 name: self.name,
@@ -256,10 +327,10 @@ impl Preset {
                 breaker: parts.breaker.breaker().clone(),
                 retry: parts.retry.handle(),
                 limiter: parts.limiter,
-                cache: cache_handle,
+                cache,
                 trips: parts.trips,
             }),
-        })
+        }
     }
 
     /// The layers below the cache, built from the settings.
@@ -352,7 +423,10 @@ impl Preset {
 fn time_interval(window: Duration) -> Duration {
     let ms = window.as_millis().max(1) as u64;
     let target = (ms / 12).max(1);
-    let step = (1..=target).rev().find(|d| ms.is_multiple_of(*d)).unwrap_or(1);
+    let step = (1..=target)
+        .rev()
+        .find(|d| ms.is_multiple_of(*d))
+        .unwrap_or(1);
     Duration::from_millis(step)
 }
 
@@ -378,7 +452,7 @@ pub struct Handles<V> {
     breaker: Breaker,
     retry: RetryHandle,
     limiter: RateLimiter,
-    cache: CacheHandle<V>,
+    cache: Option<CacheHandle<V>>,
     trips: Arc<AtomicU64>,
 }
 
@@ -422,9 +496,9 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
         &self.limiter
     }
 
-    /// The cache.
-    pub fn cache(&self) -> &CacheHandle<V> {
-        &self.cache
+    /// The cache (`None` for a stack built by [`Preset::wrap_uncached`]).
+    pub fn cache(&self) -> Option<&CacheHandle<V>> {
+        self.cache.as_ref()
     }
 
     /// Times the breaker opened.
@@ -434,7 +508,7 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
 
     /// Requests answered from the cache.
     pub fn cache_hits(&self) -> u64 {
-        self.cache.stats().hits
+        self.cache.as_ref().map_or(0, |c| c.stats().hits)
     }
 }
 
@@ -443,7 +517,9 @@ impl<V: Clone + Send + Sync + 'static> HealthSource for Handles<V> {
         let mut all = Vec::with_capacity(5);
         all.extend(self.monitor.health());
         all.extend(self.breaker.health());
-        all.extend(self.cache.health());
+        if let Some(cache) = &self.cache {
+            all.extend(cache.health());
+        }
         all.extend(self.limiter.health());
         let retry = self.retry.snapshot();
         all.push(ComponentHealth::new(

@@ -165,7 +165,7 @@ async fn build_lane(
 
 fn row(lane: &Lane, upstream: &Upstream) -> Row {
     let h = lane.client.handles();
-    let cache = h.cache().stats();
+    let cache = h.cache().map(|c| c.stats()).unwrap_or_default();
     let report = h.sla().report();
     let w = &report.count_window;
     let lookups = cache.hits + cache.misses;

@@ -1,0 +1,289 @@
+//! The example server's application: three data-source routes through the preset stacks,
+//! per-API-key rate limits, and (when a token is given) the admin router and dashboard.
+//!
+//! Routes:
+//!
+//! - `GET /api/cex/orderbook/{symbol}`, `GET /api/dex/quote/{pair}`,
+//!   `GET /api/social/search?q=...`: cached per route with the preset's TTL and
+//!   stale-while-revalidate (RFC 9211 `Cache-Status` on every answer), then the preset's
+//!   retry, breaker, client quota, SLA and timeout down to the simulated upstream.
+//! - Rate limited per API key (`x-api-key`, mapped to an account and tier in
+//!   `server.toml`), or per client IP on the free tier: 429 with `Retry-After`,
+//!   `RateLimit-Policy` and `RateLimit`.
+//! - With an admin token: the admin router (`/admin/...`, bearer token), `/dashboard`,
+//!   and `POST /admin/upstream/faults` to inject faults into the simulated upstream.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use breaker_layer::CircuitOpen;
+use ratelimit_layer::http::PeerIp;
+use ratelimit_layer::key::key_fn;
+use ratelimit_layer::{RateLimitLayer, RateLimited, RateLimiter, Subject, TierTable};
+use reliability::admin::Admin;
+use reliability::config::{Settings, SettingsError, SourceKind};
+use reliability::core::classify::ErrorClassifier;
+use reliability::core::error::ConfigError;
+use reliability::core::health::HealthSource;
+use reliability::presets::{Preset, ReliableService};
+use serde::Deserialize;
+use serde_json::Value;
+use sla_layer::SlaRegistry;
+use tower::ServiceExt;
+
+use crate::upstream::{FaultSettings, Upstream, UpstreamRequest, bounded};
+
+/// The server's configuration file (`examples/server.toml`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// API key → account and tier.
+    #[serde(default)]
+    pub keys: BTreeMap<String, ApiKey>,
+    /// Preset overrides in the facade's settings format.
+    #[serde(default)]
+    pub reliability: toml::Table,
+}
+
+/// An API key's account and tier.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// The account the key belongs to (the rate-limit subject).
+    pub account: String,
+    /// The account's tier.
+    pub tier: String,
+}
+
+/// The configuration shipped with the example.
+pub const DEFAULT_CONFIG: &str = include_str!("../server.toml");
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The TOML file is malformed.
+    #[error("server config: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The preset settings are invalid.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// A value is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+impl ServerConfig {
+    /// Parses a configuration file's text.
+    pub fn parse(text: &str) -> Result<Self, StartError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// The preset settings: defaults, then this file's `[reliability]` table, then the
+    /// `RELIABILITY__*` environment.
+    pub fn settings(&self) -> Result<Settings, StartError> {
+        let toml = toml::to_string(&self.reliability)
+            .map_err(|e| StartError::Config(ConfigError::new("reliability", e.to_string())))?;
+        Ok(Settings::from_sources(
+            &toml,
+            std::env::vars()
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )?)
+    }
+}
+
+/// Everything the routes share.
+#[derive(Clone)]
+pub struct App {
+    /// The simulated upstream.
+    pub upstream: Upstream,
+    /// The CEX client stack.
+    pub cex: ReliableService<UpstreamRequest, Value>,
+    /// The DEX client stack.
+    pub dex: ReliableService<UpstreamRequest, Value>,
+    /// The social client stack.
+    pub social: ReliableService<UpstreamRequest, Value>,
+    /// The per-user rate limiter.
+    pub limiter: RateLimiter,
+    /// The SLA monitors.
+    pub registry: SlaRegistry,
+}
+
+/// Builds the application router. `admin_token` mounts the admin router.
+pub fn app(
+    config: &ServerConfig,
+    upstream: Upstream,
+    admin_token: Option<&str>,
+) -> Result<(axum::Router, App), StartError> {
+    let settings = config.settings()?;
+    let registry = SlaRegistry::new();
+    let preset = |kind: SourceKind| {
+        Preset::new(kind, kind.as_str())
+            .from_settings(&settings)
+            .registry(&registry)
+    };
+    let client = |kind| preset(kind).wrap_uncached(upstream.clone(), ErrorClassifier);
+    let app = App {
+        upstream: upstream.clone(),
+        cex: client(SourceKind::Cex)?,
+        dex: client(SourceKind::Dex)?,
+        social: client(SourceKind::Social)?,
+        limiter: RateLimiter::builder()
+            .name("api")
+            .tiers(TierTable::standard())
+            .build()?,
+        registry: registry.clone(),
+    };
+    let mut accounts = BTreeMap::new();
+    for (key, entry) in &config.keys {
+        app.limiter
+            .set_tier(&entry.account, &entry.tier)
+            .map_err(|e| {
+                ConfigError::new(
+                    format!("keys.{key}.tier"),
+                    format!("unknown tier {:?}", e.0),
+                )
+            })?;
+        accounts.insert(key.clone(), entry.account.clone());
+    }
+    let accounts = Arc::new(accounts);
+    let peer = PeerIp::new();
+    let subject = key_fn(move |req: &Request<axum::body::Body>| {
+        let account = req
+            .headers()
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|k| accounts.get(k));
+        match account {
+            Some(account) => Some(Subject::new(account.clone())),
+            // Unknown or missing keys share the free tier per client IP.
+            None => peer
+                .client_ip(req)
+                .map(|ip| Subject::new(format!("ip:{ip}"))),
+        }
+    });
+
+    let cex_cache = preset(SourceKind::Cex).http_cache_layer()?;
+    let dex_cache = preset(SourceKind::Dex).http_cache_layer()?;
+    let social_cache = preset(SourceKind::Social).http_cache_layer()?;
+    let caches = [
+        cex_cache.handle(),
+        dex_cache.handle(),
+        social_cache.handle(),
+    ];
+
+    let api = axum::Router::new()
+        .route(
+            "/api/cex/orderbook/{symbol}",
+            get(orderbook).layer(cex_cache),
+        )
+        .route("/api/dex/quote/{pair}", get(quote).layer(dex_cache))
+        .route("/api/social/search", get(search).layer(social_cache))
+        .layer(RateLimitLayer::new(app.limiter.clone()).key(subject).http())
+        .with_state(app.clone());
+
+    let mut router = api;
+    if let Some(token) = admin_token {
+        let faults = axum::Router::new()
+            .route("/admin/upstream/faults", post(set_faults).get(get_faults))
+            .with_state(upstream.clone());
+        let registry_for_metrics = registry.clone();
+        let mut admin = Admin::new(token)?
+            .health_source(Arc::new(registry.clone()) as Arc<dyn HealthSource>)
+            .rate_limits(Arc::new(app.limiter.clone()))
+            .metrics(move || registry_for_metrics.render_prometheus())
+            .protected_routes(faults);
+        for client in [&app.cex, &app.dex, &app.social] {
+            admin = admin
+                .breakers(Arc::new(client.handles().breaker().clone()))
+                .health_source(Arc::new(client.handles().retry().clone()));
+        }
+        for cache in caches {
+            admin = admin.cache(Arc::new(cache));
+        }
+        router = router.merge(admin.router());
+    }
+    Ok((router, app))
+}
+
+/// Serves `router` on `listener` with client addresses (for per-IP limits).
+pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+async fn call(
+    client: &ReliableService<UpstreamRequest, Value>,
+    request: Option<UpstreamRequest>,
+) -> Response {
+    let Some(request) = request else {
+        return (StatusCode::BAD_REQUEST, "1 to 128 bytes expected").into_response();
+    };
+    match client.clone().oneshot(request).await {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => upstream_error(&*e),
+    }
+}
+
+/// How a failed stack call looks to the API's clients.
+fn upstream_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Response {
+    let retry_after = |secs: u64| HeaderValue::from(secs.max(1));
+    if let Some(open) = e.downcast_ref::<CircuitOpen>() {
+        let secs = open.retry_after_secs().unwrap_or(1);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, retry_after(secs))],
+            "upstream circuit open",
+        )
+            .into_response();
+    }
+    if let Some(limited) = e.downcast_ref::<RateLimited>() {
+        let secs = limited.retry_after.map_or(1, |d| d.as_secs());
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, retry_after(secs))],
+            "upstream quota exhausted",
+        )
+            .into_response();
+    }
+    (StatusCode::BAD_GATEWAY, "upstream failed").into_response()
+}
+
+async fn orderbook(State(app): State<App>, Path(symbol): Path<String>) -> Response {
+    call(&app.cex, bounded(&symbol).map(UpstreamRequest::OrderBook)).await
+}
+
+async fn quote(State(app): State<App>, Path(pair): Path<String>) -> Response {
+    call(&app.dex, bounded(&pair).map(UpstreamRequest::Quote)).await
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+}
+
+async fn search(State(app): State<App>, Query(q): Query<SearchQuery>) -> Response {
+    call(&app.social, bounded(&q.q).map(UpstreamRequest::Search)).await
+}
+
+async fn set_faults(
+    State(upstream): State<Upstream>,
+    Json(faults): Json<FaultSettings>,
+) -> Json<FaultSettings> {
+    upstream.set_faults(faults);
+    Json(upstream.faults())
+}
+
+async fn get_faults(State(upstream): State<Upstream>) -> Json<FaultSettings> {
+    Json(upstream.faults())
+}
