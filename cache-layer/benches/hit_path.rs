@@ -22,6 +22,15 @@ fn key(k: &String) -> Option<String> {
     Some(k.clone())
 }
 
+/// moka configured as L1 configures it: per-entry expiry and an eviction listener.
+struct OneHour;
+
+impl moka::Expiry<String, u64> for OneHour {
+    fn expire_after_create(&self, _: &String, _: &u64, _: std::time::Instant) -> Option<Duration> {
+        Some(Duration::from_secs(3600))
+    }
+}
+
 fn hit_path(c: &mut Criterion) {
     let rt = runtime();
     let hot = "price:BTC-USDT".to_owned();
@@ -30,6 +39,12 @@ fn hit_path(c: &mut Criterion) {
     let sync_cache: moka::sync::Cache<String, u64> = moka::sync::Cache::new(10_000);
     rt.block_on(future_cache.insert(hot.clone(), 42));
     sync_cache.insert(hot.clone(), 42);
+    let l1_config: moka::sync::Cache<String, u64> = moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .expire_after(OneHour)
+        .eviction_listener(|_, _, _| {})
+        .build();
+    l1_config.insert(hot.clone(), 42);
 
     let layer = CacheLayer::builder(key as fn(&String) -> Option<String>)
         .ttl(Duration::from_secs(3600))
@@ -54,6 +69,9 @@ fn hit_path(c: &mut Criterion) {
     });
     g.bench_function("moka_sync_get", |b| {
         b.iter(|| black_box(sync_cache.get(black_box(&hot))))
+    });
+    g.bench_function("moka_sync_get_l1_config", |b| {
+        b.iter(|| black_box(l1_config.get(black_box(&hot))))
     });
     g.bench_function("layer_hit", |b| {
         b.to_async(&rt).iter(|| {
