@@ -1,0 +1,531 @@
+//! The shared state behind a layer and its handle: namespaces, their indexes and in-flight
+//! calls, the answers (in a `cache-layer` cache) and the store.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use cache_layer::CacheHandle;
+use cache_layer::codec::Codec;
+use parking_lot::{Mutex, RwLock};
+use reliability_core::clock::{Instant, SharedClock};
+use tokio::sync::watch;
+use tower::BoxError;
+
+use crate::backend::{EntryStore, Record};
+use crate::config::SemanticConfig;
+use crate::embedder::EmbeddingCache;
+use crate::error::CoalescedError;
+use crate::index::VectorIndex;
+use crate::response::{Lookup, SemanticResponse};
+use crate::vector::{dot, meets};
+use crate::wire;
+
+/// What joined callers receive.
+type Outcome<V> = Option<Result<V, Arc<BoxError>>>;
+
+/// An exact key (`sem:` and 32 hex digits) built on the stack: the hit path allocates
+/// nothing for it.
+#[derive(Clone, Copy)]
+pub(crate) struct ExactKey([u8; 36]);
+
+impl ExactKey {
+    pub(crate) fn of(namespace: &str, text: &str) -> Self {
+        let d = wire::digest(&[namespace.as_bytes(), text.as_bytes()]);
+        let mut k = *b"sem:00000000000000000000000000000000";
+        k[4..].copy_from_slice(d.as_bytes());
+        Self(k)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // The bytes are ASCII by construction.
+        std::str::from_utf8(&self.0).unwrap_or("sem:")
+    }
+}
+
+struct Flight<V> {
+    id: u64,
+    key: Arc<str>,
+    vector: Option<Arc<[f32]>>,
+    rx: watch::Receiver<Outcome<V>>,
+}
+
+pub(crate) struct Namespace<V> {
+    index: RwLock<VectorIndex>,
+    flights: Mutex<Vec<Flight<V>>>,
+    /// Bumped by invalidations: a call that started before one does not store its answer.
+    generation: AtomicU64,
+    /// When the index last caught up with the store (monotonic, wall).
+    synced: tokio::sync::Mutex<Option<(Instant, SystemTime)>>,
+}
+
+impl<V> Default for Namespace<V> {
+    fn default() -> Self {
+        Self {
+            index: RwLock::new(VectorIndex::new()),
+            flights: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
+            synced: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Metrics {
+    pub(crate) exact_hits: AtomicU64,
+    pub(crate) similar_hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
+    pub(crate) bypassed: AtomicU64,
+    pub(crate) embed_failures: AtomicU64,
+    pub(crate) evictions: AtomicU64,
+    pub(crate) store_errors: AtomicU64,
+    pub(crate) loaded: AtomicU64,
+    /// Monotonic nanoseconds since `started` of the last embedder or store failure, +1.
+    pub(crate) last_failure: AtomicU64,
+}
+
+pub(crate) fn bump(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) struct Persist<V> {
+    pub(crate) store: Arc<dyn EntryStore>,
+    pub(crate) codec: Arc<dyn Codec<V>>,
+}
+
+pub(crate) struct Engine<V> {
+    pub(crate) config: SemanticConfig,
+    pub(crate) clock: SharedClock,
+    pub(crate) started: Instant,
+    pub(crate) answers: CacheHandle<V>,
+    pub(crate) embeddings: EmbeddingCache,
+    pub(crate) persist: Option<Persist<V>>,
+    pub(crate) namespaces: RwLock<HashMap<String, Arc<Namespace<V>>>>,
+    /// Entries indexed, across namespaces.
+    pub(crate) total: AtomicUsize,
+    pub(crate) metrics: Metrics,
+    next_flight: AtomicU64,
+}
+
+impl<V> fmt::Debug for Engine<V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.config.name)
+            .field("threshold", &self.config.threshold)
+            .field("entries", &self.total.load(Ordering::Relaxed))
+            .field("embeddings", &self.embeddings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Removes its flight when the leading call ends or is dropped; joined callers whose leader
+/// was dropped without an answer try again.
+struct FlightGuard<'a, V> {
+    ns: &'a Namespace<V>,
+    id: u64,
+}
+
+impl<V> Drop for FlightGuard<'_, V> {
+    fn drop(&mut self) {
+        self.ns.flights.lock().retain(|f| f.id != self.id);
+    }
+}
+
+enum Step<V> {
+    Join(watch::Receiver<Outcome<V>>, f32),
+    Lead(watch::Sender<Outcome<V>>, u64),
+}
+
+impl<V: Clone + Send + Sync + 'static> Engine<V> {
+    pub(crate) fn new(
+        config: SemanticConfig,
+        clock: SharedClock,
+        answers: CacheHandle<V>,
+        embeddings: EmbeddingCache,
+        persist: Option<Persist<V>>,
+    ) -> Self {
+        Self {
+            started: clock.now(),
+            config,
+            clock,
+            answers,
+            embeddings,
+            persist,
+            namespaces: RwLock::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            metrics: Metrics::default(),
+            next_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// The exact-key fast path: the answer if `key` is live in `namespace`'s index and
+    /// still held by the answer cache. No allocation, no await.
+    #[inline]
+    pub(crate) fn exact(&self, namespace: &str, key: &ExactKey) -> Option<V> {
+        let ns = self.namespaces.read().get(namespace)?.clone();
+        self.exact_in(&ns, key)
+    }
+
+    fn exact_in(&self, ns: &Namespace<V>, key: &ExactKey) -> Option<V> {
+        if !ns.index.read().is_live(key.as_str(), self.clock.now()) {
+            return None;
+        }
+        let v = self.answers.peek(key.as_str())?;
+        bump(&self.metrics.exact_hits);
+        Some(v)
+    }
+
+    fn namespace(&self, name: &str) -> Option<Arc<Namespace<V>>> {
+        if let Some(ns) = self.namespaces.read().get(name) {
+            return Some(ns.clone());
+        }
+        let mut all = self.namespaces.write();
+        if let Some(ns) = all.get(name) {
+            return Some(ns.clone());
+        }
+        if all.len() >= self.config.max_namespaces {
+            return None;
+        }
+        let ns = Arc::new(Namespace::default());
+        all.insert(name.to_owned(), ns.clone());
+        Some(ns)
+    }
+
+    fn note_failure(&self) {
+        let at = self.clock.now().saturating_duration_since(self.started);
+        let n = u64::try_from(at.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.metrics.last_failure.store(n + 1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn since_last_failure(&self) -> Option<Duration> {
+        let n = self.metrics.last_failure.load(Ordering::Relaxed);
+        (n > 0).then(|| {
+            let at = self.started + Duration::from_nanos(n - 1);
+            self.clock.now().saturating_duration_since(at)
+        })
+    }
+
+    /// Everything after an exact-key miss: catch up with the store, embed, look up by
+    /// similarity, join or lead an upstream call, store the answer.
+    pub(crate) async fn miss<F, E>(
+        self: Arc<Self>,
+        namespace: String,
+        text: String,
+        key: ExactKey,
+        call: F,
+    ) -> Result<SemanticResponse<V>, BoxError>
+    where
+        F: FnOnce() -> E,
+        E: Future<Output = Result<V, BoxError>>,
+    {
+        let Some(ns) = self.namespace(&namespace) else {
+            bump(&self.metrics.bypassed);
+            return call()
+                .await
+                .map(|v| SemanticResponse::new(v, Lookup::Bypass));
+        };
+        self.sync(&ns, &namespace).await;
+        if let Some(v) = self.exact_in(&ns, &key) {
+            return Ok(SemanticResponse::new(v, Lookup::Exact));
+        }
+        let vector = match self.embeddings.embed_one(&text).await {
+            Ok(v) => Some(v),
+            Err(e) => {
+                bump(&self.metrics.embed_failures);
+                self.note_failure();
+                tracing::warn!(cache = %self.config.name, error = %e, "embedding failed: calling upstream without semantic lookup");
+                None
+            }
+        };
+        let threshold = self.config.threshold;
+        loop {
+            if let Some(v) = &vector
+                && let Some(hit) = self.similar(&ns, v)
+            {
+                return Ok(hit);
+            }
+            let step = {
+                let mut flights = ns.flights.lock();
+                let joined = flights
+                    .iter()
+                    .filter_map(|f| {
+                        if *f.key == *key.as_str() {
+                            return Some((f, 1.0));
+                        }
+                        let s = dot(f.vector.as_deref()?, vector.as_deref()?);
+                        meets(s, threshold).then_some((f, s))
+                    })
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                match joined {
+                    Some((f, s)) => Step::Join(f.rx.clone(), s),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+                        flights.push(Flight {
+                            id,
+                            key: key.as_str().into(),
+                            vector: vector.clone(),
+                            rx,
+                        });
+                        Step::Lead(tx, id)
+                    }
+                }
+            };
+            match step {
+                Step::Join(mut rx, similarity) => {
+                    let answer = rx
+                        .wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|o| o.clone());
+                    let Some(answer) = answer else {
+                        continue; // the leader was dropped: look again, maybe lead
+                    };
+                    bump(&self.metrics.coalesced);
+                    return answer
+                        .map(|v| SemanticResponse::new(v, Lookup::Coalesced { similarity }))
+                        .map_err(|e| CoalescedError::new(e).into());
+                }
+                Step::Lead(tx, id) => {
+                    let guard = FlightGuard { ns: &ns, id };
+                    let generation = ns.generation.load(Ordering::Acquire);
+                    bump(&self.metrics.misses);
+                    let result = call().await;
+                    match result {
+                        Ok(v) => {
+                            if let Some(vector) = vector
+                                && ns.generation.load(Ordering::Acquire) == generation
+                            {
+                                self.insert(&ns, &key, vector.clone(), v.clone(), None);
+                                self.save(&namespace, &key, &vector, &v).await;
+                            }
+                            let _ = tx.send(Some(Ok(v.clone())));
+                            drop(guard);
+                            return Ok(SemanticResponse::new(v, Lookup::Miss));
+                        }
+                        Err(e) => {
+                            // Closing the flight first drops its receiver: what remains are
+                            // the callers that joined.
+                            drop(guard);
+                            if tx.receiver_count() == 0 {
+                                return Err(e);
+                            }
+                            let shared = Arc::new(e);
+                            let _ = tx.send(Some(Err(shared.clone())));
+                            return Err(CoalescedError::new(shared).into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The best live match of `vector` at or above the threshold, if its answer is held.
+    fn similar(&self, ns: &Namespace<V>, vector: &[f32]) -> Option<SemanticResponse<V>> {
+        loop {
+            let now = self.clock.now();
+            let hit = ns.index.read().nearest(vector, now)?;
+            if !meets(hit.similarity, self.config.threshold) {
+                return None;
+            }
+            if let Some(v) = self.answers.peek(&hit.key) {
+                bump(&self.metrics.similar_hits);
+                return Some(SemanticResponse::new(
+                    v,
+                    Lookup::Similar {
+                        similarity: hit.similarity.min(1.0),
+                        key: hit.key,
+                    },
+                ));
+            }
+            // The answer cache evicted it: drop the vector too, and look again.
+            if ns.index.write().remove(&hit.key) {
+                self.total.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Indexes `vector` for `key` and stores the answer, evicting the entries that expire
+    /// first while the cache is full. `remaining` is the TTL left (a loaded entry).
+    fn insert(
+        &self,
+        ns: &Namespace<V>,
+        key: &ExactKey,
+        vector: Arc<[f32]>,
+        value: V,
+        remaining: Option<Duration>,
+    ) {
+        if let Err(e) = self.answers.put(key.as_str(), value) {
+            tracing::debug!(error = %e, "answer not cached");
+            return;
+        }
+        let now = self.clock.now();
+        let expires_at = now + remaining.unwrap_or(self.config.ttl);
+        let max = usize::try_from(self.config.max_entries).unwrap_or(usize::MAX);
+        let mut ix = ns.index.write();
+        let purged = ix.purge_expired(now);
+        self.forget(&purged);
+        let fresh = !ix.is_live(key.as_str(), now) && ix.expires_at(key.as_str()).is_none();
+        while fresh && self.total.load(Ordering::Relaxed) >= max {
+            let Some(victim) = ix.first_to_expire() else {
+                break;
+            };
+            ix.remove(&victim);
+            self.forget(std::slice::from_ref(&victim));
+            bump(&self.metrics.evictions);
+        }
+        if fresh && self.total.load(Ordering::Relaxed) >= max {
+            drop(ix);
+            self.evict_elsewhere();
+            ix = ns.index.write();
+        }
+        match ix.insert(key.as_str().into(), &vector, expires_at) {
+            Ok(()) if fresh => {
+                self.total.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.answers.invalidate(key.as_str());
+                tracing::warn!(error = %e, "vector not indexed (did the model change?)");
+            }
+        }
+    }
+
+    fn forget(&self, keys: &[Arc<str>]) {
+        for k in keys {
+            self.answers.invalidate(k);
+        }
+        self.total.fetch_sub(keys.len(), Ordering::Relaxed);
+    }
+
+    /// Frees one slot from another namespace, when the one being written holds none.
+    fn evict_elsewhere(&self) {
+        let all: Vec<_> = self.namespaces.read().values().cloned().collect();
+        for ns in all {
+            let mut ix = ns.index.write();
+            if let Some(victim) = ix.first_to_expire() {
+                ix.remove(&victim);
+                self.forget(std::slice::from_ref(&victim));
+                bump(&self.metrics.evictions);
+                return;
+            }
+        }
+    }
+
+    async fn save(&self, namespace: &str, key: &ExactKey, vector: &Arc<[f32]>, value: &V) {
+        let Some(p) = &self.persist else { return };
+        let Some(bytes) = p.codec.encode(value) else {
+            return;
+        };
+        let record = Record {
+            key: key.as_str().to_owned(),
+            vector: vector.clone(),
+            value: bytes,
+            stored_at: self.clock.wall(),
+            ttl: self.config.ttl,
+        };
+        if let Err(e) = p.store.save(namespace, &record).await {
+            bump(&self.metrics.store_errors);
+            self.note_failure();
+            tracing::warn!(error = %e, "semantic entry not persisted");
+        }
+    }
+
+    /// Catches `ns` up with the store: whole on first use, incrementally every
+    /// `resync_interval` after that.
+    async fn sync(&self, ns: &Namespace<V>, name: &str) {
+        let Some(p) = &self.persist else { return };
+        let mut synced = ns.synced.lock().await;
+        let now = self.clock.now();
+        if let Some((at, _)) = *synced
+            && now.saturating_duration_since(at) < self.config.resync_interval
+        {
+            return;
+        }
+        let wall = self.clock.wall();
+        // A second of overlap covers clocks of other hosts slightly behind ours; loading an
+        // entry twice is harmless.
+        let since = synced.map(|(_, w)| w - Duration::from_secs(1));
+        let generation = ns.generation.load(Ordering::Acquire);
+        match p.store.load(name, since).await {
+            Ok(records) => {
+                for r in records {
+                    let Some(remaining) = r.remaining(wall) else {
+                        continue;
+                    };
+                    let Some(value) = p.codec.decode(&r.value) else {
+                        continue;
+                    };
+                    let key = match ExactKey::parse(&r.key) {
+                        Some(k) => k,
+                        None => continue,
+                    };
+                    if ns.generation.load(Ordering::Acquire) != generation {
+                        break;
+                    }
+                    self.insert(ns, &key, r.vector, value, Some(remaining));
+                    bump(&self.metrics.loaded);
+                }
+                *synced = Some((now, wall));
+            }
+            Err(e) => {
+                bump(&self.metrics.store_errors);
+                self.note_failure();
+                tracing::warn!(error = %e, "semantic index not synced with the store");
+                // Try again at the next interval, not on every miss.
+                *synced = Some((now, synced.map_or(SystemTime::UNIX_EPOCH, |s| s.1)));
+            }
+        }
+    }
+
+    /// Removes `keys` of `namespace` everywhere: index, answers, store.
+    pub(crate) async fn remove(&self, namespace: &str, keys: Vec<String>) {
+        if let Some(ns) = self.namespaces.read().get(namespace).cloned() {
+            ns.generation.fetch_add(1, Ordering::AcqRel);
+            let mut ix = ns.index.write();
+            for k in &keys {
+                if ix.remove(k) {
+                    self.total.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.answers.invalidate(k);
+            }
+        }
+        if let Some(p) = &self.persist
+            && let Err(e) = p.store.remove(namespace, &keys).await
+        {
+            bump(&self.metrics.store_errors);
+            tracing::warn!(error = %e, "semantic entries not removed from the store");
+        }
+    }
+
+    /// Every key indexed in `namespace`.
+    pub(crate) fn keys_of(&self, namespace: &str) -> Vec<String> {
+        self.namespaces
+            .read()
+            .get(namespace)
+            .map_or_else(Vec::new, |ns| {
+                ns.index.read().keys().map(|k| k.to_string()).collect()
+            })
+    }
+
+    pub(crate) fn namespace_names(&self) -> Vec<String> {
+        self.namespaces.read().keys().cloned().collect()
+    }
+
+    pub(crate) fn indexed(&self, namespace: &str) -> usize {
+        self.namespaces
+            .read()
+            .get(namespace)
+            .map_or(0, |ns| ns.index.read().len())
+    }
+}
+
+impl ExactKey {
+    fn parse(s: &str) -> Option<Self> {
+        let b: [u8; 36] = s.as_bytes().try_into().ok()?;
+        (b.starts_with(b"sem:") && b[4..].iter().all(u8::is_ascii_hexdigit)).then_some(Self(b))
+    }
+}

@@ -1,0 +1,80 @@
+//! [`SemanticResponse`]: the answer with how the cache found it.
+
+use std::sync::Arc;
+
+/// How a request was answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    /// From the cache, under the request's own exact key.
+    Exact,
+    /// From the cache, under the most similar entry of the namespace.
+    Similar {
+        /// Cosine similarity of the request's text to the entry's (at least the threshold).
+        similarity: f32,
+        /// The matched entry's exact key.
+        key: Arc<str>,
+    },
+    /// From another request's upstream call, in flight for an equal or similar text.
+    Coalesced {
+        /// Similarity of the two texts (1 for an equal one).
+        similarity: f32,
+    },
+    /// From the upstream; the answer is now cached.
+    Miss,
+    /// From the upstream, without the cache (no prompt, text too long, too many
+    /// namespaces).
+    Bypass,
+}
+
+impl Lookup {
+    /// Whether the answer came from the cache or a shared call.
+    pub fn is_hit(&self) -> bool {
+        matches!(
+            self,
+            Self::Exact | Self::Similar { .. } | Self::Coalesced { .. }
+        )
+    }
+
+    /// Similarity of the answer's entry to the request (1 for an exact hit).
+    pub fn similarity(&self) -> Option<f32> {
+        match self {
+            Self::Exact => Some(1.0),
+            Self::Similar { similarity, .. } | Self::Coalesced { similarity } => Some(*similarity),
+            Self::Miss | Self::Bypass => None,
+        }
+    }
+
+    /// A `Cache-Status` (RFC 9211) entry for a cache named `name`: `hit` with the
+    /// similarity as an extension parameter for semantic hits, `fwd=miss` otherwise.
+    pub fn cache_status(&self, name: &str) -> String {
+        match self {
+            Self::Exact => format!("{name}; hit"),
+            Self::Similar { similarity, .. } => format!("{name}; hit; similarity={similarity:.4}"),
+            Self::Coalesced { similarity } => {
+                format!("{name}; fwd=miss; collapsed; similarity={similarity:.4}")
+            }
+            Self::Miss => format!("{name}; fwd=miss; stored"),
+            Self::Bypass => format!("{name}; fwd=bypass"),
+        }
+    }
+}
+
+/// The inner service's answer, and how the cache found it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemanticResponse<V> {
+    /// The answer.
+    pub value: V,
+    /// How it was found.
+    pub lookup: Lookup,
+}
+
+impl<V> SemanticResponse<V> {
+    pub(crate) fn new(value: V, lookup: Lookup) -> Self {
+        Self { value, lookup }
+    }
+
+    /// The answer alone.
+    pub fn into_value(self) -> V {
+        self.value
+    }
+}
