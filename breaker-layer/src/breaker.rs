@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crossbeam_utils::CachePadded;
 use reliability_core::classify::Outcome;
 use reliability_core::clock::SharedClock;
 use reliability_core::health::{
@@ -21,7 +22,9 @@ pub type Listener = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
 
 struct Shared {
     name: Arc<str>,
-    machine: StateMachine,
+    /// Off the cache line of the `Arc`'s counts, which every call writes twice, so that
+    /// the configuration and state word stay shared-readable across threads.
+    machine: CachePadded<StateMachine>,
     clock: SharedClock,
     listeners: Box<[Listener]>,
 }
@@ -83,7 +86,7 @@ impl Breaker {
         clock: SharedClock,
         listeners: Box<[Listener]>,
     ) -> Self {
-        let machine = StateMachine::new(config, clock.now());
+        let machine = CachePadded::new(StateMachine::new(config, clock.now()));
         Self {
             shared: Arc::new(Shared {
                 name,
