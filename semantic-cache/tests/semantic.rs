@@ -376,3 +376,35 @@ async fn layer_from_a_config_file() {
     get(&svc, "n", "q").await;
     assert!(get(&svc, "n", "q@0.91").await.lookup.is_hit());
 }
+
+#[tokio::test]
+async fn restart_rebuilds_the_index_from_the_disk_tier() {
+    use cache_layer::backend::disk::DiskTier;
+    use semantic_cache::backend::tier::TierStore;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l3.redb");
+    let upstream = Upstream::default();
+    let on_disk = || {
+        let disk = Arc::new(DiskTier::open(&path, 64 << 20).unwrap());
+        builder(Arc::default())
+            .store(Arc::new(TierStore::new(disk)), BytesCodec)
+            .build()
+            .unwrap()
+    };
+    {
+        let layer = on_disk();
+        let svc = stack(&layer, &upstream);
+        for t in ["sofia", "dublin", "prague"] {
+            get(&svc, "geo", t).await;
+        }
+        layer.handle().invalidate("geo", "dublin").await;
+    } // the process "stops": layer and file handle dropped
+    let layer = on_disk();
+    let svc = stack(&layer, &upstream);
+    let r = get(&svc, "geo", "prague@0.98").await;
+    assert_eq!(r.value, "answer:prague");
+    assert!(matches!(r.lookup, Lookup::Similar { .. }), "{:?}", r.lookup);
+    assert_eq!(layer.handle().len("geo"), 2, "sofia and prague");
+    assert_eq!(get(&svc, "geo", "dublin").await.lookup, Lookup::Miss);
+    assert_eq!(upstream.calls(), 4);
+}

@@ -16,18 +16,17 @@
 //! `<prefix>:cache`, like those of an ordinary `cache-layer` cache.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use cache_layer::backend::Tier;
 use cache_layer::backend::redis::RedisTier;
-use cache_layer::backend::{EntryMeta, Invalidation, Stored, Tier};
 use futures_util::future::BoxFuture;
 use reliability_core::key::KeySpace;
 use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
 use std::sync::Arc;
 
 use super::{EntryStore, Record, TierError};
-use crate::wire;
 
 /// Entries on Redis or Redis Cluster.
 pub struct RedisStore {
@@ -89,17 +88,7 @@ impl EntryStore for RedisStore {
         record: &'a Record,
     ) -> BoxFuture<'a, Result<(), TierError>> {
         Box::pin(async move {
-            let meta = EntryMeta {
-                stored_at: record.stored_at,
-                ttl: record.ttl,
-                stale_while_revalidate: Duration::ZERO,
-                stale_if_error: Duration::ZERO,
-                fetch_cost: Duration::ZERO,
-                negative: false,
-                tags: Vec::new(),
-            };
-            let value = wire::encode_entry(&record.vector, &record.value);
-            self.tier.set(&record.key, Stored { value, meta }).await?;
+            super::put_record(&*self.tier, record).await?;
             let members = self.members_key(namespace);
             let keep = u64::try_from(record.ttl.as_millis())
                 .unwrap_or(u64::MAX / 2)
@@ -137,21 +126,10 @@ impl EntryStore for RedisStore {
                 .query_async(&mut conn)
                 .await
                 .map_err(err)?;
-            let now = SystemTime::now();
             let mut found = Vec::with_capacity(keys.len());
             let mut gone = Vec::new();
             for key in keys {
-                let entry = self.tier.get(&key).await?.and_then(|s| {
-                    let (vector, value) = wire::decode_entry(&s.value)?;
-                    Some(Record {
-                        vector: vector.into(),
-                        value: Bytes::copy_from_slice(value),
-                        stored_at: s.meta.stored_at,
-                        ttl: s.meta.ttl,
-                        key: key.clone(),
-                    })
-                });
-                match entry.filter(|r| r.remaining(now).is_some()) {
+                match super::get_record(&*self.tier, &key).await? {
                     Some(r) => found.push(r),
                     None => gone.push(key),
                 }
@@ -176,9 +154,7 @@ impl EntryStore for RedisStore {
             if keys.is_empty() {
                 return Ok(());
             }
-            for k in keys {
-                self.tier.invalidate(&Invalidation::Key(k.clone())).await?;
-            }
+            super::drop_records(&*self.tier, keys).await?;
             let mut conn = self.conn.clone();
             redis::cmd("ZREM")
                 .arg(self.members_key(namespace))
