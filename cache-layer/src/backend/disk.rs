@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use reliability_core::health::CacheLevelSnapshot;
 
-use super::wire::{decode, encode};
+use super::wire::{decode, decode_owned, encode};
 use super::{Invalidation, Stored, Tier, TierError};
 use crate::metrics::LevelMetrics;
 
@@ -138,7 +138,11 @@ impl DiskTier {
         let started = StdInstant::now();
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
-        let blob = table.get(key).map_err(err)?.map(|g| g.value().to_vec());
+        // One copy out of the read transaction; decoding then slices it.
+        let blob = table
+            .get(key)
+            .map_err(err)?
+            .map(|g| Bytes::copy_from_slice(g.value()));
         drop(table);
         drop(tx);
         self.metrics.record_latency(started.elapsed());
@@ -147,7 +151,7 @@ impl DiskTier {
             self.metrics.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match decode(&blob) {
+        match decode_owned(blob) {
             Ok(e) if !expired(&e.meta, SystemTime::now()) => {
                 self.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(e))

@@ -24,7 +24,7 @@ use reliability_core::health::CacheLevelSnapshot;
 use reliability_core::key::KeySpace;
 use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
 
-use super::wire::{decode, encode, keep_ms};
+use super::wire::{decode_owned, encode, keep_ms};
 use super::{Invalidation, Stored, Tier, TierError};
 use crate::metrics::LevelMetrics;
 
@@ -155,7 +155,7 @@ impl RedisTier {
             self.metrics.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match decode(&blob) {
+        match decode_owned(Bytes::from(blob)) {
             Ok(stored) => {
                 self.metrics.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(stored))
