@@ -1,2 +1,147 @@
-//! Lookup cost of the semantic cache (filled in below).
-fn main() {}
+//! Lookup cost of the semantic cache against its own exact-key hit, measured in one run.
+//!
+//! - `exact_hit`: a request whose exact key is cached, through the layer (the baseline);
+//! - `index_nearest/N`: the brute-force scan alone over `N` entries of dimension 384;
+//! - `similar_hit/N`: a semantic hit through the layer with `N` entries in the namespace
+//!   (exact-key miss, embedding from the embedding cache, the scan, the answer).
+//!
+//! Run: `cargo bench -p semantic-cache --bench lookup -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use futures_util::future::BoxFuture;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use reliability_core::clock::Instant;
+use semantic_cache::index::VectorIndex;
+use semantic_cache::vector::normalize;
+use semantic_cache::{Embedder, Prompt, SemanticCacheLayer};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
+
+const DIM: usize = 384;
+
+fn random_unit(rng: &mut SmallRng) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+    normalize(&mut v).expect("random vectors are not zero");
+    v
+}
+
+/// `e<i>` maps to a random unit vector seeded by `i`; `e<i>'` to the same vector nudged
+/// (cosine about 0.99), so it hits entry `i` by meaning.
+struct BenchEmbedder;
+
+impl Embedder for BenchEmbedder {
+    fn model(&self) -> &str {
+        "bench"
+    }
+
+    fn embed<'a>(&'a self, texts: &'a [String]) -> BoxFuture<'a, Result<Vec<Vec<f32>>, BoxError>> {
+        Box::pin(async move {
+            Ok(texts
+                .iter()
+                .map(|t| {
+                    let nudged = t.ends_with('\'');
+                    let i: u64 = t
+                        .trim_start_matches('e')
+                        .trim_end_matches('\'')
+                        .parse()
+                        .unwrap_or(0);
+                    let mut v = random_unit(&mut SmallRng::seed_from_u64(i));
+                    if nudged {
+                        v[0] += 0.1;
+                    }
+                    v
+                })
+                .collect())
+        })
+    }
+}
+
+fn bench_index(c: &mut Criterion) {
+    let mut group = c.benchmark_group("index_nearest");
+    let mut rng = SmallRng::seed_from_u64(7);
+    let later = Instant::now() + std::time::Duration::from_secs(3600);
+    for n in [1_000usize, 10_000, 100_000] {
+        let mut ix = VectorIndex::new();
+        for i in 0..n {
+            ix.insert(format!("k{i}").into(), &random_unit(&mut rng), later)
+                .expect("same dimension");
+        }
+        let query = random_unit(&mut rng);
+        let now = Instant::now();
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(ix.nearest(black_box(&query), now)))
+        });
+    }
+    group.finish();
+}
+
+fn bench_layer(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("layer");
+    for n in [1_000usize, 10_000] {
+        let svc = rt.block_on(async {
+            let layer = SemanticCacheLayer::builder(
+                |q: &String| Some(Prompt::new("bench", q.clone())),
+                BenchEmbedder,
+            )
+            .max_entries(200_000)
+            .build()
+            .expect("valid settings");
+            let mut svc = ServiceBuilder::new()
+                .layer(layer)
+                .service(service_fn(|q: String| async move { Ok::<_, BoxError>(q) }));
+            for i in 0..n {
+                svc.ready()
+                    .await
+                    .unwrap()
+                    .call(format!("e{i}"))
+                    .await
+                    .unwrap();
+            }
+            svc
+        });
+        if n == 1_000 {
+            group.bench_function("exact_hit", |b| {
+                b.to_async(&rt).iter(|| {
+                    let mut svc = svc.clone();
+                    async move {
+                        let r = svc
+                            .ready()
+                            .await
+                            .unwrap()
+                            .call("e7".to_owned())
+                            .await
+                            .unwrap();
+                        assert!(r.lookup == semantic_cache::Lookup::Exact);
+                        black_box(r)
+                    }
+                })
+            });
+        }
+        group.bench_with_input(BenchmarkId::new("similar_hit", n), &n, |b, _| {
+            b.to_async(&rt).iter(|| {
+                let mut svc = svc.clone();
+                async move {
+                    let r = svc
+                        .ready()
+                        .await
+                        .unwrap()
+                        .call("e7'".to_owned())
+                        .await
+                        .unwrap();
+                    assert!(matches!(r.lookup, semantic_cache::Lookup::Similar { .. }));
+                    black_box(r)
+                }
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_index, bench_layer);
+criterion_main!(benches);

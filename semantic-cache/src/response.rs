@@ -78,3 +78,21 @@ impl<V> SemanticResponse<V> {
         self.value
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_status_reports_the_similarity() {
+        let similar = Lookup::Similar {
+            similarity: 0.96123,
+            key: Arc::from("sem:0"),
+        };
+        assert_eq!(similar.cache_status("llm"), "llm; hit; similarity=0.9612");
+        assert_eq!(Lookup::Exact.cache_status("llm"), "llm; hit");
+        assert_eq!(Lookup::Miss.cache_status("llm"), "llm; fwd=miss; stored");
+        assert!(!Lookup::Bypass.is_hit());
+        assert_eq!(Lookup::Miss.similarity(), None);
+    }
+}
