@@ -56,3 +56,30 @@ impl<B: Default, E> Respond<Response<B>, E> for AsGrpc {
         err
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reliability_core::clock::Instant;
+    use reliability_core::health::BreakerState;
+
+    use super::*;
+
+    #[test]
+    fn trailers_only_unavailable_with_pushback() {
+        let now = Instant::now();
+        let open = CircuitOpen::new(
+            "a".into(),
+            BreakerState::Open,
+            Some(now + Duration::from_millis(2_500)),
+            now,
+        );
+        let res: Response<()> = unavailable(open);
+        assert_eq!(res.headers()["grpc-status"], "14");
+        assert_eq!(res.headers()["grpc-retry-pushback-ms"], "2500");
+        let isolated = CircuitOpen::new("a".into(), BreakerState::ForcedOpen, None, now);
+        let res: Response<()> = unavailable(isolated);
+        assert!(res.headers().get("grpc-retry-pushback-ms").is_none());
+    }
+}

@@ -62,3 +62,33 @@ impl<B: Default, E> Respond<Response<B>, E> for AsHttp {
         err
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reliability_core::clock::Instant;
+    use reliability_core::health::BreakerState;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_only_when_known() {
+        let now = Instant::now();
+        let open = CircuitOpen::new(
+            "a".into(),
+            BreakerState::Open,
+            Some(now + Duration::from_millis(1_500)),
+            now,
+        );
+        let res: Response<()> = service_unavailable(open.clone());
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(res.extensions().get::<CircuitOpen>(), Some(&open));
+
+        let probing = CircuitOpen::new("a".into(), BreakerState::HalfOpen, None, now);
+        let res: Response<()> = service_unavailable(probing);
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(res.headers().get(header::RETRY_AFTER).is_none());
+    }
+}
