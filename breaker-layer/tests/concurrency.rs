@@ -13,10 +13,24 @@ const TASKS: u64 = 8;
 const CALLS: u64 = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn metrics_add_up_exactly() {
+async fn metrics_add_up_exactly_count_window() {
+    hammer(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_add_up_exactly_time_window() {
+    hammer(true).await;
+}
+
+async fn hammer(time_window: bool) {
     let clock = ManualClock::new();
-    let layer = CircuitBreakerLayer::builder("hammered")
-        .count_window(20)
+    let builder = CircuitBreakerLayer::builder("hammered");
+    let builder = if time_window {
+        builder.time_window(1)
+    } else {
+        builder.count_window(20)
+    };
+    let layer = builder
         .minimum_calls(10)
         .failure_rate(25.0)
         .open_wait(Duration::from_millis(5))
