@@ -155,9 +155,8 @@ impl RedisConfig {
             }
         }
         for url in self.url.iter().chain(&self.cluster_nodes) {
-            redis::parse_redis_url(url).ok_or_else(|| {
-                ConfigError::new("url", format!("not a Redis URL: {url:?}"))
-            })?;
+            redis::parse_redis_url(url)
+                .ok_or_else(|| ConfigError::new("url", format!("not a Redis URL: {url:?}")))?;
         }
         self.keyspace()?;
         Ok(())
