@@ -28,17 +28,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use breaker_layer::CircuitBreakerLayer;
 use breaker_layer::grpc::AsGrpc;
+use breaker_layer::{Breaker, CircuitBreaker, CircuitBreakerLayer};
 use examples::upstream::{FaultSettings, Phase, Upstream, UpstreamRequest, bounded};
 use ratelimit_layer::http::HeaderKey;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{KeyExtractorExt, Quota, RateLimitLayer, RateLimiter, Subject};
 use reliability_core::classify::{Classification, Classify, GrpcClassifier};
 use retry_layer::backoff::{Backoff, Jitter};
-use retry_layer::grpc::GrpcRetryLayer;
+use retry_layer::grpc::{GrpcPolicy, GrpcRetryLayer};
+use retry_layer::http::BufferRequest;
+use retry_layer::{Retry, RetryHandle};
 use serde_json::{Value, json};
-use sla_layer::{SlaLayer, SlaMonitor};
+use sla_layer::{Sla, SlaLayer, SlaMonitor};
 use tonic::body::Body;
 use tonic::server::NamedService;
 use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
@@ -243,14 +245,21 @@ impl<B, E: 'static> Classify<http::Response<B>, E> for QuotaIsNotFailure {
     }
 }
 
+/// The client's channel under its layers, outermost first: what the caller sees is
+/// timed, then retried, and every attempt passes the breaker.
+type ClientStack = Sla<
+    BufferRequest<Retry<CircuitBreaker<Channel, QuotaIsNotFailure, AsGrpc>, GrpcPolicy>>,
+    GrpcClassifier,
+>;
+
 /// One client: its channel wrapped in SLA, retry and breaker layers.
 #[derive(Clone)]
 pub(crate) struct PriceClient {
     api_key: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    grpc: tonic::client::Grpc<ClientStack>,
     sla: SlaMonitor,
-    retry: GrpcRetryLayer,
-    breaker: CircuitBreakerLayer<QuotaIsNotFailure, AsGrpc>,
-    channel: Channel,
+    retry: RetryHandle,
+    breaker: Breaker,
 }
 
 impl PriceClient {
@@ -264,42 +273,45 @@ impl PriceClient {
             .connect()
             .await?;
         let name = format!("prices-client:{api_key}");
+        let sla = SlaMonitor::builder(name.clone())
+            .count_window(50)
+            .p95(Duration::from_millis(100))
+            .build()?;
+        // Pushback waits are clamped short: a demo, not a production budget.
+        let retry = GrpcRetryLayer::grpc_builder()
+            .name(name.clone())
+            .max_attempts(3)
+            .backoff(Backoff::exponential(
+                Duration::from_millis(5),
+                Duration::from_millis(40),
+                Jitter::Full,
+            ))
+            .max_retry_after(Duration::from_millis(25))
+            .seed(seed)
+            .build_http()?;
+        let breaker = CircuitBreakerLayer::builder(name)
+            .grpc()
+            .classifier(QuotaIsNotFailure)
+            .consecutive_failures(8)
+            .open_wait(Duration::from_millis(150))
+            .build()?;
+        let stack = ServiceBuilder::new()
+            .layer(SlaLayer::new(sla.clone()).classifier(GrpcClassifier))
+            .layer(retry.clone())
+            .layer(breaker.clone())
+            .service(channel);
         Ok(Self {
             api_key: api_key.parse()?,
-            sla: SlaMonitor::builder(name.clone())
-                .count_window(50)
-                .p95(Duration::from_millis(100))
-                .build()?,
-            // Pushback waits are clamped short: a demo, not a production budget.
-            retry: GrpcRetryLayer::grpc_builder()
-                .name(name.clone())
-                .max_attempts(3)
-                .backoff(Backoff::exponential(
-                    Duration::from_millis(5),
-                    Duration::from_millis(40),
-                    Jitter::Full,
-                ))
-                .max_retry_after(Duration::from_millis(25))
-                .seed(seed)
-                .build_http()?,
-            breaker: CircuitBreakerLayer::builder(name)
-                .grpc()
-                .classifier(QuotaIsNotFailure)
-                .consecutive_failures(8)
-                .open_wait(Duration::from_millis(150))
-                .build()?,
-            channel,
+            grpc: tonic::client::Grpc::new(stack),
+            sla,
+            retry: retry.handle(),
+            breaker: breaker.breaker().clone(),
         })
     }
 
     /// Asks for one price.
     pub(crate) async fn get_price(&self, symbol: &str) -> Result<PriceReply, Status> {
-        let stack = ServiceBuilder::new()
-            .layer(SlaLayer::new(self.sla.clone()).classifier(GrpcClassifier))
-            .layer(self.retry.clone())
-            .layer(self.breaker.clone())
-            .service(self.channel.clone());
-        let mut client = tonic::client::Grpc::new(stack);
+        let mut client = self.grpc.clone();
         client
             .ready()
             .await
@@ -367,7 +379,7 @@ fn sla_json(monitor: &SlaMonitor) -> Value {
     })
 }
 
-fn breaker_json(breaker: &breaker_layer::Breaker) -> Value {
+fn breaker_json(breaker: &Breaker) -> Value {
     let s = breaker.snapshot();
     json!({
         "state": s.state,
@@ -478,9 +490,9 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         steady_tally.record(&result);
     }
 
+    let (steady_calls, noisy_calls) = (steady_tally.json(), noisy_tally.json());
     let totals = |key: &str| {
-        steady_tally.json()[key].as_u64().unwrap_or(0)
-            + noisy_tally.json()[key].as_u64().unwrap_or(0)
+        steady_calls[key].as_u64().unwrap_or(0) + noisy_calls[key].as_u64().unwrap_or(0)
     };
     let server_breaker = server.breaker.breaker().snapshot();
     let limits = server.limiter.snapshot();
@@ -491,19 +503,19 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         "unavailable": totals("unavailable"),
         "resource_exhausted": totals("resource_exhausted"),
         "other": totals("other"),
-        "client_retries": steady.retry.handle().snapshot().retries
-            + noisy.retry.handle().snapshot().retries,
+        "client_retries": steady.retry.snapshot().retries
+            + noisy.retry.snapshot().retries,
         "clients": {
             "steady-client": {
-                "tally": steady_tally.json(),
-                "retries": steady.retry.handle().snapshot().retries,
-                "breaker": breaker_json(steady.breaker.breaker()),
+                "tally": steady_calls,
+                "retries": steady.retry.snapshot().retries,
+                "breaker": breaker_json(&steady.breaker),
                 "sla": sla_json(&steady.sla),
             },
             "noisy-client": {
-                "tally": noisy_tally.json(),
-                "retries": noisy.retry.handle().snapshot().retries,
-                "breaker": breaker_json(noisy.breaker.breaker()),
+                "tally": noisy_calls,
+                "retries": noisy.retry.snapshot().retries,
+                "breaker": breaker_json(&noisy.breaker),
                 "sla": sla_json(&noisy.sla),
             },
         },
