@@ -8,7 +8,8 @@
 //! - a circuit breaker answering `UNAVAILABLE` (with `grpc-retry-pushback-ms`) while open.
 //!
 //! The client's channel is wrapped in an SLA monitor, gRPC retries (UNAVAILABLE and
-//! RESOURCE_EXHAUSTED, honouring the server's pushback) and its own breaker.
+//! RESOURCE_EXHAUSTED, waiting as long as an open server breaker's pushback asks) and its
+//! own breaker, which does not count a spent quota against the server.
 //!
 //! A scripted session then runs against it: steady traffic, a burst from a noisy client that
 //! spends its quota, an upstream outage that opens the breakers, and the recovery. The
@@ -456,7 +457,8 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
     say(format!("prices server on {}", server.addr));
 
     let steady = PriceClient::connect(server.addr, "steady-client", args.seed).await?;
-    let noisy = PriceClient::connect(server.addr, "noisy-client", args.seed + 1).await?;
+    let noisy =
+        PriceClient::connect(server.addr, "noisy-client", args.seed.wrapping_add(1)).await?;
     let (steady_tally, noisy_tally) = (Tally::default(), Tally::default());
 
     let n = args.requests;
