@@ -16,7 +16,7 @@ use rand::{Rng, SeedableRng};
 use reliability_core::clock::Instant;
 use semantic_cache::index::VectorIndex;
 use semantic_cache::vector::normalize;
-use semantic_cache::{Embedder, Prompt, SemanticCacheLayer};
+use semantic_cache::{Embedder, Lookup, Prompt, SemanticCacheLayer};
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt, service_fn};
 
 const DIM: usize = 384;
@@ -106,41 +106,45 @@ fn bench_layer(c: &mut Criterion) {
             svc
         });
         if n == 1_000 {
-            group.bench_function("exact_hit", |b| {
-                b.to_async(&rt).iter(|| {
-                    let mut svc = svc.clone();
-                    async move {
-                        let r = svc
-                            .ready()
-                            .await
-                            .unwrap()
-                            .call("e7".to_owned())
-                            .await
-                            .unwrap();
-                        assert!(r.lookup == semantic_cache::Lookup::Exact);
-                        black_box(r)
-                    }
-                })
-            });
+            let id = BenchmarkId::from_parameter("exact_hit");
+            hit(&mut group, &rt, id, &svc, "e7", |l| *l == Lookup::Exact);
         }
-        group.bench_with_input(BenchmarkId::new("similar_hit", n), &n, |b, _| {
-            b.to_async(&rt).iter(|| {
-                let mut svc = svc.clone();
-                async move {
-                    let r = svc
-                        .ready()
-                        .await
-                        .unwrap()
-                        .call("e7'".to_owned())
-                        .await
-                        .unwrap();
-                    assert!(matches!(r.lookup, semantic_cache::Lookup::Similar { .. }));
-                    black_box(r)
-                }
-            })
+        let id = BenchmarkId::new("similar_hit", n);
+        hit(&mut group, &rt, id, &svc, "e7'", |l| {
+            matches!(l, Lookup::Similar { .. })
         });
     }
     group.finish();
+}
+
+/// Benchmarks one request of `text` through `svc`, checking how it was answered.
+fn hit<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    id: BenchmarkId,
+    svc: &S,
+    text: &'static str,
+    expect: fn(&Lookup) -> bool,
+) where
+    S: Service<String, Response = semantic_cache::SemanticResponse<String>, Error = BoxError>
+        + Clone,
+{
+    group.bench_function(id, |b| {
+        b.to_async(rt).iter(|| {
+            let mut svc = svc.clone();
+            async move {
+                let r = svc
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(text.to_owned())
+                    .await
+                    .unwrap();
+                assert!(expect(&r.lookup));
+                black_box(r)
+            }
+        })
+    });
 }
 
 criterion_group!(benches, bench_index, bench_layer);

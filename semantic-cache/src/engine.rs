@@ -368,7 +368,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         let mut ix = ns.index.write();
         let purged = ix.purge_expired(now);
         self.forget(&purged);
-        let fresh = !ix.is_live(key.as_str(), now) && ix.expires_at(key.as_str()).is_none();
+        let fresh = ix.expires_at(key.as_str()).is_none();
         while fresh && self.total.load(Ordering::Relaxed) >= max {
             let Some(victim) = ix.first_to_expire() else {
                 break;
