@@ -359,3 +359,87 @@ async fn write_through_lands_in_every_tier_before_the_answer() {
     assert!(pttl(&config, &probe.redis_key("k")).await > 0, "in Redis");
     assert!(handle.stats().l3_bytes > 0, "on disk");
 }
+
+/// The child side of the two-process test: one instance, 200 concurrent misses once the
+/// parent says go; prints its upstream call count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by two_processes_times_200_concurrent_misses_make_one_upstream_call"]
+async fn distributed_single_flight_child() {
+    let Ok(url) = std::env::var("CACHE_DSF_REDIS_URL") else {
+        return;
+    };
+    let config = RedisConfig::single(url).key_prefix("t8");
+    let up = Upstream::default();
+    let (svc, _, _) = instance_with(&config, &up, Some(secs(3)), Duration::from_millis(300)).await;
+    let keys = config.keyspace().unwrap();
+    let mut conn = config.connect().await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut conn, keys.fixed("child-ready"), 1)
+        .await
+        .unwrap();
+    while !redis::AsyncCommands::exists::<_, bool>(&mut conn, keys.fixed("go"))
+        .await
+        .unwrap()
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let calls = (0..200).map(|_| svc.clone().oneshot("hot".to_owned()));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|r| matches!(r, Ok(1))));
+    println!("child-upstream-calls={}", up.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_times_200_concurrent_misses_make_one_upstream_call() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t8");
+    let up = Upstream::default();
+    let (svc, _, _) = instance_with(&config, &up, Some(secs(3)), Duration::from_millis(300)).await;
+    let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "distributed_single_flight_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("CACHE_DSF_REDIS_URL", server.url())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let keys = config.keyspace().unwrap();
+    let mut conn = config.connect().await.unwrap();
+    let ready = within(secs(20), || {
+        let (mut conn, key) = (conn.clone(), keys.fixed("child-ready"));
+        async move {
+            redis::AsyncCommands::exists::<_, bool>(&mut conn, key)
+                .await
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    assert!(ready.is_some(), "the child process started");
+    let _: () = redis::AsyncCommands::set(&mut conn, keys.fixed("go"), 1)
+        .await
+        .unwrap();
+    let calls = (0..200).map(|_| svc.clone().oneshot("hot".to_owned()));
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|r| matches!(r, Ok(1))));
+    let out = tokio::time::timeout(secs(20), child.wait_with_output())
+        .await
+        .expect("the child finishes")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let child_calls: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("child-upstream-calls="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no count from the child: {text}"));
+    assert_eq!(
+        up.calls() + child_calls,
+        1,
+        "one upstream call across two processes"
+    );
+}
