@@ -52,13 +52,24 @@ struct Flight<V> {
     rx: watch::Receiver<Outcome<V>>,
 }
 
+/// Where a namespace's index stands against the store.
+#[derive(Clone, Copy)]
+struct Synced {
+    /// When it last caught up (monotonic).
+    at: Instant,
+    /// The wall time of that catch-up: the next one loads entries stored since.
+    wall: SystemTime,
+    /// The store's removal count then: a change means entries were removed elsewhere.
+    removals: u64,
+}
+
 pub(crate) struct Namespace<V> {
     index: RwLock<VectorIndex>,
     flights: Mutex<Vec<Flight<V>>>,
     /// Bumped by invalidations: a call that started before one does not store its answer.
     generation: AtomicU64,
     /// When the index last caught up with the store (monotonic, wall).
-    synced: tokio::sync::Mutex<Option<(Instant, SystemTime)>>,
+    synced: tokio::sync::Mutex<Option<Synced>>,
 }
 
 impl<V> Default for Namespace<V> {
@@ -434,34 +445,46 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         }
     }
 
-    /// Catches `ns` up with the store: whole on first use, incrementally every
-    /// `resync_interval` after that.
+    /// Catches `ns` up with the store: whole on first use and after entries were removed
+    /// by any instance, incrementally otherwise, at most every `resync_interval`.
     async fn sync(&self, ns: &Namespace<V>, name: &str) {
         let Some(p) = &self.persist else { return };
         let mut synced = ns.synced.lock().await;
         let now = self.clock.now();
-        if let Some((at, _)) = *synced
-            && now.saturating_duration_since(at) < self.config.resync_interval
+        if let Some(s) = *synced
+            && now.saturating_duration_since(s.at) < self.config.resync_interval
         {
             return;
         }
         let wall = self.clock.wall();
-        // A second of overlap covers clocks of other hosts slightly behind ours; loading an
-        // entry twice is harmless.
-        let since = synced.map(|(_, w)| w - Duration::from_secs(1));
+        let loaded = async {
+            let removals = p.store.removals(name).await?;
+            let since = match *synced {
+                // A second of overlap covers clocks of other hosts slightly behind ours;
+                // loading an entry twice is harmless.
+                Some(s) if s.removals == removals => Some(s.wall - Duration::from_secs(1)),
+                Some(_) => {
+                    // Entries were removed elsewhere: forget ours, reload the namespace.
+                    let mut ix = ns.index.write();
+                    let keys: Vec<Arc<str>> = ix.keys().cloned().collect();
+                    ix.clear();
+                    self.forget(&keys);
+                    None
+                }
+                None => None,
+            };
+            Ok::<_, crate::backend::TierError>((removals, p.store.load(name, since).await?))
+        };
         let generation = ns.generation.load(Ordering::Acquire);
-        match p.store.load(name, since).await {
-            Ok(records) => {
+        match loaded.await {
+            Ok((removals, records)) => {
                 for r in records {
-                    let Some(remaining) = r.remaining(wall) else {
+                    let (Some(remaining), Some(value), Some(key)) = (
+                        r.remaining(wall),
+                        p.codec.decode(&r.value),
+                        ExactKey::parse(&r.key),
+                    ) else {
                         continue;
-                    };
-                    let Some(value) = p.codec.decode(&r.value) else {
-                        continue;
-                    };
-                    let key = match ExactKey::parse(&r.key) {
-                        Some(k) => k,
-                        None => continue,
                     };
                     if ns.generation.load(Ordering::Acquire) != generation {
                         break;
@@ -469,14 +492,25 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                     self.insert(ns, &key, r.vector, value, Some(remaining));
                     bump(&self.metrics.loaded);
                 }
-                *synced = Some((now, wall));
+                *synced = Some(Synced {
+                    at: now,
+                    wall,
+                    removals,
+                });
             }
             Err(e) => {
                 bump(&self.metrics.store_errors);
                 self.note_failure();
                 tracing::warn!(error = %e, "semantic index not synced with the store");
                 // Try again at the next interval, not on every miss.
-                *synced = Some((now, synced.map_or(SystemTime::UNIX_EPOCH, |s| s.1)));
+                *synced = Some(synced.map_or(
+                    Synced {
+                        at: now,
+                        wall: SystemTime::UNIX_EPOCH,
+                        removals: 0,
+                    },
+                    |s| Synced { at: now, ..s },
+                ));
             }
         }
     }

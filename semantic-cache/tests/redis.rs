@@ -77,6 +77,36 @@ async fn two_instances_share_through_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_reaches_the_other_instance() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("sem-inval");
+    let upstream = Upstream::default();
+    let a = instance(&config, Arc::default(), &upstream).await;
+    let b = instance(&config, Arc::default(), &upstream).await;
+    a.clone().oneshot(ask("geo", "doha")).await.unwrap();
+    a.clone().oneshot(ask("geo", "baku")).await.unwrap();
+    let r = b.clone().oneshot(ask("geo", "doha@0.99")).await.unwrap();
+    assert!(r.lookup.is_hit(), "{:?}", r.lookup);
+    assert_eq!(b.handle().len("geo"), 2);
+
+    a.handle().invalidate("geo", "doha").await;
+    // B's next miss in the namespace sees the removal and reloads it.
+    let r = b.clone().oneshot(ask("geo", "doha@0.98")).await.unwrap();
+    assert_eq!(r.lookup, Lookup::Miss);
+    assert_eq!(r.value, "answer:doha@0.98");
+    assert!(
+        b.clone()
+            .oneshot(ask("geo", "baku@0.99"))
+            .await
+            .unwrap()
+            .lookup
+            .is_hit()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_rebuilds_the_index_from_redis() {
     let Some(server) = RedisServer::start() else {
         return;

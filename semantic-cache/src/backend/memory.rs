@@ -16,6 +16,7 @@ use super::{EntryStore, Record, TierError};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     namespaces: Mutex<HashMap<String, HashMap<String, Record>>>,
+    removals: Mutex<HashMap<String, u64>>,
 }
 
 impl MemoryStore {
@@ -74,6 +75,16 @@ impl EntryStore for MemoryStore {
                 m.remove(k);
             }
         }
+        *self
+            .removals
+            .lock()
+            .entry(namespace.to_owned())
+            .or_default() += 1;
         Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn removals<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<u64, TierError>> {
+        let n = self.removals.lock().get(namespace).copied().unwrap_or(0);
+        Box::pin(std::future::ready(Ok(n)))
     }
 }

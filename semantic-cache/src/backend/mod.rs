@@ -116,4 +116,12 @@ pub trait EntryStore: Send + Sync + fmt::Debug + 'static {
         namespace: &'a str,
         keys: &'a [String],
     ) -> BoxFuture<'a, Result<(), TierError>>;
+
+    /// A count that changes whenever entries of `namespace` are removed, by any instance:
+    /// an instance that sees it change reloads the namespace whole, so invalidations
+    /// reach every instance. Stores with one writer may keep the default (always 0).
+    fn removals<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<u64, TierError>> {
+        let _ = namespace;
+        Box::pin(std::future::ready(Ok(0)))
+    }
 }

@@ -9,6 +9,8 @@
 //!   followed by one `GET` per key (a rebuild of `n` entries costs `n + 1` round trips).
 //!   The set's own TTL is pushed forward on every write; members whose entry has expired
 //!   are dropped as loads meet them.
+//! - `<prefix>:semantic:{<namespace>}:removals` counts removals: an instance that sees it
+//!   change reloads the namespace whole, so invalidations reach every instance.
 //! - The namespace is the key's cluster hash tag (through `KeySpace`), so a namespace's set
 //!   sits on one node of a cluster.
 //!
@@ -156,12 +158,29 @@ impl EntryStore for RedisStore {
             }
             super::drop_records(&*self.tier, keys).await?;
             let mut conn = self.conn.clone();
-            redis::cmd("ZREM")
+            redis::pipe()
+                .cmd("ZREM")
                 .arg(self.members_key(namespace))
                 .arg(keys)
+                .ignore()
+                .cmd("INCR")
+                .arg(self.keys.key(namespace, "removals"))
+                .ignore()
                 .query_async::<()>(&mut conn)
                 .await
                 .map_err(err)
+        })
+    }
+
+    fn removals<'a>(&'a self, namespace: &'a str) -> BoxFuture<'a, Result<u64, TierError>> {
+        Box::pin(async move {
+            let mut conn = self.conn.clone();
+            let n: Option<u64> = redis::cmd("GET")
+                .arg(self.keys.key(namespace, "removals"))
+                .query_async(&mut conn)
+                .await
+                .map_err(err)?;
+            Ok(n.unwrap_or(0))
         })
     }
 }
