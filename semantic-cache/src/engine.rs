@@ -145,11 +145,6 @@ impl<V> Drop for FlightGuard<'_, V> {
     }
 }
 
-enum Step<V> {
-    Join(watch::Receiver<Outcome<V>>, f32),
-    Lead(watch::Sender<Outcome<V>>, u64),
-}
-
 impl<V: Clone + Send + Sync + 'static> Engine<V> {
     pub(crate) fn new(
         config: SemanticConfig,
@@ -219,8 +214,9 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         })
     }
 
-    /// Everything after an exact-key miss: catch up with the store, embed, look up by
-    /// similarity, join or lead an upstream call, store the answer.
+    /// Everything after an exact-key miss: catch up with the store, join or open the
+    /// flight of this text, embed, look up by similarity, join an older similar flight or
+    /// call the upstream, store the answer.
     pub(crate) async fn miss<F, E>(
         self: Arc<Self>,
         namespace: String,
@@ -239,10 +235,88 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 .map(|v| SemanticResponse::new(v, Lookup::Bypass));
         };
         self.sync(&ns, &namespace).await;
-        if let Some(v) = self.exact_in(&ns, &key) {
-            return Ok(SemanticResponse::new(v, Lookup::Exact));
+        // One flight per text, opened before embedding: equal texts share the embedding
+        // as well as the upstream call.
+        let (tx, id) = loop {
+            if let Some(v) = self.exact_in(&ns, &key) {
+                return Ok(SemanticResponse::new(v, Lookup::Exact));
+            }
+            let same = {
+                let mut flights = ns.flights.lock();
+                match flights.iter().find(|f| *f.key == *key.as_str()) {
+                    Some(f) => Err(f.rx.clone()),
+                    None => {
+                        let (tx, rx) = watch::channel(None);
+                        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
+                        flights.push(Flight {
+                            id,
+                            key: key.as_str().into(),
+                            vector: None,
+                            rx,
+                        });
+                        Ok((tx, id))
+                    }
+                }
+            };
+            match same {
+                Ok(lead) => break lead,
+                Err(rx) => {
+                    if let Some(answer) = self.wait(rx).await {
+                        return coalesced(answer, 1.0);
+                    }
+                    // The leader was dropped without an answer: look again, maybe lead.
+                }
+            }
+        };
+        let guard = FlightGuard { ns: &ns, id };
+        let vector = self.embed(&text).await;
+        if let Some(v) = &vector {
+            if let Some(f) = ns.flights.lock().iter_mut().find(|f| f.id == id) {
+                f.vector = Some(v.clone());
+            }
+            if let Some(hit) = self.similar(&ns, v) {
+                let _ = tx.send(Some(Ok(hit.value.clone())));
+                return Ok(hit);
+            }
+            if let Some((rx, similarity)) = self.older_similar_flight(&ns, id, v)
+                && let Some(answer) = self.wait(rx).await
+            {
+                let _ = tx.send(Some(answer.clone()));
+                return coalesced(answer, similarity);
+            }
         }
-        let vector = match self.embeddings.embed_one(&text).await {
+        let generation = ns.generation.load(Ordering::Acquire);
+        bump(&self.metrics.misses);
+        match call().await {
+            Ok(v) => {
+                if let Some(vector) = vector
+                    && ns.generation.load(Ordering::Acquire) == generation
+                {
+                    self.insert(&ns, &key, vector.clone(), v.clone(), None);
+                    self.save(&namespace, &key, &vector, &v).await;
+                }
+                let _ = tx.send(Some(Ok(v.clone())));
+                drop(guard);
+                Ok(SemanticResponse::new(v, Lookup::Miss))
+            }
+            Err(e) => {
+                // Closing the flight first drops its receiver: what remains are the
+                // callers that joined.
+                drop(guard);
+                if tx.receiver_count() == 0 {
+                    return Err(e);
+                }
+                let shared = Arc::new(e);
+                let _ = tx.send(Some(Err(shared.clone())));
+                Err(CoalescedError::new(shared).into())
+            }
+        }
+    }
+
+    /// The normalized vector of `text`, or `None` (counted, logged) when the embedder
+    /// cannot give one: the request then goes upstream without semantic lookup.
+    async fn embed(&self, text: &str) -> Option<Arc<[f32]>> {
+        match self.embeddings.embed_one(text).await {
             Ok(v) => Some(v),
             Err(e) => {
                 bump(&self.metrics.embed_failures);
@@ -250,88 +324,35 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 tracing::warn!(cache = %self.config.name, error = %e, "embedding failed: calling upstream without semantic lookup");
                 None
             }
-        };
-        let threshold = self.config.threshold;
-        loop {
-            if let Some(v) = &vector
-                && let Some(hit) = self.similar(&ns, v)
-            {
-                return Ok(hit);
-            }
-            let step = {
-                let mut flights = ns.flights.lock();
-                let joined = flights
-                    .iter()
-                    .filter_map(|f| {
-                        if *f.key == *key.as_str() {
-                            return Some((f, 1.0));
-                        }
-                        let s = dot(f.vector.as_deref()?, vector.as_deref()?);
-                        meets(s, threshold).then_some((f, s))
-                    })
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
-                match joined {
-                    Some((f, s)) => Step::Join(f.rx.clone(), s),
-                    None => {
-                        let (tx, rx) = watch::channel(None);
-                        let id = self.next_flight.fetch_add(1, Ordering::Relaxed);
-                        flights.push(Flight {
-                            id,
-                            key: key.as_str().into(),
-                            vector: vector.clone(),
-                            rx,
-                        });
-                        Step::Lead(tx, id)
-                    }
-                }
-            };
-            match step {
-                Step::Join(mut rx, similarity) => {
-                    let answer = rx
-                        .wait_for(Option::is_some)
-                        .await
-                        .ok()
-                        .and_then(|o| o.clone());
-                    let Some(answer) = answer else {
-                        continue; // the leader was dropped: look again, maybe lead
-                    };
-                    bump(&self.metrics.coalesced);
-                    return answer
-                        .map(|v| SemanticResponse::new(v, Lookup::Coalesced { similarity }))
-                        .map_err(|e| CoalescedError::new(e).into());
-                }
-                Step::Lead(tx, id) => {
-                    let guard = FlightGuard { ns: &ns, id };
-                    let generation = ns.generation.load(Ordering::Acquire);
-                    bump(&self.metrics.misses);
-                    let result = call().await;
-                    match result {
-                        Ok(v) => {
-                            if let Some(vector) = vector
-                                && ns.generation.load(Ordering::Acquire) == generation
-                            {
-                                self.insert(&ns, &key, vector.clone(), v.clone(), None);
-                                self.save(&namespace, &key, &vector, &v).await;
-                            }
-                            let _ = tx.send(Some(Ok(v.clone())));
-                            drop(guard);
-                            return Ok(SemanticResponse::new(v, Lookup::Miss));
-                        }
-                        Err(e) => {
-                            // Closing the flight first drops its receiver: what remains are
-                            // the callers that joined.
-                            drop(guard);
-                            if tx.receiver_count() == 0 {
-                                return Err(e);
-                            }
-                            let shared = Arc::new(e);
-                            let _ = tx.send(Some(Err(shared.clone())));
-                            return Err(CoalescedError::new(shared).into());
-                        }
-                    }
-                }
-            }
         }
+    }
+
+    /// The most similar flight opened before `id` whose text meets the threshold. Only
+    /// older flights: two similar flights never wait for each other.
+    fn older_similar_flight(
+        &self,
+        ns: &Namespace<V>,
+        id: u64,
+        vector: &[f32],
+    ) -> Option<(watch::Receiver<Outcome<V>>, f32)> {
+        let flights = ns.flights.lock();
+        flights
+            .iter()
+            .filter(|f| f.id < id)
+            .filter_map(|f| {
+                let s = dot(f.vector.as_deref()?, vector);
+                meets(s, self.config.threshold).then_some((f, s))
+            })
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(f, s)| (f.rx.clone(), s.min(1.0)))
+    }
+
+    /// The answer of a call this request joined; `None` when its leader was dropped
+    /// without one.
+    async fn wait(&self, mut rx: watch::Receiver<Outcome<V>>) -> Outcome<V> {
+        let answer = rx.wait_for(Option::is_some).await.ok()?.clone()?;
+        bump(&self.metrics.coalesced);
+        Some(answer)
     }
 
     /// The best live match of `vector` at or above the threshold, if its answer is held.
@@ -555,6 +576,16 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             .get(namespace)
             .map_or(0, |ns| ns.index.read().len())
     }
+}
+
+/// A joined caller's answer.
+fn coalesced<V>(
+    answer: Result<V, Arc<BoxError>>,
+    similarity: f32,
+) -> Result<SemanticResponse<V>, BoxError> {
+    answer
+        .map(|v| SemanticResponse::new(v, Lookup::Coalesced { similarity }))
+        .map_err(|e| CoalescedError::new(e).into())
 }
 
 impl ExactKey {

@@ -183,7 +183,12 @@ async fn repeated_texts_are_embedded_once() {
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_similar_misses_make_one_upstream_call() {
-    let layer = builder(Arc::default()).build().unwrap();
+    // A slow embedder: every request opens its flight before any vector is known.
+    let embedder = Arc::new(TestEmbedder {
+        delay: Duration::from_millis(100),
+        ..TestEmbedder::default()
+    });
+    let layer = builder(embedder.clone()).build().unwrap();
     let upstream = Upstream {
         delay: Duration::from_secs(2),
         ..Upstream::default()
@@ -213,6 +218,11 @@ async fn concurrent_similar_misses_make_one_upstream_call() {
             .all(|l| l.similarity().unwrap() >= 0.95)
     );
     assert_eq!(layer.handle().stats().coalesced, 4);
+    assert_eq!(
+        embedder.texts.load(Ordering::SeqCst),
+        4,
+        "the two equal texts share one embedding"
+    );
 }
 
 #[tokio::test(start_paused = true)]

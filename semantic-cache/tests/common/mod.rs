@@ -22,11 +22,13 @@ pub const DIM: usize = 1024;
 ///   similarity to `name` is exactly `c` (to `f32` rounding);
 /// - a text containing `fail!` makes the call fail; `nan!` yields a NaN vector.
 ///
-/// It counts its calls and the texts it was given.
+/// It counts its calls and the texts it was given, and may take `delay` per call.
 #[derive(Debug, Default)]
 pub struct TestEmbedder {
     pub calls: AtomicUsize,
     pub texts: AtomicUsize,
+    /// How long a call takes (zero: answers at once).
+    pub delay: Duration,
 }
 
 pub fn plane(name: &str) -> usize {
@@ -62,6 +64,9 @@ impl Embedder for TestEmbedder {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.texts.fetch_add(texts.len(), Ordering::SeqCst);
         Box::pin(async move {
+            if !self.delay.is_zero() {
+                tokio::time::sleep(self.delay).await;
+            }
             if texts.iter().any(|t| t.contains("fail!")) {
                 return Err("embedding service unavailable".into());
             }
