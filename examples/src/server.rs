@@ -201,9 +201,10 @@ pub fn app(
             .metrics(move || registry_for_metrics.render_prometheus())
             .protected_routes(faults);
         for client in [&app.cex, &app.dex, &app.social] {
-            admin = admin
-                .breakers(Arc::new(client.handles().breaker().clone()))
-                .health_source(Arc::new(client.handles().retry().clone()));
+            if let Some(breaker) = client.handles().breaker() {
+                admin = admin.breakers(Arc::new(breaker.clone()));
+            }
+            admin = admin.health_source(Arc::new(client.handles().retry().clone()));
         }
         for cache in caches {
             admin = admin.cache(Arc::new(cache));

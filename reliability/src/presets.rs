@@ -57,12 +57,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use breaker_layer::{Breaker, CircuitBreakerLayer};
+use breaker_layer::{Breaker, BreakerRegistry, CircuitBreakerBuilder, CircuitBreakerLayer};
+use bytes::Bytes;
 use cache_layer::http::HttpCacheLayer;
-use cache_layer::{CacheHandle, CacheKey, CacheLayer};
+use cache_layer::{CacheHandle, CacheKey, CacheLayer, CacheLayerBuilder};
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, RedisBackend, Subject};
-use reliability_core::classify::{Classify, ErrorClassifier};
+use reliability_core::classify::{Classify, ErrorClassifier, HttpClassifier};
 use reliability_core::clock::SharedClock;
 use reliability_core::error::ConfigError;
 use reliability_core::health::{
@@ -73,7 +74,7 @@ use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
 use retry_layer::{ClassifierPolicy, RetryHandle, RetryLayer};
 use sla_layer::{SlaLayer, SlaMonitor, SlaRegistry};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 use crate::config::{Settings, SourceKind, SourceSettings};
 
@@ -218,25 +219,85 @@ impl Preset {
         K: CacheKey<Req> + 'static,
         C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
     {
-        let parts = self.parts(classifier.clone())?;
-        let s = &self.settings;
+        let (parts, breaker) = self.parts(classifier.clone())?;
+        let cache = self.cache_layer(key, |b| b)?;
+        let cache_handle = cache.handle();
+        let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::One(breaker.breaker().clone());
+        let below = self.below_cache(inner, &parts, classifier, breaker);
+        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
+        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+    }
+
+    /// One line for an HTTP client: wraps a buffered client (hyper-util's
+    /// [`HttpClient`](crate::client::HttpClient), [`ReqwestClient`](crate::client), or any
+    /// `Service<http::Request<Bytes>, Response = http::Response<Bytes>>`) in this
+    /// preset's stack.
+    ///
+    /// - `GET` and `HEAD` requests are cached by method and URI; requests carrying
+    ///   `Authorization` or `Cookie` are never cached (one user's answer is not served to
+    ///   another); answers marked `Cache-Control: no-store` or `private` are not stored;
+    ///   only 2xx answers are stored, and a 5xx or 429 answer counts as a failure, so a
+    ///   stale copy is served instead where one exists.
+    /// - Statuses are judged by reliability-core's `HttpClassifier` (5xx, 429, 408 and
+    ///   transport errors fail), and `Retry-After` is honoured.
+    /// - One circuit breaker **per host** (a bounded registry): one failing host does not
+    ///   open the circuit of another.
+    pub fn http_client<S>(self, client: S) -> Result<HttpReliableClient, ConfigError>
+    where
+        S: Service<http::Request<Bytes>, Response = http::Response<Bytes>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+    {
+        let classifier = HttpClassifier::new();
+        let (parts, breaker) = self.parts(classifier)?;
+        let cache = self.cache_layer(http_cache_key, |b| {
+            b.store_if(|res: &http::Response<Bytes>| {
+                res.status().is_success() && !forbids_shared_storage(res.headers())
+            })
+            .failure_when(|res: &http::Response<Bytes>| {
+                res.status().is_server_error()
+                    || res.status() == http::StatusCode::TOO_MANY_REQUESTS
+            })
+        })?;
+        let cache_handle = cache.handle();
+        let breaker = breaker
+            .build_per_key(|req: &http::Request<Bytes>| {
+                req.uri().host().unwrap_or_default().to_owned()
+            })
+            .map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::PerHost(breaker.registry().clone());
+        let below = self.below_cache(client, &parts, classifier, breaker);
+        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
+        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+    }
+
+    /// The cache layer of this preset's settings, with `customize` applied.
+    fn cache_layer<Req, V, K>(
+        &self,
+        key: K,
+        customize: impl FnOnce(CacheLayerBuilder<K, V>) -> CacheLayerBuilder<K, V>,
+    ) -> Result<CacheLayer<K, V>, ConfigError>
+    where
+        K: CacheKey<Req>,
+        V: Clone + Send + Sync + 'static,
+    {
+        let c = &self.settings.cache;
         let mut cache = CacheLayer::builder(key)
             .name(self.name.clone())
-            .ttl(s.cache.ttl)
-            .adaptive_ttl(s.cache.min_ttl, s.cache.max_ttl)
-            .stale_while_revalidate(s.cache.stale_while_revalidate)
-            .stale_if_error(s.cache.stale_if_error)
-            .max_entries(s.cache.max_entries);
+            .ttl(c.ttl)
+            .adaptive_ttl(c.min_ttl, c.max_ttl)
+            .stale_while_revalidate(c.stale_while_revalidate)
+            .stale_if_error(c.stale_if_error)
+            .max_entries(c.max_entries);
         if let Some(clock) = &self.clock {
             cache = cache.clock(clock.clone());
         }
-        let cache = cache.build().map_err(|e| e.within("cache"))?;
-        let cache_handle = cache.handle();
-
-        let below = self.below_cache(inner, &parts, classifier);
-        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
-
-        Ok(self.finish(service, parts, Some(cache_handle)))
+        customize(cache).build().map_err(|e| e.within("cache"))
     }
 
     /// The stack without its cache, for use behind a cache of its own (an HTTP server's
@@ -255,9 +316,11 @@ impl Preset {
         Req: Clone + Send + Sync + 'static,
         C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
     {
-        let parts = self.parts(classifier.clone())?;
-        let service = self.below_cache(inner, &parts, classifier);
-        Ok(self.finish(service, parts, None))
+        let (parts, breaker) = self.parts(classifier.clone())?;
+        let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::One(breaker.breaker().clone());
+        let service = self.below_cache(inner, &parts, classifier, breaker);
+        Ok(self.finish(service, parts, breakers, None))
     }
 
     /// An HTTP response cache with this preset's TTL, stale-while-revalidate and
@@ -278,12 +341,13 @@ impl Preset {
         builder.build().map_err(|e| e.within("cache"))
     }
 
-    /// Retry → breaker → rate limit → SLA → timeout → `inner`, boxed.
-    fn below_cache<S, Req, C>(
+    /// Retry → `breaker` → rate limit → SLA → timeout → `inner`, boxed.
+    fn below_cache<S, Req, C, L>(
         &self,
         inner: S,
         parts: &Parts<C>,
         classifier: C,
+        breaker: L,
     ) -> BoxCloneSyncService<Req, S::Response, BoxError>
     where
         S: Service<Req> + Clone + Send + Sync + 'static,
@@ -292,27 +356,37 @@ impl Preset {
         S::Response: Clone + Send + Sync + 'static,
         Req: Clone + Send + Sync + 'static,
         C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
+        L: Layer<BoxCloneSyncService<Req, S::Response, BoxError>>,
+        L::Service: Service<Req, Response = S::Response> + Clone + Send + Sync + 'static,
+        <L::Service as Service<Req>>::Future: Send + 'static,
+        <L::Service as Service<Req>>::Error: Into<BoxError> + 'static,
     {
         let name = Subject::new(self.name.clone());
-        let service = ServiceBuilder::new()
-            .layer(parts.retry.clone())
-            .layer(parts.breaker.clone())
-            .map_err(Into::<BoxError>::into)
-            .layer(
-                RateLimitLayer::new(parts.limiter.clone())
-                    .key(key_fn(move |_: &Req| Some(name.clone())))
-                    .wait_up_to(self.settings.rate_limit.max_wait),
-            )
-            .layer(SlaLayer::new(parts.monitor.clone()).classifier(classifier))
-            .timeout(self.settings.attempt_timeout)
-            .service(inner.map_err(Into::<BoxError>::into));
-        BoxCloneSyncService::new(service)
+        let lower = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(
+                    RateLimitLayer::new(parts.limiter.clone())
+                        .key(key_fn(move |_: &Req| Some(name.clone())))
+                        .wait_up_to(self.settings.rate_limit.max_wait),
+                )
+                .layer(SlaLayer::new(parts.monitor.clone()).classifier(classifier))
+                .timeout(self.settings.attempt_timeout)
+                .service(inner.map_err(Into::<BoxError>::into)),
+        );
+        BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(parts.retry.clone())
+                .map_err(Into::<BoxError>::into)
+                .layer(breaker)
+                .service(lower),
+        )
     }
 
     fn finish<Req, V, C>(
         self,
         service: BoxCloneSyncService<Req, V, BoxError>,
         parts: Parts<C>,
+        breakers: Breakers,
         cache: Option<CacheHandle<V>>,
     ) -> ReliableService<Req, V>
     where
@@ -324,7 +398,7 @@ impl Preset {
                 kind: self.kind,
                 name: self.name,
                 monitor: parts.monitor,
-                breaker: parts.breaker.breaker().clone(),
+                breakers,
                 retry: parts.retry.handle(),
                 limiter: parts.limiter,
                 cache,
@@ -334,7 +408,7 @@ impl Preset {
     }
 
     /// The layers below the cache, built from the settings.
-    fn parts<C>(&self, classifier: C) -> Result<Parts<C>, ConfigError>
+    fn parts<C>(&self, classifier: C) -> Result<(Parts<C>, CircuitBreakerBuilder<C>), ConfigError>
     where
         C: Clone + Send + Sync + 'static,
     {
@@ -377,10 +451,7 @@ impl Preset {
         if let Some(clock) = &self.clock {
             breaker = breaker.clock(clock.clone());
         }
-        let breaker = breaker
-            .classifier(classifier.clone())
-            .build()
-            .map_err(|e| e.within("breaker"))?;
+        let breaker = breaker.classifier(classifier.clone());
 
         let mut retry = RetryLayer::builder()
             .policy(ClassifierPolicy::new(classifier))
@@ -408,13 +479,15 @@ impl Preset {
         }
         let limiter = limiter.build().map_err(|e| e.within("rate_limit"))?;
 
-        Ok(Parts {
-            monitor,
+        Ok((
+            Parts {
+                monitor,
+                retry,
+                limiter,
+                trips,
+            },
             breaker,
-            retry,
-            limiter,
-            trips,
-        })
+        ))
     }
 }
 
@@ -438,10 +511,39 @@ fn client_quota(per_second: f64, burst: u32) -> Result<Quota, ConfigError> {
 
 struct Parts<C> {
     monitor: SlaMonitor,
-    breaker: CircuitBreakerLayer<C>,
     retry: RetryLayer<ClassifierPolicy<C>>,
     limiter: RateLimiter,
     trips: Arc<AtomicU64>,
+}
+
+/// One breaker, or one per host.
+#[derive(Clone)]
+enum Breakers {
+    One(Breaker),
+    PerHost(BreakerRegistry<String>),
+}
+
+/// A stack around an HTTP client (see [`Preset::http_client`]).
+pub type HttpReliableClient = ReliableService<http::Request<Bytes>, http::Response<Bytes>>;
+
+/// The cache key of an HTTP request: method and URI for `GET`/`HEAD` without
+/// credentials; `None` (bypass) otherwise.
+fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
+    let cacheable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    let credentialed = req.headers().contains_key(http::header::AUTHORIZATION)
+        || req.headers().contains_key(http::header::COOKIE);
+    (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
+}
+
+/// Whether `Cache-Control` forbids storing an answer in a shared cache.
+fn forbids_shared_storage(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .any(|d| d == "no-store" || d == "private" || d.starts_with("private="))
 }
 
 /// The live parts of a built stack, for monitoring and operations.
@@ -449,7 +551,7 @@ pub struct Handles<V> {
     kind: SourceKind,
     name: String,
     monitor: SlaMonitor,
-    breaker: Breaker,
+    breakers: Breakers,
     retry: RetryHandle,
     limiter: RateLimiter,
     cache: Option<CacheHandle<V>>,
@@ -481,9 +583,21 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
         &self.monitor
     }
 
-    /// The circuit breaker.
-    pub fn breaker(&self) -> &Breaker {
-        &self.breaker
+    /// The circuit breaker, for stacks with one (`None` for per-host breakers: see
+    /// [`breaker_registry`](Self::breaker_registry)).
+    pub fn breaker(&self) -> Option<&Breaker> {
+        match &self.breakers {
+            Breakers::One(b) => Some(b),
+            Breakers::PerHost(_) => None,
+        }
+    }
+
+    /// The per-host breakers of an HTTP client stack.
+    pub fn breaker_registry(&self) -> Option<&BreakerRegistry<String>> {
+        match &self.breakers {
+            Breakers::One(_) => None,
+            Breakers::PerHost(r) => Some(r),
+        }
     }
 
     /// The retry layer's figures.
@@ -516,7 +630,10 @@ impl<V: Clone + Send + Sync + 'static> HealthSource for Handles<V> {
     fn health(&self) -> Vec<ComponentHealth> {
         let mut all = Vec::with_capacity(5);
         all.extend(self.monitor.health());
-        all.extend(self.breaker.health());
+        match &self.breakers {
+            Breakers::One(b) => all.extend(b.health()),
+            Breakers::PerHost(r) => all.extend(r.health()),
+        }
         if let Some(cache) = &self.cache {
             all.extend(cache.health());
         }

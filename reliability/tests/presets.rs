@@ -121,7 +121,7 @@ async fn cex_stack_through_an_outage_and_back() {
             open_errors += 1;
         }
     }
-    assert_eq!(h.breaker().state(), BreakerState::Open);
+    assert_eq!(h.breaker().unwrap().state(), BreakerState::Open);
     assert!(open_errors > 0, "later calls fail fast");
     assert!(h.retry().snapshot().retries > 0, "retries happened");
     assert_eq!(h.sla().report().status, HealthStatus::Failed);
@@ -140,7 +140,7 @@ async fn cex_stack_through_an_outage_and_back() {
     for i in 0..150 {
         client.clone().oneshot(format!("ADA-{i}")).await.unwrap();
     }
-    assert_eq!(h.breaker().state(), BreakerState::Closed);
+    assert_eq!(h.breaker().unwrap().state(), BreakerState::Closed);
     assert_eq!(h.sla().report().status, HealthStatus::Healthy);
 
     // One health document covers every layer of the stack.

@@ -182,7 +182,7 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
         stale_served: cache.stale_revalidate + cache.stale_if_error,
         retries: h.retry().snapshot().retries,
         breaker_trips: h.breaker_trips(),
-        breaker_state: serde_json::to_value(h.breaker().state())
+        breaker_state: serde_json::to_value(h.breaker().map(|b| b.state()).unwrap_or_default())
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),

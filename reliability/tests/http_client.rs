@@ -1,0 +1,146 @@
+//! The one-line HTTP client builder against a real axum server with injected faults:
+//! caching rules, stale-if-error, retries, and per-host breakers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use breaker_layer::CircuitOpen;
+use bytes::Bytes;
+use reliability::client::HttpClient;
+use reliability::core::health::BreakerState;
+use reliability::presets;
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Upstream {
+    down: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+}
+
+async fn quote(
+    State(u): State<Upstream>,
+) -> (StatusCode, [(&'static str, &'static str); 1], String) {
+    let n = u.calls.fetch_add(1, Ordering::SeqCst);
+    if u.down.load(Ordering::SeqCst) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("retry-after", "0")],
+            "down".into(),
+        )
+    } else {
+        (
+            StatusCode::OK,
+            [("cache-control", "max-age=60")],
+            format!("quote #{n}"),
+        )
+    }
+}
+
+async fn private(State(u): State<Upstream>) -> ([(&'static str, &'static str); 1], String) {
+    let n = u.calls.fetch_add(1, Ordering::SeqCst);
+    ([("cache-control", "private")], format!("mine #{n}"))
+}
+
+async fn serve(u: Upstream) -> SocketAddr {
+    let app = axum::Router::new()
+        .route("/quote", get(quote))
+        .route("/other/{n}", get(quote))
+        .route("/private", get(private))
+        .with_state(u);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn get_req(addr: SocketAddr, path: &str) -> http::Request<Bytes> {
+    http::Request::get(format!("http://{addr}{path}"))
+        .body(Bytes::new())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
+    let upstream = Upstream::default();
+    let addr = serve(upstream.clone()).await;
+    let client = presets::dex("aggregator")
+        .seed(1)
+        .configure(|s| {
+            s.cache.ttl = Duration::from_millis(100);
+            s.cache.min_ttl = Duration::from_millis(50);
+            s.cache.max_ttl = Duration::from_millis(200);
+            s.cache.stale_while_revalidate = Duration::from_millis(1);
+            s.retry.base = Duration::from_millis(1);
+            s.retry.cap = Duration::from_millis(5);
+        })
+        .http_client(HttpClient::new())
+        .unwrap();
+    let h = client.handles().clone();
+
+    // A miss, then a hit.
+    let first = client
+        .clone()
+        .oneshot(get_req(addr, "/quote"))
+        .await
+        .unwrap();
+    let second = client
+        .clone()
+        .oneshot(get_req(addr, "/quote"))
+        .await
+        .unwrap();
+    assert_eq!(first.body(), second.body());
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1);
+
+    // Credentialed requests and private answers are never shared.
+    for _ in 0..2 {
+        let mut req = get_req(addr, "/quote");
+        req.headers_mut()
+            .insert("authorization", "Bearer user-a".parse().unwrap());
+        client.clone().oneshot(req).await.unwrap();
+        client
+            .clone()
+            .oneshot(get_req(addr, "/private"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 5);
+
+    // Outage: the cached quote is served stale instead of the 503.
+    upstream.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let stale = client
+        .clone()
+        .oneshot(get_req(addr, "/quote"))
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.body(), first.body(), "stale-if-error");
+
+    // Uncached paths fail with retries until this host's breaker opens.
+    let mut open = false;
+    for i in 0..30 {
+        match client
+            .clone()
+            .oneshot(get_req(addr, &format!("/other/{i}")))
+            .await
+        {
+            Ok(res) => assert_eq!(res.status(), 503),
+            Err(e) => {
+                assert!(e.downcast_ref::<CircuitOpen>().is_some(), "{e}");
+                open = true;
+                break;
+            }
+        }
+    }
+    assert!(open, "the breaker opened");
+    assert!(h.retry().snapshot().retries > 0);
+    let registry = h.breaker_registry().expect("per-host breakers");
+    let (host, breaker) = registry.breakers().into_iter().next().unwrap();
+    assert_eq!(host, "127.0.0.1");
+    assert_eq!(breaker.state(), BreakerState::Open);
+}
