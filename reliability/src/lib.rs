@@ -7,6 +7,9 @@
 //! - [`health`]: one health document for every SLA monitor, breaker, cache and limiter.
 //! - `admin` (feature `admin`): the token-guarded admin router for axum and the live
 //!   dashboard.
+//! - [`Error`]: one error type for a whole stack, with `is_*` questions, an HTTP answer
+//!   and a tonic `Status`.
+//! - [`cache`], [`breaker`], [`retry`], [`ratelimit`], [`sla`]: the layers, re-exported.
 //! - [`core`]: the shared vocabulary (classification, clock, Redis, health snapshots).
 //!
 //! ```
@@ -20,7 +23,21 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+mod error;
 pub mod health;
 pub mod presets;
 
+pub use error::Error;
+
 pub use reliability_core as core;
+
+/// The circuit-breaker layer ([`breaker_layer`]).
+pub use breaker_layer as breaker;
+/// The cache layer ([`cache_layer`]).
+pub use cache_layer as cache;
+/// The rate-limit layer ([`ratelimit_layer`]).
+pub use ratelimit_layer as ratelimit;
+/// The retry layer ([`retry_layer`]).
+pub use retry_layer as retry;
+/// The SLA-monitor layer ([`sla_layer`]).
+pub use sla_layer as sla;
