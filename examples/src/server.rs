@@ -12,6 +12,10 @@
 //!   `RateLimit-Policy` and `RateLimit`.
 //! - With an admin token: the admin router (`/admin/...`, bearer token), `/dashboard`,
 //!   and `POST /admin/upstream/faults` to inject faults into the simulated upstream.
+//!
+//! [`app`] keeps everything in memory; [`app_with_redis`] shares the per-key limits
+//! (Redis backend, failing open to a local limiter) and the route caches (Redis L2, one
+//! key prefix per route, pub/sub invalidation) between every server on the same Redis.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,12 +29,15 @@ use axum::routing::{get, post};
 use breaker_layer::CircuitOpen;
 use ratelimit_layer::http::PeerIp;
 use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{RateLimitLayer, RateLimited, RateLimiter, Subject, TierTable};
+use ratelimit_layer::{RateLimitLayer, RateLimited, RateLimiter, RedisBackend, Subject, TierTable};
 use reliability::admin::Admin;
+use reliability::cache::backend::redis::RedisTier;
+use reliability::cache::http::HttpCacheLayer;
 use reliability::config::{Settings, SettingsError, SourceKind};
 use reliability::core::classify::ErrorClassifier;
 use reliability::core::error::ConfigError;
 use reliability::core::health::HealthSource;
+use reliability::core::redis::{RedisConfig, RedisSetupError};
 use reliability::presets::{Preset, ReliableService};
 use serde::Deserialize;
 use serde_json::Value;
@@ -76,6 +83,9 @@ pub enum StartError {
     /// A value is out of range.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Redis could not be reached or configured.
+    #[error("redis: {0}")]
+    Redis(#[from] RedisSetupError),
 }
 
 impl ServerConfig {
@@ -116,11 +126,58 @@ pub struct App {
     pub registry: SlaRegistry,
 }
 
-/// Builds the application router. `admin_token` mounts the admin router.
+/// Builds the application router with in-memory limits and caches. `admin_token`
+/// mounts the admin router.
 pub fn app(
     config: &ServerConfig,
     upstream: Upstream,
     admin_token: Option<&str>,
+) -> Result<(axum::Router, App), StartError> {
+    let limiter = RateLimiter::builder()
+        .name("api")
+        .tiers(TierTable::standard())
+        .build()?;
+    assemble(config, upstream, admin_token, limiter, None)
+}
+
+/// Builds the application router on Redis: the per-key limiter decides on Redis (failing
+/// open to a local limiter while Redis is down) and each route cache gets a Redis L2
+/// under `<key_prefix>:<route>` (a clear on one server clears the others' L1 by pub/sub).
+/// Connects (must run inside a tokio runtime).
+pub async fn app_with_redis(
+    config: &ServerConfig,
+    upstream: Upstream,
+    admin_token: Option<&str>,
+    redis: &RedisConfig,
+) -> Result<(axum::Router, App), StartError> {
+    let base = redis.key_prefix.clone();
+    let backend = RedisBackend::builder(redis.clone().key_prefix(format!("{base}:ratelimit")))
+        .build()
+        .await?;
+    let limiter = RateLimiter::builder()
+        .name("api")
+        .tiers(TierTable::standard())
+        .backend(backend)
+        .build()?;
+    let mut tiers = Vec::with_capacity(3);
+    for kind in ROUTES {
+        let route = redis
+            .clone()
+            .key_prefix(format!("{base}:{}", kind.as_str()));
+        tiers.push(RedisTier::connect(&route).await?);
+    }
+    assemble(config, upstream, admin_token, limiter, Some(tiers))
+}
+
+/// The route caches' sources, in route order.
+const ROUTES: [SourceKind; 3] = [SourceKind::Cex, SourceKind::Dex, SourceKind::Social];
+
+fn assemble(
+    config: &ServerConfig,
+    upstream: Upstream,
+    admin_token: Option<&str>,
+    limiter: RateLimiter,
+    l2: Option<Vec<RedisTier>>,
 ) -> Result<(axum::Router, App), StartError> {
     let settings = config.settings()?;
     let registry = SlaRegistry::new();
@@ -135,10 +192,7 @@ pub fn app(
         cex: client(SourceKind::Cex)?,
         dex: client(SourceKind::Dex)?,
         social: client(SourceKind::Social)?,
-        limiter: RateLimiter::builder()
-            .name("api")
-            .tiers(TierTable::standard())
-            .build()?,
+        limiter,
         registry: registry.clone(),
     };
     let mut accounts = BTreeMap::new();
@@ -170,9 +224,28 @@ pub fn app(
         }
     });
 
-    let cex_cache = preset(SourceKind::Cex).http_cache_layer()?;
-    let dex_cache = preset(SourceKind::Dex).http_cache_layer()?;
-    let social_cache = preset(SourceKind::Social).http_cache_layer()?;
+    let mut tiers = l2.map(Vec::into_iter);
+    let mut cache = |kind: SourceKind| -> Result<HttpCacheLayer, ConfigError> {
+        match tiers.as_mut().and_then(Iterator::next) {
+            None => preset(kind).http_cache_layer(),
+            Some(tier) => {
+                // The preset's cache settings, plus the shared tier.
+                let c = &settings.source(kind).cache;
+                HttpCacheLayer::builder()
+                    .name(kind.as_str())
+                    .ttl(c.ttl)
+                    .stale_while_revalidate(c.stale_while_revalidate)
+                    .stale_if_error(c.stale_if_error)
+                    .max_entries(c.max_entries)
+                    .l2(tier, None)
+                    .build()
+                    .map_err(|e| e.within("cache"))
+            }
+        }
+    };
+    let cex_cache = cache(SourceKind::Cex)?;
+    let dex_cache = cache(SourceKind::Dex)?;
+    let social_cache = cache(SourceKind::Social)?;
     let caches = [
         cex_cache.handle(),
         dex_cache.handle(),

@@ -9,15 +9,18 @@
 //! open http://127.0.0.1:3000/dashboard#token=change-me-please
 //! ```
 //!
-//! `--config FILE` reads another `server.toml`; `--seed N` seeds the upstream.
+//! `--config FILE` reads another `server.toml`; `--seed N` seeds the upstream;
+//! `--redis redis://127.0.0.1:6379` shares the rate limits and the route caches with
+//! every other server on that Redis (limits fail open while it is down).
 
 use std::net::SocketAddr;
 
-use examples::server::{DEFAULT_CONFIG, ServerConfig, app, serve};
+use examples::server::{DEFAULT_CONFIG, ServerConfig, app, app_with_redis, serve};
 use examples::upstream::Upstream;
+use reliability::core::redis::RedisConfig;
 
-const USAGE: &str =
-    "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N]";
+const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] \
+     [--redis redis://HOST:PORT]";
 
 #[tokio::main]
 async fn main() {
@@ -31,6 +34,7 @@ async fn run() -> Result<(), String> {
     let mut addr: SocketAddr = "127.0.0.1:3000".parse().expect("literal address");
     let mut config_text = DEFAULT_CONFIG.to_owned();
     let mut seed = 42;
+    let mut redis = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
@@ -42,13 +46,18 @@ async fn run() -> Result<(), String> {
                     std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
             }
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--redis" => redis = Some(RedisConfig::single(value()?)),
             _ => return Err(USAGE.to_owned()),
         }
     }
     let config = ServerConfig::parse(&config_text).map_err(|e| e.to_string())?;
     let token = std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
-    let (router, _app) =
-        app(&config, Upstream::new(seed), token.as_deref()).map_err(|e| e.to_string())?;
+    let upstream = Upstream::new(seed);
+    let (router, _app) = match &redis {
+        Some(redis) => app_with_redis(&config, upstream, token.as_deref(), redis).await,
+        None => app(&config, upstream, token.as_deref()),
+    }
+    .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("bind {addr}: {e}"))?;

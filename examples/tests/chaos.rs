@@ -1,0 +1,411 @@
+//! The example server under fire, on loopback with real Redis: an upstream outage during
+//! load (stale answers, an open breaker, SLA FAILED then HEALTHY), Redis killed and
+//! restarted during load (every request answered, limits back on Redis within a second),
+//! and two servers sharing one Redis (limits hold across both, a clear on one clears the
+//! other).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use examples::server::{App, ServerConfig, app, app_with_redis, serve};
+use examples::upstream::{FaultSettings, Upstream};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reliability_core::harness::RedisServer;
+use reliability_core::redis::RedisConfig;
+use serde_json::Value;
+
+const TOKEN: &str = "chaos-test-token-123";
+const ENTERPRISE: (&str, &str) = ("x-api-key", "k-ent");
+const FREE: (&str, &str) = ("x-api-key", "k-free");
+
+/// Keys on two tiers and a CEX stack tuned to trip and heal within a second or two.
+const CONFIG: &str = r#"
+[keys.k-ent]
+account = "ent"
+tier = "enterprise"
+
+[keys.k-free]
+account = "alice"
+tier = "free"
+
+[reliability.cex.cache]
+ttl = "100ms"
+min_ttl = "50ms"
+max_ttl = "1s"
+stale_while_revalidate = "10ms"
+stale_if_error = "30s"
+
+[reliability.cex.breaker]
+failure_threshold = 3
+open_wait = "300ms"
+success_threshold = 1
+
+[reliability.cex.sla]
+time_window = "1s"
+status_window = "time"
+
+[reliability.cex.retry]
+max_attempts = 2
+base = "5ms"
+cap = "10ms"
+
+[reliability.cex.rate_limit]
+per_second = 10000.0
+burst = 10000
+max_wait = "10ms"
+"#;
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn quiet_upstream() -> Upstream {
+    let upstream = Upstream::new(7);
+    upstream.set_faults(FaultSettings {
+        error_rate: 0.0,
+        latency_factor: 0.05,
+        outage: false,
+    });
+    upstream
+}
+
+async fn start(redis: Option<&RedisConfig>) -> (SocketAddr, Upstream, App) {
+    let config = ServerConfig::parse(CONFIG).unwrap();
+    let upstream = quiet_upstream();
+    let (router, app) = match redis {
+        Some(redis) => app_with_redis(&config, upstream.clone(), Some(TOKEN), redis)
+            .await
+            .unwrap(),
+        None => app(&config, upstream.clone(), Some(TOKEN)).unwrap(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, router));
+    (addr, upstream, app)
+}
+
+struct Answer {
+    status: u16,
+    cache_status: String,
+    body: String,
+}
+
+async fn send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = client
+        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let cache_status = res
+        .headers()
+        .get("cache-status")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    Answer {
+        status,
+        cache_status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(client: &HttpClient, addr: SocketAddr, path: &str, key: (&str, &str)) -> Answer {
+    send(client, addr, "GET", path, &[key], "").await
+}
+
+async fn admin(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Value {
+    let auth = format!("Bearer {TOKEN}");
+    let a = send(
+        client,
+        addr,
+        method,
+        path,
+        &[("authorization", &auth)],
+        body,
+    )
+    .await;
+    assert_eq!(a.status, 200, "{path}: {}", a.body);
+    serde_json::from_str(&a.body).unwrap()
+}
+
+/// The `field` of the entry named `name` in the health report's `list`.
+fn named<'a>(report: &'a Value, list: &str, name: &str, field: &str) -> &'a str {
+    report[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str().is_some_and(|n| n.contains(name)))
+        .unwrap_or_else(|| panic!("no {name} in {list}: {report}"))[field]
+        .as_str()
+        .unwrap_or_default()
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// Background load: `tasks` loops of requests over a few keys until stopped; returns every
+/// status seen.
+fn load(
+    addr: SocketAddr,
+    tasks: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<BTreeMap<u16, u64>>> {
+    (0..tasks)
+        .map(|t| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let client = client();
+                let mut seen = BTreeMap::new();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = if t % 2 == 0 { ENTERPRISE } else { FREE };
+                    let path = match i % 3 {
+                        0 => format!("/api/cex/orderbook/S{}", i % 4),
+                        1 => format!("/api/dex/quote/P{}", i % 4),
+                        _ => format!("/api/social/search?q=q{}", i % 4),
+                    };
+                    *seen
+                        .entry(get(&client, addr, &path, key).await.status)
+                        .or_insert(0) += 1;
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                seen
+            })
+        })
+        .collect()
+}
+
+async fn finish(handles: Vec<tokio::task::JoinHandle<BTreeMap<u16, u64>>>) -> BTreeMap<u16, u64> {
+    let mut total = BTreeMap::new();
+    for h in handles {
+        for (status, n) in h.await.unwrap() {
+            *total.entry(status).or_insert(0) += n;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_outage_serves_stale_opens_the_breaker_and_heals() {
+    let (addr, _upstream, _app) = start(None).await;
+    let c = client();
+    let cached = "/api/cex/orderbook/BTC-USDT";
+    assert_eq!(get(&c, addr, cached, ENTERPRISE).await.status, 200);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = load(addr, 4, stop.clone());
+    let outage = r#"{"error_rate": 1.0, "latency_factor": 0.05, "outage": true}"#;
+    admin(&c, addr, "POST", "/admin/upstream/faults", outage).await;
+
+    // The cached key goes stale and is served stale while the upstream is down.
+    let stale = eventually(Duration::from_secs(3), || async {
+        let a = get(&c, addr, cached, ENTERPRISE).await;
+        a.status == 200 && a.cache_status.contains("fwd=stale")
+    })
+    .await;
+    assert!(stale.is_some(), "a stale answer during the outage");
+
+    // Misses fail until the breaker opens and the SLA turns FAILED.
+    let mut i = 0;
+    let tripped = eventually(Duration::from_secs(3), || {
+        i += 1;
+        let c = &c;
+        async move {
+            let a = get(c, addr, &format!("/api/cex/orderbook/M{i}"), ENTERPRISE).await;
+            assert!(matches!(a.status, 502 | 503), "{} {}", a.status, a.body);
+            let h = admin(c, addr, "GET", "/admin/health", "").await;
+            named(&h, "breakers", "cex", "state") == "OPEN"
+                && named(&h, "sources", "cex", "status") == "FAILED"
+        }
+    })
+    .await;
+    assert!(tripped.is_some(), "breaker OPEN and SLA FAILED");
+    let open = get(&c, addr, "/api/cex/orderbook/OPEN", ENTERPRISE).await;
+    assert_eq!(
+        open.status, 503,
+        "an open circuit answers 503: {}",
+        open.body
+    );
+
+    // Recovery: the breaker probes after 300 ms, closes, and the 1 s window forgets.
+    let healthy = r#"{"error_rate": 0.0, "latency_factor": 0.05, "outage": false}"#;
+    admin(&c, addr, "POST", "/admin/upstream/faults", healthy).await;
+    let recovered = Instant::now();
+    let mut i = 0;
+    let healed = eventually(Duration::from_secs(5), || {
+        i += 1;
+        let c = &c;
+        async move {
+            get(c, addr, &format!("/api/cex/orderbook/R{i}"), ENTERPRISE).await;
+            let h = admin(c, addr, "GET", "/admin/health", "").await;
+            named(&h, "breakers", "cex", "state") == "CLOSED"
+                && named(&h, "sources", "cex", "status") == "HEALTHY"
+        }
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let statuses = finish(background).await;
+    println!("outage load statuses: {statuses:?}");
+    assert!(
+        healed.is_some(),
+        "HEALTHY again after recovery ({:?} since)",
+        recovered.elapsed()
+    );
+    println!(
+        "healed {:?} after the upstream recovered",
+        recovered.elapsed()
+    );
+    for status in statuses.keys() {
+        assert!(
+            matches!(status, 200 | 429 | 502 | 503),
+            "unexpected {status}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_during_load() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    let config = redis.config().key_prefix("chaos-restart");
+    let (addr, _upstream, app) = start(Some(&config)).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = load(addr, 6, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!app.limiter.snapshot().fallback_active, "on Redis at first");
+
+    redis.stop();
+    let fell_back = eventually(Duration::from_secs(2), || async {
+        app.limiter.snapshot().fallback_active
+    })
+    .await;
+    assert!(
+        fell_back.is_some(),
+        "the limiter falls back while Redis is down"
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    redis.restart().unwrap();
+    let back = eventually(Duration::from_secs(3), || async {
+        !app.limiter.snapshot().fallback_active
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let statuses = finish(background).await;
+    println!("statuses during the Redis restart: {statuses:?}; back on Redis after {back:?}");
+    let back = back.expect("limits back on Redis");
+    assert!(
+        back <= Duration::from_secs(1),
+        "back on Redis within 1 s of the restart, took {back:?}"
+    );
+    assert!(statuses.get(&200).copied().unwrap_or(0) > 0);
+    for status in statuses.keys() {
+        assert!(
+            matches!(status, 200 | 429),
+            "unexpected {status}: {statuses:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_limits_and_cache_clears() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let config = redis.config().key_prefix("chaos-shared");
+    let (a, _, _) = start(Some(&config)).await;
+    let (b, _, _) = start(Some(&config)).await;
+    let c = client();
+
+    // The free tier's 2/s holds across both servers.
+    let began = Instant::now();
+    let mut admitted = 0;
+    for i in 0..6 {
+        let server = if i % 2 == 0 { a } else { b };
+        let answer = get(&c, server, &format!("/api/dex/quote/F{i}"), FREE).await;
+        assert!(matches!(answer.status, 200 | 429), "{}", answer.body);
+        admitted += u32::from(answer.status == 200);
+    }
+    let spent = began.elapsed();
+    println!("free tier across two servers: {admitted} of 6 admitted in {spent:?}");
+    assert!(
+        spent < Duration::from_secs(1),
+        "the six requests took {spent:?}"
+    );
+    // 2 per second, plus one for a window boundary crossed during the burst.
+    assert!(admitted <= 3, "{admitted} admitted across both servers");
+
+    // A clear on one server clears the other's L1 (and the shared L2).
+    let path = "/api/cex/orderbook/ETH-USDT";
+    let first = get(&c, a, path, ENTERPRISE).await;
+    assert!(
+        first.cache_status.contains("fwd=miss"),
+        "{}",
+        first.cache_status
+    );
+    let warm = eventually(Duration::from_secs(2), || async {
+        get(&c, b, path, ENTERPRISE)
+            .await
+            .cache_status
+            .contains("hit")
+    })
+    .await;
+    assert!(warm.is_some(), "b serves the entry from the cache");
+    let cleared = admin(&c, a, "POST", "/admin/cache/clear", "").await;
+    assert_eq!(cleared["cleared"], true);
+    let missed = eventually(Duration::from_secs(2), || async {
+        get(&c, b, path, ENTERPRISE)
+            .await
+            .cache_status
+            .contains("fwd=miss")
+    })
+    .await;
+    println!("b missed {missed:?} after the clear on a");
+    assert!(missed.is_some(), "b misses after the clear on a");
+}
