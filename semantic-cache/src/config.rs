@@ -39,6 +39,10 @@ pub struct SemanticConfig {
     pub resync_interval: Duration,
     /// Longer texts bypass the cache (default 32 KiB).
     pub max_text_bytes: usize,
+    /// Above this many entries a namespace's index answers from an HNSW graph
+    /// (approximate, recall@1 ≥ 0.95 tested) instead of an exact scan (default 2,000, where
+    /// the graph starts to pay, see `BENCHMARKS.md`; `usize::MAX`: always exact).
+    pub approximate_above: usize,
 }
 
 impl Default for SemanticConfig {
@@ -53,6 +57,7 @@ impl Default for SemanticConfig {
             embedding_ttl: None,
             resync_interval: Duration::from_secs(5),
             max_text_bytes: 32 * 1024,
+            approximate_above: crate::index::DEFAULT_APPROXIMATE_ABOVE,
         }
     }
 }

@@ -72,10 +72,10 @@ pub(crate) struct Namespace<V> {
     synced: tokio::sync::Mutex<Option<Synced>>,
 }
 
-impl<V> Default for Namespace<V> {
-    fn default() -> Self {
+impl<V> Namespace<V> {
+    fn new(approximate_above: usize) -> Self {
         Self {
-            index: RwLock::new(VectorIndex::new()),
+            index: RwLock::new(VectorIndex::with_approximate_above(approximate_above)),
             flights: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             synced: tokio::sync::Mutex::new(None),
@@ -195,7 +195,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         if all.len() >= self.config.max_namespaces {
             return None;
         }
-        let ns = Arc::new(Namespace::default());
+        let ns = Arc::new(Namespace::new(self.config.approximate_above));
         all.insert(name.to_owned(), ns.clone());
         Some(ns)
     }

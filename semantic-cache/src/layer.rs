@@ -199,6 +199,13 @@ impl<P, V: Clone + Send + Sync + 'static> SemanticCacheLayerBuilder<P, V> {
         self
     }
 
+    /// Above `n` entries a namespace's index answers from an HNSW graph instead of an exact
+    /// scan (default 2,000; `usize::MAX`: always exact).
+    pub fn approximate_above(mut self, n: usize) -> Self {
+        self.config.approximate_above = n;
+        self
+    }
+
     /// Longer texts bypass the cache.
     pub fn max_text_bytes(mut self, n: usize) -> Self {
         self.config.max_text_bytes = n;

@@ -77,6 +77,7 @@ mod engine;
 mod error;
 mod future;
 mod handle;
+pub mod hnsw;
 pub mod index;
 mod layer;
 mod response;

@@ -86,6 +86,14 @@ pub fn meets(similarity: f32, threshold: f32) -> bool {
     similarity >= threshold - SIMILARITY_EPSILON
 }
 
+/// `v` scaled to unit length (tests only; panics on a zero vector).
+#[cfg(test)]
+pub(crate) fn unit(v: &[f32]) -> Vec<f32> {
+    let mut v = v.to_vec();
+    normalize(&mut v).expect("a non-zero vector");
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
