@@ -4,6 +4,8 @@
 //!   a TOML file and `RELIABILITY__*` environment variables.
 //! - [`client`]: outgoing HTTP clients (hyper-util, reqwest) as buffered tower services.
 //! - [`presets`]: the CEX, DEX and social stacks, built around any service.
+//! - `grpc` (feature `grpc`): `Preset::grpc_client`, a tonic `Channel` in a preset's
+//!   stack (retry, breaker, client quota, SLA, attempt timeout; no cache).
 //! - [`health`]: one health document for every SLA monitor, breaker, cache and limiter.
 //! - `admin` (feature `admin`): the token-guarded admin router for axum and the live
 //!   dashboard.
@@ -24,6 +26,8 @@ pub mod admin;
 pub mod client;
 pub mod config;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod health;
 pub mod presets;
 

@@ -71,7 +71,7 @@ use reliability_core::health::{
 };
 use retry_layer::backoff::Backoff;
 use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
-use retry_layer::{ClassifierPolicy, RetryHandle, RetryLayer};
+use retry_layer::{ClassifierPolicy, RetryBuilder, RetryHandle, RetryLayer};
 use sla_layer::{SlaLayer, SlaMonitor, SlaRegistry};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
@@ -276,6 +276,54 @@ impl Preset {
         Ok(self.finish(service, parts, breakers, Some(cache_handle)))
     }
 
+    /// One line for a gRPC client: wraps a tonic [`Channel`](tonic::transport::Channel) in
+    /// this preset's stack, for `tonic::client::Grpc::new` or a generated client's `new`
+    /// (feature `grpc`).
+    ///
+    /// Retry (gRPC codes, pushback honoured, every call treated as safe to repeat) → one
+    /// circuit breaker for the channel (open: `UNAVAILABLE` at once, locally) → client
+    /// quota (key: the preset's name) → SLA → attempt timeout (`DEADLINE_EXCEEDED`) →
+    /// channel. Nothing is cached. See [`crate::grpc`] for the details.
+    #[cfg(feature = "grpc")]
+    pub fn grpc_client(
+        self,
+        channel: tonic::transport::Channel,
+    ) -> Result<crate::grpc::GrpcReliableClient, ConfigError> {
+        use reliability_core::classify::GrpcClassifier;
+        use retry_layer::grpc::GrpcRetryLayer;
+
+        let (parts, breaker) = self.parts_but_retry(GrpcClassifier)?;
+        let retry = self
+            .tune_retry(GrpcRetryLayer::grpc_builder())
+            .build_http()
+            .map_err(|e| e.within("retry"))?;
+        let parts = parts.with_retry(retry);
+        let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::One(breaker.breaker().clone());
+        let name = Subject::new(self.name.clone());
+        let service = ServiceBuilder::new()
+            .map_err(crate::grpc::into_status)
+            .layer(parts.retry.clone())
+            .map_err(Into::<BoxError>::into)
+            .layer(breaker)
+            .layer(
+                RateLimitLayer::new(parts.limiter.clone())
+                    .key(key_fn(move |_: &http::Request<tonic::body::Body>| {
+                        Some(name.clone())
+                    }))
+                    .wait_up_to(self.settings.rate_limit.max_wait),
+            )
+            .layer(SlaLayer::new(parts.monitor.clone()).classifier(GrpcClassifier))
+            .timeout(self.settings.attempt_timeout)
+            .service(channel.map_err(Into::<BoxError>::into));
+        let service = BoxCloneSyncService::new(service);
+        let handles = self.into_handles::<(), _>(parts, breakers, None);
+        Ok(crate::grpc::GrpcReliableClient::new(
+            service,
+            Arc::new(handles),
+        ))
+    }
+
     /// The cache layer of this preset's settings, with `customize` applied.
     fn cache_layer<Req, V, K>(
         &self,
@@ -345,7 +393,7 @@ impl Preset {
     fn below_cache<S, Req, C, L>(
         &self,
         inner: S,
-        parts: &Parts<C>,
+        parts: &Parts<RetryLayer<ClassifierPolicy<C>>>,
         classifier: C,
         breaker: L,
     ) -> BoxCloneSyncService<Req, S::Response, BoxError>
@@ -382,33 +430,82 @@ impl Preset {
         )
     }
 
-    fn finish<Req, V, C>(
+    fn finish<Req, V, R: RetryParts>(
         self,
         service: BoxCloneSyncService<Req, V, BoxError>,
-        parts: Parts<C>,
+        parts: Parts<R>,
         breakers: Breakers,
         cache: Option<CacheHandle<V>>,
-    ) -> ReliableService<Req, V>
-    where
-        C: Send + Sync + 'static,
-    {
+    ) -> ReliableService<Req, V> {
         ReliableService {
             service,
-            handles: Arc::new(Handles {
-                kind: self.kind,
-                name: self.name,
-                monitor: parts.monitor,
-                breakers,
-                retry: parts.retry.handle(),
-                limiter: parts.limiter,
-                cache,
-                trips: parts.trips,
-            }),
+            handles: Arc::new(self.into_handles(parts, breakers, cache)),
+        }
+    }
+
+    fn into_handles<W, R: RetryParts>(
+        self,
+        parts: Parts<R>,
+        breakers: Breakers,
+        cache: Option<CacheHandle<W>>,
+    ) -> Handles<W> {
+        Handles {
+            kind: self.kind,
+            name: self.name,
+            monitor: parts.monitor,
+            breakers,
+            retry: parts.retry.retry_handle(),
+            limiter: parts.limiter,
+            cache,
+            trips: parts.trips,
         }
     }
 
     /// The layers below the cache, built from the settings.
-    fn parts<C>(&self, classifier: C) -> Result<(Parts<C>, CircuitBreakerBuilder<C>), ConfigError>
+    #[allow(clippy::type_complexity)]
+    fn parts<C>(
+        &self,
+        classifier: C,
+    ) -> Result<
+        (
+            Parts<RetryLayer<ClassifierPolicy<C>>>,
+            CircuitBreakerBuilder<C>,
+        ),
+        ConfigError,
+    >
+    where
+        C: Clone + Send + Sync + 'static,
+    {
+        let (parts, breaker) = self.parts_but_retry(classifier.clone())?;
+        let retry = self
+            .tune_retry(RetryLayer::builder().policy(ClassifierPolicy::new(classifier)))
+            .build()
+            .map_err(|e| e.within("retry"))?;
+        Ok((parts.with_retry(retry), breaker))
+    }
+
+    /// The preset's attempts, backoff, budget and seed on a retry builder.
+    fn tune_retry<P>(&self, builder: RetryBuilder<P>) -> RetryBuilder<P> {
+        let s = &self.settings.retry;
+        let builder = builder
+            .name(self.name.clone())
+            .max_attempts(s.max_attempts)
+            .backoff(Backoff::exponential(s.base, s.cap, s.jitter))
+            .budget(BudgetConfig::Ratio(RatioBudgetConfig {
+                ratio: s.budget_ratio,
+                ..RatioBudgetConfig::default()
+            }));
+        match self.seed {
+            Some(seed) => builder.seed(seed),
+            None => builder,
+        }
+    }
+
+    /// The SLA monitor, breaker builder and limiter of the settings (no retry layer yet).
+    fn parts_but_retry<C>(
+        &self,
+        classifier: C,
+    ) -> Result<(Parts<()>, CircuitBreakerBuilder<C>), ConfigError>
     where
         C: Clone + Send + Sync + 'static,
     {
@@ -451,25 +548,7 @@ impl Preset {
         if let Some(clock) = &self.clock {
             breaker = breaker.clock(clock.clone());
         }
-        let breaker = breaker.classifier(classifier.clone());
-
-        let mut retry = RetryLayer::builder()
-            .policy(ClassifierPolicy::new(classifier))
-            .name(self.name.clone())
-            .max_attempts(s.retry.max_attempts)
-            .backoff(Backoff::exponential(
-                s.retry.base,
-                s.retry.cap,
-                s.retry.jitter,
-            ))
-            .budget(BudgetConfig::Ratio(RatioBudgetConfig {
-                ratio: s.retry.budget_ratio,
-                ..RatioBudgetConfig::default()
-            }));
-        if let Some(seed) = self.seed {
-            retry = retry.seed(seed);
-        }
-        let retry = retry.build().map_err(|e| e.within("retry"))?;
+        let breaker = breaker.classifier(classifier);
 
         let quota = client_quota(s.rate_limit.per_second, s.rate_limit.burst)
             .map_err(|e| e.within("rate_limit"))?;
@@ -482,7 +561,7 @@ impl Preset {
         Ok((
             Parts {
                 monitor,
-                retry,
+                retry: (),
                 limiter,
                 trips,
             },
@@ -509,11 +588,39 @@ fn client_quota(per_second: f64, burst: u32) -> Result<Quota, ConfigError> {
     Quota::per(u64::from(burst), period)
 }
 
-struct Parts<C> {
+struct Parts<R> {
     monitor: SlaMonitor,
-    retry: RetryLayer<ClassifierPolicy<C>>,
+    retry: R,
     limiter: RateLimiter,
     trips: Arc<AtomicU64>,
+}
+
+impl Parts<()> {
+    fn with_retry<R>(self, retry: R) -> Parts<R> {
+        Parts {
+            monitor: self.monitor,
+            retry,
+            limiter: self.limiter,
+            trips: self.trips,
+        }
+    }
+}
+
+/// A retry layer whose figures the handles show.
+trait RetryParts {
+    fn retry_handle(&self) -> RetryHandle;
+}
+
+impl<C: Send + Sync + 'static> RetryParts for RetryLayer<ClassifierPolicy<C>> {
+    fn retry_handle(&self) -> RetryHandle {
+        self.handle()
+    }
+}
+
+impl<C: Send + Sync + 'static> RetryParts for retry_layer::http::HttpRetryLayer<C> {
+    fn retry_handle(&self) -> RetryHandle {
+        self.handle()
+    }
 }
 
 /// One breaker, or one per host.

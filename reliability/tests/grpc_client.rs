@@ -1,0 +1,259 @@
+//! The one-line gRPC client builder against a real tonic server with injected faults:
+//! retries of UNAVAILABLE, the breaker opening and failing fast, the SLA status during an
+//! outage and after recovery, and attempt timeouts as DEADLINE_EXCEEDED.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use reliability::config::StatusWindow;
+use reliability::core::clock::ManualClock;
+use reliability::core::health::{BreakerState, HealthStatus};
+use reliability::grpc::GrpcReliableClient;
+use reliability::{Error, presets};
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Server};
+use tonic::{Code, Status};
+use tonic_prost::ProstCodec;
+use tower::{BoxError, Service};
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct QuoteRequest {
+    #[prost(string, tag = "1")]
+    pair: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct QuoteReply {
+    #[prost(string, tag = "1")]
+    pair: String,
+    #[prost(uint64, tag = "2")]
+    serial: u64,
+}
+
+const GET_QUOTE: &str = "/quotes.Quotes/GetQuote";
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// The server's faults, switched by the test.
+#[derive(Clone, Default)]
+struct Quotes {
+    down: Arc<AtomicBool>,
+    fail_next: Arc<AtomicU32>,
+    slow: Arc<AtomicBool>,
+    calls: Arc<AtomicU64>,
+}
+
+impl NamedService for Quotes {
+    const NAME: &'static str = "quotes.Quotes";
+}
+
+impl tonic::server::UnaryService<QuoteRequest> for Quotes {
+    type Response = QuoteReply;
+    type Future = BoxFuture<Result<tonic::Response<QuoteReply>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<QuoteRequest>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let serial = this.calls.fetch_add(1, Ordering::SeqCst);
+            let transient = this
+                .fail_next
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if transient || this.down.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("down"));
+            }
+            if this.slow.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            let pair = request.into_inner().pair;
+            Ok(tonic::Response::new(QuoteReply { pair, serial }))
+        })
+    }
+}
+
+impl Service<http::Request<Body>> for Quotes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if request.uri().path() != GET_QUOTE {
+                return Ok(Status::unimplemented("unknown method").into_http());
+            }
+            let mut grpc =
+                tonic::server::Grpc::new(ProstCodec::<QuoteReply, QuoteRequest>::default());
+            Ok(grpc.unary(this, request).await)
+        })
+    }
+}
+
+async fn serve(quotes: Quotes) -> SocketAddr {
+    let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let router = Server::builder().add_service(quotes);
+    tokio::spawn(async move { router.serve_with_incoming(incoming).await.unwrap() });
+    addr
+}
+
+/// The DEX preset with short retries; the breaker's open wait and the SLA's one-second
+/// time window follow `clock`, so an outage and its recovery fit in a test.
+async fn client(addr: SocketAddr, clock: &ManualClock) -> GrpcReliableClient {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    presets::dex("quotes")
+        .configure(|s| {
+            s.breaker.failure_threshold = 3;
+            s.breaker.open_wait = Duration::from_secs(5);
+            s.breaker.success_threshold = 1;
+            s.retry.max_attempts = 3;
+            s.retry.base = Duration::from_millis(1);
+            s.retry.cap = Duration::from_millis(5);
+            s.rate_limit.per_second = 10_000.0;
+            s.rate_limit.burst = 1_000;
+            s.attempt_timeout = Duration::from_millis(200);
+            s.sla.time_window = Duration::from_secs(1);
+            s.sla.status_window = StatusWindow::Time;
+            s.sla.max_consecutive_failures = 3;
+        })
+        .seed(7)
+        .clock(clock.shared())
+        .grpc_client(channel)
+        .unwrap()
+}
+
+async fn get_quote(client: &GrpcReliableClient, pair: &str) -> Result<QuoteReply, Status> {
+    let mut grpc = tonic::client::Grpc::new(client.clone());
+    grpc.ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(QuoteRequest { pair: pair.into() }),
+        http::uri::PathAndQuery::from_static(GET_QUOTE),
+        ProstCodec::<QuoteRequest, QuoteReply>::default(),
+    )
+    .await
+    .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn calls_succeed_and_transient_unavailable_is_retried() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client(serve(quotes.clone()).await, &clock).await;
+
+    let reply = get_quote(&client, "ETH-USDC").await.unwrap();
+    assert_eq!(reply.pair, "ETH-USDC");
+    assert_eq!(quotes.calls.load(Ordering::SeqCst), 1);
+
+    quotes.fail_next.store(2, Ordering::SeqCst);
+    let reply = get_quote(&client, "SOL-USDC").await.unwrap();
+    assert_eq!(reply.pair, "SOL-USDC");
+    assert_eq!(
+        reply.serial, 3,
+        "two UNAVAILABLE answers, then the third attempt"
+    );
+    assert_eq!(quotes.calls.load(Ordering::SeqCst), 4);
+
+    let handles = client.handles();
+    assert_eq!(handles.retry().snapshot().retries, 2);
+    assert!(handles.cache().is_none());
+    assert_eq!(handles.breaker_trips(), 0);
+    assert_eq!(handles.sla().report().totals.failures, 2);
+}
+
+#[tokio::test]
+async fn outage_opens_the_breaker_then_the_client_recovers() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client(serve(quotes.clone()).await, &clock).await;
+    get_quote(&client, "ETH-USDC").await.unwrap();
+
+    quotes.down.store(true, Ordering::SeqCst);
+    let mut last = None;
+    for _ in 0..5 {
+        let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable);
+        last = Some(status);
+        if client.handles().breaker().unwrap().snapshot().state == BreakerState::Open {
+            break;
+        }
+    }
+    let handles = client.handles();
+    assert_eq!(
+        handles.breaker().unwrap().snapshot().state,
+        BreakerState::Open
+    );
+    assert_eq!(handles.breaker_trips(), 1);
+    assert_ne!(handles.sla().status(), HealthStatus::Healthy);
+    assert!(last.is_some());
+
+    // Open: the call fails at once, locally, and is not retried.
+    let seen = quotes.calls.load(Ordering::SeqCst);
+    let retries = handles.retry().snapshot().retries;
+    let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(quotes.calls.load(Ordering::SeqCst), seen, "no call left");
+    assert_eq!(handles.retry().snapshot().retries, retries);
+    let err = Error::from(BoxError::from(status));
+    assert!(err.is_circuit_open());
+    assert_eq!(err.to_grpc_status().code(), Code::Unavailable);
+    assert!(matches!(
+        handles.sla().status(),
+        HealthStatus::Degraded | HealthStatus::Failed
+    ));
+
+    // Recovery: after the open wait a probe goes through and closes the circuit; once
+    // the outage has left the SLA's time window the status is healthy again.
+    quotes.down.store(false, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(5));
+    get_quote(&client, "ETH-USDC").await.unwrap();
+    assert_eq!(
+        handles.breaker().unwrap().snapshot().state,
+        BreakerState::Closed
+    );
+    let mut healthy = false;
+    for _ in 0..20 {
+        get_quote(&client, "ETH-USDC").await.unwrap();
+        if handles.sla().status() == HealthStatus::Healthy {
+            healthy = true;
+            break;
+        }
+        clock.advance(Duration::from_millis(250));
+    }
+    assert!(healthy, "SLA status {:?}", handles.sla().status());
+}
+
+#[tokio::test]
+async fn slow_attempts_end_as_deadline_exceeded() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client(serve(quotes.clone()).await, &clock).await;
+    quotes.slow.store(true, Ordering::SeqCst);
+
+    let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded);
+    assert_eq!(
+        quotes.calls.load(Ordering::SeqCst),
+        3,
+        "each attempt timed out"
+    );
+    let err = Error::from(BoxError::from(status));
+    assert!(err.is_timeout());
+}
