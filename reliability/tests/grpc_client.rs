@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use reliability::config::StatusWindow;
+use reliability::config::{SourceSettings, StatusWindow};
 use reliability::core::clock::ManualClock;
 use reliability::core::health::{BreakerState, HealthStatus};
 use reliability::grpc::GrpcReliableClient;
@@ -48,6 +48,8 @@ struct Quotes {
     down: Arc<AtomicBool>,
     fail_next: Arc<AtomicU32>,
     slow: Arc<AtomicBool>,
+    /// Failures ask the client not to retry (`grpc-retry-pushback-ms: -1`).
+    no_retry: Arc<AtomicBool>,
     calls: Arc<AtomicU64>,
 }
 
@@ -68,7 +70,13 @@ impl tonic::server::UnaryService<QuoteRequest> for Quotes {
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                 .is_ok();
             if transient || this.down.load(Ordering::SeqCst) {
-                return Err(Status::unavailable("down"));
+                let mut status = Status::unavailable("down");
+                if this.no_retry.load(Ordering::SeqCst) {
+                    status
+                        .metadata_mut()
+                        .insert("grpc-retry-pushback-ms", "-1".parse().unwrap());
+                }
+                return Err(status);
             }
             if this.slow.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
@@ -112,6 +120,15 @@ async fn serve(quotes: Quotes) -> SocketAddr {
 /// The DEX preset with short retries; the breaker's open wait and the SLA's one-second
 /// time window follow `clock`, so an outage and its recovery fit in a test.
 async fn client(addr: SocketAddr, clock: &ManualClock) -> GrpcReliableClient {
+    client_with(addr, clock, |_| {}).await
+}
+
+/// [`client`] with more overrides.
+async fn client_with(
+    addr: SocketAddr,
+    clock: &ManualClock,
+    more: impl FnOnce(&mut SourceSettings),
+) -> GrpcReliableClient {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -131,6 +148,7 @@ async fn client(addr: SocketAddr, clock: &ManualClock) -> GrpcReliableClient {
             s.sla.time_window = Duration::from_secs(1);
             s.sla.status_window = StatusWindow::Time;
             s.sla.max_consecutive_failures = 3;
+            more(s);
         })
         .seed(7)
         .clock(clock.shared())
@@ -256,4 +274,43 @@ async fn slow_attempts_end_as_deadline_exceeded() {
     );
     let err = Error::from(BoxError::from(status));
     assert!(err.is_timeout());
+}
+
+#[tokio::test]
+async fn pushback_asking_not_to_retry_is_honoured() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client(serve(quotes.clone()).await, &clock).await;
+    quotes.fail_next.store(2, Ordering::SeqCst);
+    quotes.no_retry.store(true, Ordering::SeqCst);
+
+    let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(quotes.calls.load(Ordering::SeqCst), 1, "not retried");
+    assert_eq!(client.handles().retry().snapshot().retries, 0);
+}
+
+#[tokio::test]
+async fn spent_client_quota_fails_locally_as_resource_exhausted() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client_with(serve(quotes.clone()).await, &clock, |s| {
+        s.rate_limit.per_second = 1.0;
+        s.rate_limit.burst = 1;
+        s.rate_limit.max_wait = Duration::from_millis(10);
+    })
+    .await;
+
+    get_quote(&client, "ETH-USDC").await.unwrap();
+    let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(
+        quotes.calls.load(Ordering::SeqCst),
+        1,
+        "the server saw one call"
+    );
+    let handles = client.handles();
+    assert_eq!(handles.retry().snapshot().retries, 0);
+    assert_eq!(handles.breaker().unwrap().snapshot().failures, 0);
+    assert!(Error::from(BoxError::from(status)).is_rate_limited());
 }
