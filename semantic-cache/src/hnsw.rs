@@ -10,8 +10,8 @@
 //!
 //! Why it is written here: the Rust HNSW crates we checked were either heavy for a
 //! middleware crate (`hnsw_rs`: rayon, mmap-rs, env_logger, a second `rand`), build-only
-//! with no removal (`instant-distance`, which also pulls rayon), or unmaintained and built
-//! around integer distances (`hnsw` 0.11). The cache needs insertion, removal and a
+//! with no removal (`instant-distance`, which also pulls rayon), or built around integer
+//! distances with no removal (`hnsw` 0.11). The cache needs insertion, removal and a
 //! deterministic structure; that fits in the few hundred lines below.
 //!
 //! Pure: no I/O, no async, no clock. Deterministic: levels come from a seeded generator,

@@ -200,7 +200,7 @@ impl<P, V: Clone + Send + Sync + 'static> SemanticCacheLayerBuilder<P, V> {
     }
 
     /// Above `n` entries a namespace's index answers from an HNSW graph instead of an exact
-    /// scan (default 2,000; `usize::MAX`: always exact).
+    /// scan (default 10,000; `usize::MAX`: always exact).
     pub fn approximate_above(mut self, n: usize) -> Self {
         self.config.approximate_above = n;
         self

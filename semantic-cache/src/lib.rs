@@ -7,8 +7,9 @@
 //! 1. **exact key first**: a digest of namespace and text, looked up in a `cache-layer`
 //!    cache; a hit is answered by a ready future;
 //! 2. **by meaning**: the text is embedded (through the [`EmbeddingCache`], so a text is
-//!    embedded once) and compared with every live entry of the same namespace by cosine
-//!    similarity; the most similar one answers if it reaches the threshold (default 0.95);
+//!    embedded once) and compared with the live entries of the same namespace by cosine
+//!    similarity (an exact scan, or an HNSW graph above `approximate_above` entries); the
+//!    most similar one found answers if it reaches the threshold (default 0.95);
 //! 3. **single-flight**: a miss whose text is equal or similar to one in flight waits for
 //!    that call instead of making its own;
 //! 4. otherwise the upstream answers; the answer is cached for the TTL (default 1 h),
@@ -65,8 +66,9 @@
 //!
 //! # Modules
 //!
-//! - [`vector`], [`index`]: the pure core (normalization, cosine, threshold, the
-//!   brute-force index), no I/O, no clock reads.
+//! - [`vector`], [`index`], [`hnsw`]: the pure core (normalization, cosine, threshold, the
+//!   per-namespace index: an exact scan, and an HNSW graph above `approximate_above`
+//!   entries), no I/O, no clock reads.
 //! - [`backend`]: where entries persist ([`backend::memory`], `backend::redis`).
 //! - [`Embedder`] and [`EmbeddingCache`]: the user's model and the cache in front of it.
 

@@ -133,6 +133,30 @@ async fn invalidation_removes_vectors() {
     assert_eq!(handle.stats().entries, 0);
 }
 
+/// With the HNSW graph answering from the first entry (`approximate_above(0)`), the
+/// threshold, TTL expiry and invalidation behave as with the exact scan.
+#[tokio::test(start_paused = true)]
+async fn the_approximate_index_keeps_threshold_expiry_and_invalidation() {
+    let layer = builder(Arc::default())
+        .approximate_above(0)
+        .ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let upstream = Upstream::default();
+    let svc = stack(&layer, &upstream);
+    for city in ["oslo", "bern", "rome", "kyiv", "riga", "baku"] {
+        get(&svc, "geo", city).await;
+    }
+    assert!(get(&svc, "geo", "oslo@0.95").await.lookup.is_hit());
+    assert_eq!(get(&svc, "geo", "oslo@0.9499").await.lookup, Lookup::Miss);
+    handle.invalidate("geo", "bern").await;
+    assert_eq!(get(&svc, "geo", "bern@0.99").await.lookup, Lookup::Miss);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(get(&svc, "geo", "rome@0.99").await.lookup, Lookup::Miss);
+    assert_eq!(upstream.calls(), 9);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_call_in_flight_during_an_invalidation_is_not_stored() {
     let layer = builder(Arc::default()).build().unwrap();
