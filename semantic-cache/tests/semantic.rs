@@ -397,8 +397,11 @@ fn bad_settings_are_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn layer_from_a_config_file() {
-    let config: semantic_cache::SemanticConfig =
-        serde_json::from_str(r#"{"threshold": 0.9, "ttl": "10m", "max_entries": 50}"#).unwrap();
+    let config: semantic_cache::SemanticConfig = serde_json::from_str(
+        r#"{"threshold": 0.9, "ttl": "10m", "max_entries": 50, "approximate_above": 1}"#,
+    )
+    .unwrap();
+    assert_eq!(config.approximate_above, 1);
     let layer: Layer = SemanticCacheLayer::from_config(
         config,
         prompt_of as fn(&Ask) -> Option<semantic_cache::Prompt>,
@@ -408,7 +411,11 @@ async fn layer_from_a_config_file() {
     let upstream = Upstream::default();
     let svc = stack(&layer, &upstream);
     get(&svc, "n", "q").await;
-    assert!(get(&svc, "n", "q@0.91").await.lookup.is_hit());
+    get(&svc, "n", "r").await;
+    assert!(
+        get(&svc, "n", "q@0.91").await.lookup.is_hit(),
+        "through the graph"
+    );
 }
 
 #[tokio::test]
