@@ -6,14 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reliability_core::clock::Instant;
-use reliability_core::error::DoNotRetry;
+use reliability_core::failure::{Failure, FailureKind};
 use reliability_core::health::BreakerState;
 
 /// A call was rejected because the circuit is open (or HALF_OPEN with no probe left, or
 /// isolated by an operator).
 ///
-/// Its [`source`](StdError::source) is [`DoNotRetry`], so a retry layer above the breaker
-/// does not turn one rejection into many.
+/// Its [`source`](StdError::source) is a [`Failure`] of kind
+/// [`CircuitOpen`](FailureKind::CircuitOpen), marked
+/// [`DoNotRetry`](reliability_core::error::DoNotRetry): a retry layer above the breaker
+/// does not turn one rejection into many, and every HTTP/gRPC mapping answers it with
+/// 503 / UNAVAILABLE and `Retry-After`.
 ///
 /// ```
 /// # use breaker_layer::CircuitOpen;
@@ -30,6 +33,7 @@ pub struct CircuitOpen {
     state: BreakerState,
     retry_at: Option<Instant>,
     retry_after: Option<Duration>,
+    failure: Failure,
 }
 
 impl CircuitOpen {
@@ -39,11 +43,13 @@ impl CircuitOpen {
         retry_at: Option<Instant>,
         now: Instant,
     ) -> Self {
+        let retry_after = retry_at.map(|at| at.saturating_duration_since(now));
         Self {
             name,
             state,
             retry_at,
-            retry_after: retry_at.map(|at| at.saturating_duration_since(now)),
+            retry_after,
+            failure: Failure::new(FailureKind::CircuitOpen).with_retry_after_opt(retry_after),
         }
     }
 
@@ -70,8 +76,12 @@ impl CircuitOpen {
 
     /// `retry_after` in whole seconds, rounded up and at least 1: the `Retry-After` value.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        self.retry_after
-            .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1))
+        self.failure.retry_after_secs()
+    }
+
+    /// The failure, for the one HTTP/gRPC mapping of reliability-core.
+    pub fn failure(&self) -> &Failure {
+        &self.failure
     }
 }
 
@@ -99,7 +109,7 @@ impl fmt::Display for CircuitOpen {
 
 impl StdError for CircuitOpen {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&DoNotRetry)
+        Some(&self.failure)
     }
 }
 

@@ -21,7 +21,7 @@ pub struct AsGrpc;
 
 impl From<CircuitOpen> for tonic::Status {
     fn from(open: CircuitOpen) -> Self {
-        let mut status = tonic::Status::unavailable(open.to_string());
+        let mut status = tonic::Status::new(open.failure().kind().grpc_code(), open.to_string());
         status.set_source(Arc::new(open));
         status
     }

@@ -23,7 +23,7 @@
 //! # }
 //! ```
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::Response;
 use reliability_core::classify::Outcome;
 
 use crate::error::CircuitOpen;
@@ -36,12 +36,7 @@ pub struct AsHttp;
 /// The `503 Service Unavailable` answer to a rejected call: `Retry-After` when the circuit
 /// knows when it will probe, and the [`CircuitOpen`] in the response's extensions.
 pub fn service_unavailable<B: Default>(open: CircuitOpen) -> Response<B> {
-    let mut res = Response::new(B::default());
-    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    if let Some(secs) = open.retry_after_secs() {
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
+    let mut res = open.failure().to_http_response();
     res.extensions_mut().insert(open);
     res
 }
@@ -69,6 +64,8 @@ mod tests {
 
     use reliability_core::clock::Instant;
     use reliability_core::health::BreakerState;
+
+    use http::{StatusCode, header};
 
     use super::*;
 

@@ -1,10 +1,16 @@
 //! HTTP mode: caching `http::Request` → `http::Response` with the rules of a shared cache.
 //!
-//! [`HttpCacheLayer`] keys a request by method, URI and the request headers named with
-//! [`vary`](HttpCacheLayerBuilder::vary); buffers response bodies up to a cap; and follows
-//! RFC 9111 where a server-side (shared) cache must:
+//! [`HttpCacheLayer`] keys a request by method, target URI (scheme, authority from the URI
+//! or the `Host` header, path and query: virtual hosts never share entries) and the
+//! request headers named with [`vary`](HttpCacheLayerBuilder::vary), see [`HttpKey`];
+//! buffers response bodies up to a cap; and follows RFC 9111 where a server-side (shared)
+//! cache must:
 //!
 //! - only `GET` and `HEAD` are cached; a request with `Cache-Control: no-store` bypasses;
+//! - an unsafe request (`POST`, `PUT`, `DELETE`, `PATCH`..., never cached) answered with a
+//!   2xx or 3xx invalidates the `GET` and `HEAD` entries of its target URI and of
+//!   same-origin `Location` / `Content-Location` URIs (§4.4), see
+//!   [`invalidate_on_unsafe`](HttpCacheLayerBuilder::invalidate_on_unsafe);
 //! - a request with `Authorization` or `Cookie` is **never shared**: it bypasses the cache,
 //!   unless [`credential_identity`](HttpCacheLayerBuilder::credential_identity) puts the
 //!   caller's identity in the key (each user then has their own entries) or the user opts
@@ -21,7 +27,8 @@
 //! - every response carries an RFC 9211 `Cache-Status` member, such as
 //!   `api; hit; ttl=12` or `api; fwd=miss; stored`.
 //!
-//! Upstream transport errors become `502 Bad Gateway` responses carrying the error as an
+//! Upstream errors become responses with the status of reliability-core's failure table
+//! (`502 Bad Gateway`, `504` for a timeout) carrying the error as an
 //! [`UpstreamError`] extension, so axum needs no `HandleErrorLayer` and stale-if-error
 //! applies to them too.
 //!
@@ -54,8 +61,11 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
-use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, COOKIE, SET_COOKIE, VARY};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, COOKIE, HOST, LOCATION,
+    SET_COOKIE, VARY,
+};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -117,6 +127,34 @@ impl CachedBody {
     /// Whether this body streams (it was larger than the cap).
     pub fn is_streaming(&self) -> bool {
         matches!(self.kind, BodyKind::Stream { .. })
+    }
+}
+
+impl Default for CachedBody {
+    /// An empty buffered body: what the HTTP answers of outer layers (`429`, `503`) carry,
+    /// so they can sit outside the cache in one `ServiceBuilder`.
+    fn default() -> Self {
+        Self::full(Bytes::new())
+    }
+}
+
+impl From<Bytes> for CachedBody {
+    fn from(bytes: Bytes) -> Self {
+        Self::full(bytes)
+    }
+}
+
+impl From<String> for CachedBody {
+    /// A text body: what the rate limiter's answers (and other layers' text answers)
+    /// build, so they stack outside the cache.
+    fn from(text: String) -> Self {
+        Self::full(text)
+    }
+}
+
+impl From<&'static str> for CachedBody {
+    fn from(text: &'static str) -> Self {
+        Self::full(Bytes::from_static(text.as_bytes()))
     }
 }
 
@@ -191,9 +229,13 @@ impl fmt::Debug for UpstreamError {
     }
 }
 
+/// The answer to an upstream error: the status of reliability-core's failure table (502,
+/// or 504 for a timeout, 503 for an open circuit below...), with the error in the
+/// extensions.
 fn bad_gateway(err: BoxError) -> CachedResponse {
-    let mut resp = Response::new(CachedBody::full("upstream error"));
-    *resp.status_mut() = StatusCode::BAD_GATEWAY;
+    let failure = reliability_core::failure::Failure::of(&*err);
+    let mut resp: CachedResponse = failure.to_http_response();
+    *resp.body_mut() = CachedBody::from(failure.kind().phrase());
     resp.extensions_mut().insert(UpstreamError(Arc::new(err)));
     resp
 }
@@ -203,10 +245,24 @@ fn bad_gateway(err: BoxError) -> CachedResponse {
 
 /// Buffers the inner service's response bodies up to a cap (the service [`Cache`] wraps
 /// in HTTP mode).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BufferBody<S> {
     inner: S,
     max_body: usize,
+    // The inner service's readiness error, answered as a 502 by the next `call` (which
+    // then does not call an inner service that never became ready).
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for BufferBody<S> {
+    fn clone(&self) -> Self {
+        // A clone has not been polled ready: it has no readiness error of its own.
+        Self {
+            inner: self.inner.clone(),
+            max_body: self.max_body,
+            not_ready: None,
+        }
+    }
 }
 
 impl<S, ReqB, ResB> Service<Request<ReqB>> for BufferBody<S>
@@ -223,12 +279,16 @@ where
     type Future = BoxFuture<'static, Result<CachedResponse, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A readiness error is answered as a 502 by the call that follows.
-        let _ = ready!(self.inner.poll_ready(cx));
+        // Infallible so that the cache above still serves hits while the upstream is
+        // failing; the error is kept for the call that follows, which answers 502.
+        self.not_ready = ready!(self.inner.poll_ready(cx)).err().map(Into::into);
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if let Some(e) = self.not_ready.take() {
+            return Box::pin(std::future::ready(Ok(bad_gateway(e))));
+        }
         let fut = self.inner.call(req);
         let max = self.max_body;
         Box::pin(async move {
@@ -302,8 +362,29 @@ fn concat(mut chunks: VecDeque<Bytes>, total: usize) -> Bytes {
 
 type IdentityFn = Arc<dyn Fn(&HeaderMap) -> Option<String> + Send + Sync>;
 
-/// The key of the HTTP mode: method, URI, chosen headers, and the caller's identity when
-/// credentials are present.
+/// The key of the HTTP mode: method, target URI (scheme, authority, path, query), chosen
+/// headers, and the caller's identity when credentials are present.
+///
+/// A key reads `GET http://api.example/path?query|accept=text/html|@alice`:
+///
+/// - the **authority** comes from the request URI when it has one (absolute-form, and
+///   HTTP/2, where hyper puts `:authority` into the URI), else from the `Host` header;
+///   without either (HTTP/1.0, or a request built in-process) it is empty
+///   (`GET http:///path`). The host is lowercased and a default port (`:80` for `http`,
+///   `:443` for `https`, or an empty one) is dropped (RFC 9110 §4.2.3), so `A.example:80`
+///   and `a.example` share entries. A request with several `Host` headers, or one that is
+///   not `host[:port]`, bypasses the cache: it is malformed (RFC 9112 §3.2);
+/// - the **scheme** comes from the URI, else is `http` (an HTTP/1.1 server sees no
+///   scheme, even behind TLS);
+/// - then one `|name=value` per [`vary`](HttpCacheLayerBuilder::vary) header (present or
+///   not), then `|@identity` when credentials are present and
+///   [`credential_identity`](HttpCacheLayerBuilder::credential_identity) names the caller.
+///
+/// `%` and `|` are escaped (`%25`, `%7C`) everywhere, so `|` only ever separates parts and
+/// distinct requests never share a key. Every key of one method and target therefore
+/// starts with `METHOD scheme://authority/path?query` followed by `|` or nothing:
+/// invalidating a URI (after an unsafe request, or through
+/// [`CacheHandle::invalidate_prefix`] with a trailing `|`) cannot reach `/path2`.
 #[derive(Clone)]
 pub struct HttpKey {
     vary: Arc<[HeaderName]>,
@@ -332,6 +413,98 @@ fn push_escaped(key: &mut String, s: &str) {
     }
 }
 
+/// The scheme and raw authority (`host[:port]`, no user info) of a request's target:
+/// from the URI, else from its single `Host` header, else empty. `None` for a malformed
+/// `Host` (several of them, or not visible ASCII).
+fn request_origin<B>(req: &Request<B>) -> Option<(&str, &str)> {
+    let uri = req.uri();
+    let scheme = uri.scheme_str().unwrap_or("http");
+    if let Some(a) = uri.authority() {
+        let a = a.as_str();
+        return Some((
+            scheme,
+            a.rsplit_once('@').map_or(a, |(_, hostport)| hostport),
+        ));
+    }
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let authority = match (hosts.next(), hosts.next()) {
+        (None, _) => "",
+        (Some(h), None) => h.to_str().ok()?,
+        (Some(_), Some(_)) => return None,
+    };
+    Some((scheme, authority))
+}
+
+/// Bytes a host may hold: RFC 3986 `reg-name` (unreserved, sub-delims, `%`), and the
+/// `:` `[` `]` of an IP literal. No `/ ? # @ |` or whitespace, so a `Host` header cannot
+/// smuggle a path or a key separator.
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+}
+
+/// Writes `scheme://host[:port]`, normalised (lowercase, no default port); `None` when
+/// the authority is not `host[:port]`.
+fn push_origin(key: &mut String, scheme: &str, authority: &str) -> Option<()> {
+    let (host, port) = if authority.starts_with('[') {
+        let end = authority.find(']')? + 1;
+        let (host, after) = authority.split_at(end);
+        let port = match after {
+            "" => None,
+            after => Some(after.strip_prefix(':')?),
+        };
+        if !host[1..end - 1]
+            .bytes()
+            .all(|b| b == b':' || is_host_byte(b))
+        {
+            return None;
+        }
+        (host, port)
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        };
+        if !host.bytes().all(is_host_byte) {
+            return None;
+        }
+        (host, port)
+    };
+    let port = match port {
+        None | Some("") => None,
+        Some(p) if p.bytes().all(|b| b.is_ascii_digit()) => Some(p.parse::<u16>().ok()?),
+        Some(_) => return None,
+    };
+    for c in scheme.chars() {
+        key.push(c.to_ascii_lowercase());
+    }
+    key.push_str("://");
+    for c in host.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            c => key.push(c.to_ascii_lowercase()),
+        }
+    }
+    let default = match scheme {
+        s if s.eq_ignore_ascii_case("http") => Some(80),
+        s if s.eq_ignore_ascii_case("https") => Some(443),
+        _ => None,
+    };
+    if let Some(p) = port.filter(|p| Some(*p) != default) {
+        use std::fmt::Write;
+        let _ = write!(key, ":{p}");
+    }
+    Some(())
+}
+
+/// Writes the escaped path and query of `uri`.
+fn push_path(key: &mut String, uri: &Uri) {
+    push_escaped(key, uri.path());
+    if let Some(q) = uri.query() {
+        key.push('?');
+        push_escaped(key, q);
+    }
+}
+
 impl<B> CacheKey<Request<B>> for HttpKey {
     fn key(&self, req: &Request<B>) -> Option<String> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -348,10 +521,12 @@ impl<B> CacheKey<Request<B>> for HttpKey {
             (None, true) if self.share_authenticated => None,
             (None, true) => return None,
         };
-        let mut key = String::with_capacity(64);
+        let (scheme, authority) = request_origin(req)?;
+        let mut key = String::with_capacity(96);
         key.push_str(req.method().as_str());
         key.push(' ');
-        push_escaped(&mut key, &req.uri().to_string());
+        push_origin(&mut key, scheme, authority)?;
+        push_path(&mut key, req.uri());
         for name in self.vary.iter() {
             key.push('|');
             key.push_str(name.as_str());
@@ -555,6 +730,7 @@ impl crate::codec::Codec<CachedResponse> for ResponseCodec {
 pub struct HttpCacheLayer {
     cache: CacheLayer<HttpKey, CachedResponse>,
     max_body: usize,
+    invalidate_on_unsafe: bool,
 }
 
 impl fmt::Debug for HttpCacheLayer {
@@ -562,6 +738,7 @@ impl fmt::Debug for HttpCacheLayer {
         f.debug_struct("HttpCacheLayer")
             .field("cache", &self.cache)
             .field("max_body", &self.max_body)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish()
     }
 }
@@ -577,6 +754,7 @@ impl HttpCacheLayer {
             share_authenticated: false,
             honor_cache_control: true,
             max_body: 1 << 20,
+            invalidate_on_unsafe: true,
             clock: None,
             invalid_vary: None,
             #[cfg(feature = "redis")]
@@ -584,7 +762,10 @@ impl HttpCacheLayer {
         }
     }
 
-    /// The handle for invalidation and metrics (keys are `"GET /path?query|header=value"`).
+    /// The handle for invalidation and metrics. Keys read
+    /// `"GET http://host/path?query|header=value"` (see [`HttpKey`]): to drop every
+    /// variant of one URI, `invalidate_prefix("GET http://host/path|")` and
+    /// `invalidate("GET http://host/path")`.
     pub fn handle(&self) -> CacheHandle<CachedResponse> {
         self.cache.handle()
     }
@@ -598,7 +779,9 @@ impl<S> Layer<S> for HttpCacheLayer {
             inner: self.cache.layer(BufferBody {
                 inner,
                 max_body: self.max_body,
+                not_ready: None,
             }),
+            invalidate_on_unsafe: self.invalidate_on_unsafe,
         }
     }
 }
@@ -612,6 +795,7 @@ pub struct HttpCacheLayerBuilder {
     share_authenticated: bool,
     honor_cache_control: bool,
     max_body: usize,
+    invalidate_on_unsafe: bool,
     clock: Option<SharedClock>,
     invalid_vary: Option<String>,
     #[cfg(feature = "redis")]
@@ -677,6 +861,21 @@ impl HttpCacheLayerBuilder {
     /// whose answers do not depend on who asks).
     pub fn share_authenticated(mut self) -> Self {
         self.share_authenticated = true;
+        self
+    }
+
+    /// Whether a successful (2xx, 3xx) unsafe request, any method but `GET`, `HEAD`,
+    /// `OPTIONS` and `TRACE`, invalidates the `GET` and `HEAD` entries of its target URI
+    /// and of same-origin `Location` / `Content-Location` URIs, before its answer reaches
+    /// the caller (RFC 9111 §4.4; default true).
+    ///
+    /// With [`vary`](Self::vary) headers or [`credential_identity`](Self::credential_identity)
+    /// a URI has several entries, so this is a prefix invalidation: a scan of L1, and with
+    /// L2 a bump of the Redis generation (the whole L2 namespace). Turn it off for
+    /// write-heavy APIs whose reads tolerate the TTL, and invalidate through
+    /// [`HttpCacheLayer::handle`] instead.
+    pub fn invalidate_on_unsafe(mut self, on: bool) -> Self {
+        self.invalidate_on_unsafe = on;
         self
     }
 
@@ -746,6 +945,7 @@ impl HttpCacheLayerBuilder {
         Ok(HttpCacheLayer {
             cache: b.build()?,
             max_body: self.max_body,
+            invalidate_on_unsafe: self.invalidate_on_unsafe,
         })
     }
 }
@@ -754,12 +954,14 @@ impl HttpCacheLayerBuilder {
 #[derive(Clone)]
 pub struct HttpCache<S> {
     inner: Cache<BufferBody<S>, HttpKey, CachedResponse>,
+    invalidate_on_unsafe: bool,
 }
 
 impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpCache")
             .field("inner", &self.inner)
+            .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
             .finish()
     }
 }
@@ -782,8 +984,14 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let invalidate = if self.invalidate_on_unsafe && !is_safe(req.method()) {
+            Invalidate::new(&self.inner, &req).map(Box::new)
+        } else {
+            None
+        };
         HttpResponseFuture {
             inner: self.inner.call(req),
+            invalidate,
         }
     }
 }
@@ -793,6 +1001,8 @@ pin_project! {
     pub struct HttpResponseFuture<F> {
         #[pin]
         inner: F,
+        // Unsafe requests only; boxed so that the hit path's future stays small.
+        invalidate: Option<Box<Invalidate>>,
     }
 }
 
@@ -809,9 +1019,115 @@ where
     type Output = Result<CachedResponse, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Poll::Ready(Ok(
-            ready!(self.project().inner.poll(cx)).unwrap_or_else(bad_gateway)
-        ))
+        let this = self.project();
+        let resp = ready!(this.inner.poll(cx)).unwrap_or_else(bad_gateway);
+        // Before the caller sees the answer: its next GET must not be served the old copy.
+        if let Some(invalidate) = this.invalidate.take()
+            && (resp.status().is_success() || resp.status().is_redirection())
+        {
+            invalidate.run(resp.headers());
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Invalidation by unsafe requests
+
+/// Safe methods (RFC 9110 §9.2.1) do not change the resource: their answers invalidate
+/// nothing. Every other method, known or not, is unsafe (RFC 9111 §4.4).
+fn is_safe(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD || m == Method::OPTIONS || m == Method::TRACE
+}
+
+/// What an unsafe request invalidates once its answer is a 2xx or 3xx (RFC 9111 §4.4):
+/// the GET and HEAD entries of its target URI and of same-origin `Location` and
+/// `Content-Location` URIs, in every variant (Vary values, identities).
+struct Invalidate {
+    handle: CacheHandle<CachedResponse>,
+    /// `scheme://authority` as in the keys: an invalidated URI must have this origin.
+    origin: String,
+    /// Escaped `path?query` of each URI to invalidate.
+    paths: Vec<String>,
+    /// Keys may be `METHOD origin path` exactly (no Vary header configured).
+    exact: bool,
+    /// Keys may continue with `|` (Vary headers or per-user identities).
+    suffixed: bool,
+}
+
+impl Invalidate {
+    fn new<S, B>(cache: &Cache<S, HttpKey, CachedResponse>, req: &Request<B>) -> Option<Self> {
+        // CONNECT's authority-form target and OPTIONS' `*` name no cached resource.
+        if !req.uri().path().starts_with('/') {
+            return None;
+        }
+        // A malformed Host has no entries: its GETs bypass the cache.
+        let (scheme, authority) = request_origin(req)?;
+        let mut origin = String::with_capacity(32);
+        push_origin(&mut origin, scheme, authority)?;
+        let mut path = String::with_capacity(32);
+        push_path(&mut path, req.uri());
+        let key = &cache.shared.key;
+        Some(Self {
+            handle: cache.handle(),
+            origin,
+            paths: vec![path],
+            exact: key.vary.is_empty(),
+            suffixed: !key.vary.is_empty() || key.identity.is_some(),
+        })
+    }
+
+    fn run(mut self, headers: &HeaderMap) {
+        for value in headers
+            .get_all(LOCATION)
+            .iter()
+            .chain(headers.get_all(CONTENT_LOCATION))
+        {
+            if let Some(path) = self.same_origin_path(value)
+                && !self.paths.contains(&path)
+            {
+                self.paths.push(path);
+            }
+        }
+        for path in &self.paths {
+            for method in [Method::GET, Method::HEAD] {
+                let mut key = format!("{method} {}{path}", self.origin);
+                if self.exact {
+                    self.handle.invalidate(&key);
+                }
+                if self.suffixed {
+                    // Ends at the separator: `/a|` cannot reach the entries of `/ab`.
+                    key.push('|');
+                    self.handle.invalidate_prefix(&key);
+                }
+            }
+        }
+    }
+
+    /// The escaped `path?query` of a `Location` / `Content-Location` value when it names
+    /// a URI of the same origin: an absolute path, or an absolute URI whose normalised
+    /// origin matches. Relative references (`item/2`, `//host/x`) are not resolved.
+    fn same_origin_path(&self, value: &HeaderValue) -> Option<String> {
+        let value = value.to_str().ok()?;
+        let value = value.split_once('#').map_or(value, |(v, _)| v);
+        let uri: Uri = if value.starts_with('/') && !value.starts_with("//") {
+            value.parse().ok()?
+        } else if value.contains("://") {
+            let uri: Uri = value.parse().ok()?;
+            let authority = uri.authority()?.as_str();
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+            let mut origin = String::with_capacity(self.origin.len());
+            push_origin(&mut origin, uri.scheme_str()?, authority)?;
+            if origin != self.origin {
+                return None;
+            }
+            uri
+        } else {
+            return None;
+        };
+        let mut path = String::with_capacity(value.len());
+        push_path(&mut path, &uri);
+        Some(path)
     }
 }
 
@@ -843,7 +1159,8 @@ mod tests {
         };
         assert_eq!(
             key(&["accept"], get("/a?x=1", Some("text/html"))).unwrap(),
-            "GET /a?x=1|accept=text/html"
+            "GET http:///a?x=1|accept=text/html",
+            "no Host and no authority: an empty authority"
         );
         assert_ne!(
             key(&["accept"], get("/a", Some("x|accept=y"))),
@@ -860,6 +1177,199 @@ mod tests {
             .body(())
             .unwrap();
         assert!(key(&[], no_store).is_none());
+    }
+
+    fn hosted(uri: &str, hosts: &[&str]) -> Option<String> {
+        let mut b = Request::get(uri);
+        for h in hosts {
+            b = b.header("host", *h);
+        }
+        key(&["accept"], b.body(()).unwrap())
+    }
+
+    #[test]
+    fn keys_by_scheme_and_authority() {
+        let a = hosted("/p?q=1", &["a.example"]).unwrap();
+        assert_eq!(a, "GET http://a.example/p?q=1|accept=");
+        assert_ne!(Some(&a), hosted("/p?q=1", &["b.example"]).as_ref());
+        assert_ne!(Some(&a), hosted("/p?q=1", &[]).as_ref());
+        // Normalised: host case, default and empty ports (RFC 9110 §4.2.3).
+        for same in ["A.Example", "a.example:80", "a.example:", "a.example:0080"] {
+            assert_eq!(hosted("/p?q=1", &[same]).as_ref(), Some(&a), "{same}");
+        }
+        assert_eq!(
+            hosted("/p", &["a.example:8080"]).unwrap(),
+            "GET http://a.example:8080/p|accept="
+        );
+        // The URI's authority (absolute form, HTTP/2 `:authority`) wins over Host.
+        assert_eq!(
+            hosted("http://a.example/p?q=1", &["b.example"]).as_ref(),
+            Some(&a)
+        );
+        assert_eq!(
+            hosted("https://User@A.example:443/p", &[]).unwrap(),
+            "GET https://a.example/p|accept="
+        );
+        assert_eq!(
+            hosted("https://a.example:80/p", &[]).unwrap(),
+            "GET https://a.example:80/p|accept="
+        );
+        assert_eq!(
+            hosted("/p", &["[::1]:8080"]).unwrap(),
+            "GET http://[::1]:8080/p|accept="
+        );
+        // Malformed Hosts bypass instead of forging another request's key.
+        for bad in [
+            "a.example/p",
+            "a.example?",
+            "a|b",
+            "a.example:x",
+            "a.example:99999",
+            "u@a.example",
+            "a b",
+            "[::1",
+            "[::1]x",
+        ] {
+            assert_eq!(hosted("/q", &[bad]), None, "{bad}");
+        }
+        assert_eq!(hosted("/p", &["a.example", "b.example"]), None);
+        // `%` is escaped in hosts as everywhere: `a%7Cb` is not `a|b`.
+        assert_eq!(
+            hosted("/p", &["a%7Cb"]).unwrap(),
+            "GET http://a%257cb/p|accept=",
+            "escaped after lowercasing"
+        );
+    }
+
+    /// Reads a key back into (host, path and query, accept): a left inverse, so the key
+    /// is injective.
+    fn decode_key(key: &str) -> (String, String, String) {
+        fn unescape(s: &str) -> String {
+            let mut out = String::new();
+            let mut rest = s;
+            while let Some(i) = rest.find('%') {
+                out.push_str(&rest[..i]);
+                let (c, n) = match &rest[i..] {
+                    r if r.starts_with("%25") => ('%', 3),
+                    r if r.starts_with("%7C") => ('|', 3),
+                    _ => panic!("unescaped % in {s:?}"),
+                };
+                out.push(c);
+                rest = &rest[i + n..];
+            }
+            out.push_str(rest);
+            out
+        }
+        let target = key.strip_prefix("GET http://").unwrap();
+        let (target, accept) = target.split_once("|accept=").unwrap();
+        assert!(!accept.contains('|'), "{key}");
+        let slash = target.find('/').unwrap();
+        let (host, path) = target.split_at(slash);
+        (unescape(host), unescape(path), unescape(accept))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn keys_are_injective_and_hosts_cannot_forge_them(
+            host in "[a-z0-9.%|/?#@ -]{0,8}",
+            path in "/[a-z0-9%|=&/?]{0,8}",
+            accept in "[a-z0-9|=%@,]{0,6}",
+        ) {
+            let Ok(req) = Request::get(path.as_str())
+                .header("host", host.as_str())
+                .header("accept", accept.as_str())
+                .body(())
+            else {
+                return Ok(());
+            };
+            let valid = host.bytes().all(is_host_byte);
+            match key(&["accept"], req) {
+                None => proptest::prop_assert!(!valid, "{host:?} is a valid host"),
+                Some(k) => {
+                    proptest::prop_assert!(valid, "{host:?} is not a valid host");
+                    proptest::prop_assert_eq!(decode_key(&k), (host, path, accept));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn default_body_is_empty_and_ended() {
+        // What an outer layer's `Response<B: Default>` (a 429 or a 503) carries.
+        fn outer_answer<B: Default>() -> Response<B> {
+            let mut resp = Response::new(B::default());
+            *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            resp
+        }
+        let resp: CachedResponse = outer_answer();
+        let body = resp.into_body();
+        assert!(body.is_end_stream());
+        assert!(!body.is_streaming());
+        assert_eq!(body.size_hint().exact(), Some(0));
+        assert_eq!(body.bytes().map(Bytes::len), Some(0));
+        let collected = futures_util::FutureExt::now_or_never(body.collect())
+            .unwrap()
+            .unwrap();
+        assert!(collected.to_bytes().is_empty());
+    }
+
+    #[test]
+    fn unsafe_requests_invalidate_their_uri_and_same_origin_locations() {
+        let layer = HttpCacheLayer::builder().vary(["accept"]).build().unwrap();
+        let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(CachedBody::default()))
+        }));
+        let post = |uri: &str| {
+            Request::post(uri)
+                .header("host", "A.example:80")
+                .body(())
+                .unwrap()
+        };
+        let inv = Invalidate::new(&svc.inner, &post("/items?x=%7C|")).unwrap();
+        assert_eq!(inv.origin, "http://a.example");
+        assert_eq!(inv.paths, ["/items?x=%257C%7C"]);
+        assert!(inv.suffixed && !inv.exact);
+        let loc = |v: &str| inv.same_origin_path(&HeaderValue::from_str(v).unwrap());
+        assert_eq!(loc("/items/7#top").as_deref(), Some("/items/7"));
+        assert_eq!(
+            loc("http://a.EXAMPLE:80/items/7").as_deref(),
+            Some("/items/7")
+        );
+        for other in [
+            "https://a.example/items/7",
+            "http://b.example/items/7",
+            "http://a.example:8080/items/7",
+            "//a.example/items/7",
+            "items/7",
+            "",
+        ] {
+            assert_eq!(loc(other), None, "{other}");
+        }
+        assert!(
+            Invalidate::new(
+                &svc.inner,
+                &Request::connect("a.example:443").body(()).unwrap()
+            )
+            .is_none()
+        );
+        let mut two_hosts = post("/a");
+        two_hosts
+            .headers_mut()
+            .append(HOST, HeaderValue::from_static("b.example"));
+        assert!(Invalidate::new(&svc.inner, &two_hosts).is_none());
+        for (m, safe) in [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::OPTIONS, true),
+            (Method::TRACE, true),
+            (Method::POST, false),
+            (Method::PUT, false),
+            (Method::DELETE, false),
+            (Method::PATCH, false),
+            (Method::from_bytes(b"PURGE").unwrap(), false),
+        ] {
+            assert_eq!(is_safe(&m), safe, "{m}");
+        }
     }
 
     fn directive(resp: Response<CachedBody>) -> Directive {

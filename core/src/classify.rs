@@ -257,9 +257,10 @@ pub fn classify_http_status(status: u16) -> Classification {
 /// park a caller for a day.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
-/// Parses a `Retry-After` value: delta-seconds or an HTTP-date (IMF-fixdate), relative to
-/// `now`. Garbage, negative values and dates in the past give `None`; values are clamped to
-/// [`MAX_RETRY_AFTER`].
+/// Parses a `Retry-After` value: delta-seconds or an HTTP-date in any of the three forms
+/// RFC 9110 §5.6.7 requires recipients to accept (IMF-fixdate, the obsolete RFC 850 form and
+/// asctime), relative to `now`. Garbage, negative values and dates in the past give `None`;
+/// values are clamped to [`MAX_RETRY_AFTER`].
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -282,58 +283,11 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
         let secs: u64 = value.parse().unwrap_or(u64::MAX);
         return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
-    let when = parse_http_date(value)?;
+    // The `httpdate` crate parses all three date forms; a hand-written parser had only one.
+    let when = httpdate::parse_http_date(value).ok()?;
     when.duration_since(now)
         .ok()
         .map(|d| d.min(MAX_RETRY_AFTER))
-}
-
-/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:47 GMT`), the only form RFC 9110 asks
-/// senders to produce.
-fn parse_http_date(s: &str) -> Option<std::time::SystemTime> {
-    let rest = s.split_once(", ")?.1;
-    let mut parts = rest.split(' ');
-    let day: u64 = parts.next()?.parse().ok()?;
-    let month = match parts.next()? {
-        "Jan" => 1,
-        "Feb" => 2,
-        "Mar" => 3,
-        "Apr" => 4,
-        "May" => 5,
-        "Jun" => 6,
-        "Jul" => 7,
-        "Aug" => 8,
-        "Sep" => 9,
-        "Oct" => 10,
-        "Nov" => 11,
-        "Dec" => 12,
-        _ => return None,
-    };
-    let year: i64 = parts.next()?.parse().ok()?;
-    let mut hms = parts.next()?.split(':');
-    let h: u64 = hms.next()?.parse().ok()?;
-    let m: u64 = hms.next()?.parse().ok()?;
-    let sec: u64 = hms.next()?.parse().ok()?;
-    if parts.next()? != "GMT" || parts.next().is_some() || hms.next().is_some() {
-        return None;
-    }
-    if !(1..=31).contains(&day) || h > 23 || m > 59 || sec > 60 || !(1970..=9999).contains(&year) {
-        return None;
-    }
-    let days = days_from_civil(year, month, day as i64);
-    let secs = u64::try_from(days).ok()? * 86_400 + h * 3600 + m * 60 + sec;
-    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(feature = "http")]
@@ -342,6 +296,10 @@ mod http_impl {
 
     /// HTTP responses: 5xx, 429, 408, transport errors and timeouts fail; other statuses
     /// succeed. `Retry-After` on a failed response becomes [`Classification::retry_after`].
+    ///
+    /// A response that carries a refusal [`Failure`](crate::failure::Failure) in its
+    /// extensions (the 429 of our own rate limiter, the 503 of our own open circuit) is
+    /// ignored and never retried: it is the stack's answer, not the upstream's.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub struct HttpClassifier {
         too_many_requests: Outcome,
@@ -393,6 +351,20 @@ mod http_impl {
     impl<B, E: 'static> Classify<http::Response<B>, E> for HttpClassifier {
         fn classify_full(&self, result: Result<&http::Response<B>, &E>) -> Classification {
             match result {
+                // An answer one of our own layers made (a 429 of a rate limiter, the 503
+                // of an open circuit) says nothing about the upstream and is not retried.
+                Ok(res)
+                    if res
+                        .extensions()
+                        .get::<crate::failure::Failure>()
+                        .is_some_and(|f| f.kind().is_refusal()) =>
+                {
+                    Classification {
+                        outcome: Outcome::Ignore,
+                        retry: Some(RetryClass::Permanent),
+                        retry_after: None,
+                    }
+                }
                 Ok(res) => self.classify_response(res.status(), res.headers()),
                 // Transport errors and timeouts are recoverable failures; marked errors
                 // (an open circuit below us) are not retried.
@@ -614,6 +586,18 @@ mod tests {
             HttpClassifier::new().classify(Ok::<_, &std::io::Error>(&res)),
             Outcome::Success
         );
+
+        // Our own layers' answers are the stack's, not the upstream's.
+        use crate::failure::{Failure, FailureKind};
+        for kind in [FailureKind::CallerLimited, FailureKind::CircuitOpen] {
+            let res: http::Response<()> = Failure::new(kind).to_http_response();
+            let full = HttpClassifier::new().classify_full(Ok::<_, &std::io::Error>(&res));
+            assert_eq!(full.outcome, Outcome::Ignore, "{kind:?}");
+            assert_eq!(full.retry, Some(RetryClass::Permanent), "{kind:?}");
+        }
+        let res: http::Response<()> = Failure::new(FailureKind::TimedOut).to_http_response();
+        let full = HttpClassifier::new().classify_full(Ok::<_, &std::io::Error>(&res));
+        assert_eq!(full.outcome, Outcome::Failure);
     }
 
     #[tokio::test(start_paused = true)]
@@ -662,12 +646,18 @@ mod tests {
             parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
             Some(MAX_RETRY_AFTER)
         );
-    }
-
-    #[test]
-    fn civil_days_known_values() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
-        assert_eq!(days_from_civil(1994, 11, 6), 9_075);
+        // The obsolete forms recipients must still accept (RFC 9110 §5.6.7).
+        let ten = Some(Duration::from_secs(10));
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:47 GMT", now),
+            ten
+        );
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:47 1994", now), ten);
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:27 GMT", now),
+            None
+        );
+        assert_eq!(parse_retry_after("Sun Nov  6 99:49:47 1994", now), None);
+        assert_eq!(parse_retry_after("\u{0}\u{ff}garbage", now), None);
     }
 }

@@ -9,6 +9,9 @@
 //! - [`error`]: the [`DoNotRetry`](error::DoNotRetry) marker by which one layer's error
 //!   tells another "do not retry me", and the [`ConfigError`](error::ConfigError) of every
 //!   builder.
+//! - [`failure`]: the one mapping of a stack's failures (caller limited, quota spent,
+//!   circuit open, timed out, upstream failed...) to HTTP statuses, gRPC codes and
+//!   `Retry-After`, used by every layer's HTTP and gRPC mode.
 //! - [`clock`]: injectable time that follows tokio's paused clock in tests.
 //! - [`redis`]: [`RedisConfig`](redis::RedisConfig) for a node or a cluster, and the shared
 //!   connection it opens.
@@ -40,6 +43,7 @@
 pub mod classify;
 pub mod clock;
 pub mod error;
+pub mod failure;
 #[cfg(feature = "test-util")]
 pub mod harness;
 pub mod health;

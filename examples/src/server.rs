@@ -23,13 +23,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use breaker_layer::CircuitOpen;
 use ratelimit_layer::http::PeerIp;
 use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{RateLimitLayer, RateLimited, RateLimiter, RedisBackend, Subject, TierTable};
+use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject, TierTable};
 use reliability::admin::Admin;
 use reliability::cache::backend::redis::RedisTier;
 use reliability::cache::http::HttpCacheLayer;
@@ -305,32 +304,10 @@ async fn call(
     };
     match client.clone().oneshot(request).await {
         Ok(body) => Json(body).into_response(),
-        Err(e) => upstream_error(&*e),
+        // reliability-core's one failure table: 503 + Retry-After for an open circuit or
+        // a spent upstream quota, 504 for a timeout, 502 for anything else.
+        Err(e) => reliability::Error::from(e).into_response(),
     }
-}
-
-/// How a failed stack call looks to the API's clients.
-fn upstream_error(e: &(dyn std::error::Error + Send + Sync + 'static)) -> Response {
-    let retry_after = |secs: u64| HeaderValue::from(secs.max(1));
-    if let Some(open) = e.downcast_ref::<CircuitOpen>() {
-        let secs = open.retry_after_secs().unwrap_or(1);
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, retry_after(secs))],
-            "upstream circuit open",
-        )
-            .into_response();
-    }
-    if let Some(limited) = e.downcast_ref::<RateLimited>() {
-        let secs = limited.retry_after.map_or(1, |d| d.as_secs());
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, retry_after(secs))],
-            "upstream quota exhausted",
-        )
-            .into_response();
-    }
-    (StatusCode::BAD_GATEWAY, "upstream failed").into_response()
 }
 
 async fn orderbook(State(app): State<App>, Path(symbol): Path<String>) -> Response {

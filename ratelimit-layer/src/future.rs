@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::backend::Pending;
-use crate::error::{RateLimited, Reason};
+use crate::error::{KeyNotFound, RateLimited, Reason};
 use crate::quota::{Decision, Mode};
 use crate::service::{Job, Respond};
 
@@ -33,6 +33,7 @@ pin_project! {
         S: Service<Req>,
     {
         Rejected { rejection: Option<RateLimited> },
+        KeyNotFound { missing: Option<KeyNotFound> },
         Calling { #[pin] future: S::Future, detail: Option<(Decision, String)> },
         Deciding { pending: Pending<Decision>, job: Option<Job<S, Req>> },
         Waiting { #[pin] sleep: tokio::time::Sleep, job: Option<Job<S, Req>> },
@@ -44,6 +45,14 @@ impl<S: Service<Req>, Req, R> ResponseFuture<S, Req, R> {
         Self {
             state: State::Rejected {
                 rejection: Some(rejection),
+            },
+            respond,
+        }
+    }
+    pub(crate) fn key_not_found(missing: KeyNotFound, respond: R) -> Self {
+        Self {
+            state: State::KeyNotFound {
+                missing: Some(missing),
             },
             respond,
         }
@@ -103,6 +112,10 @@ where
                     let r = rejection.take().expect("polled after completion");
                     return Poll::Ready(respond.rejected(r));
                 }
+                StateProj::KeyNotFound { missing } => {
+                    let m = missing.take().expect("polled after completion");
+                    return Poll::Ready(respond.key_not_found(m));
+                }
                 StateProj::Calling { future, detail } => {
                     let out = ready!(future.poll(cx));
                     return Poll::Ready(match out {
@@ -136,14 +149,9 @@ where
                                     job: Some(job),
                                 }
                             }
-                            (Some(_), _) if rejection.reason == Reason::Exceeded => {
-                                State::Rejected {
-                                    rejection: Some(RateLimited {
-                                        reason: Reason::WaitExceeded,
-                                        ..rejection
-                                    }),
-                                }
-                            }
+                            (Some(_), _) => State::Rejected {
+                                rejection: Some(rejection.client_side()),
+                            },
                             _ => State::Rejected {
                                 rejection: Some(rejection),
                             },

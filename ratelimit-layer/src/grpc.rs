@@ -1,31 +1,34 @@
 //! gRPC integration: refusals become `RESOURCE_EXHAUSTED` (`UNAVAILABLE` when the backend is
 //! down and the limiter fails closed), as a trailers-only response, so a tonic server needs
 //! no error mapping.
+//!
+//! A request without a key ([`KeyNotFound`]) becomes `INVALID_ARGUMENT` when the client is at
+//! fault (missing metadata) and `INTERNAL` otherwise, as HTTP mode answers 400 and 500.
 
 use http::header::{HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response};
 
-use crate::error::{RateLimited, Reason};
+use crate::error::{KeyNotFound, RateLimited};
 use crate::service::Respond;
-
-const RESOURCE_EXHAUSTED: &str = "8";
-const UNAVAILABLE: &str = "14";
 
 /// Server mode for gRPC (tonic): see the module docs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GrpcResponse;
 
 fn status_headers(headers: &mut HeaderMap, rejection: &RateLimited) {
-    let code = match rejection.reason {
-        Reason::BackendUnavailable => UNAVAILABLE,
-        _ => RESOURCE_EXHAUSTED,
-    };
+    let failure = rejection.failure();
+    trailers_only(headers, failure.kind().grpc_code(), &rejection.to_string());
+    if let Some(secs) = failure.retry_after_secs() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+fn trailers_only(headers: &mut HeaderMap, code: tonic::Code, message: &str) {
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from_static(code));
-    // grpc-message is percent-encoded text; ours is plain ASCII without `%` from a
-    // validated policy name, so only spaces and separators need care.
-    let message: String = rejection
-        .to_string()
+    headers.insert("grpc-status", HeaderValue::from(code as i32));
+    // grpc-message is percent-encoded UTF-8: everything but a few safe ASCII bytes is
+    // escaped, so any text (a header name in a hint, a policy name) is a valid value.
+    let message: String = message
         .bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-_.;:`".contains(&b) {
@@ -38,12 +41,6 @@ fn status_headers(headers: &mut HeaderMap, rejection: &RateLimited) {
     if let Ok(v) = HeaderValue::from_str(&message) {
         headers.insert("grpc-message", v);
     }
-    if let Some(wait) = rejection.retry_after {
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from(wait.as_micros().div_ceil(1_000_000).max(1) as u64),
-        );
-    }
 }
 
 impl<B: Default, E> Respond<Response<B>, E> for GrpcResponse {
@@ -55,6 +52,13 @@ impl<B: Default, E> Respond<Response<B>, E> for GrpcResponse {
         Ok(res)
     }
 
+    fn key_not_found(&self, missing: KeyNotFound) -> Result<Response<B>, E> {
+        let mut res = Response::new(B::default());
+        let code = missing.failure().kind().grpc_code();
+        trailers_only(res.headers_mut(), code, &missing.to_string());
+        Ok(res)
+    }
+
     fn inner_error(&self, error: E) -> E {
         error
     }
@@ -62,20 +66,21 @@ impl<B: Default, E> Respond<Response<B>, E> for GrpcResponse {
 
 impl From<RateLimited> for tonic::Status {
     fn from(r: RateLimited) -> Self {
-        let mut status = match r.reason {
-            Reason::BackendUnavailable => tonic::Status::unavailable(r.to_string()),
-            _ => tonic::Status::resource_exhausted(r.to_string()),
-        };
-        if let Some(wait) = r.retry_after
-            && let Ok(v) = wait
-                .as_micros()
-                .div_ceil(1_000_000)
-                .max(1)
-                .to_string()
-                .parse()
-        {
-            status.metadata_mut().insert("retry-after", v);
+        let failure = *r.failure();
+        let mut status = tonic::Status::new(failure.kind().grpc_code(), r.to_string());
+        if let Some(secs) = failure.retry_after_secs() {
+            status.metadata_mut().insert("retry-after", secs.into());
         }
+        status.set_source(std::sync::Arc::new(r));
+        status
+    }
+}
+
+impl From<KeyNotFound> for tonic::Status {
+    fn from(missing: KeyNotFound) -> Self {
+        let code = missing.failure().kind().grpc_code();
+        let mut status = tonic::Status::new(code, missing.to_string());
+        status.set_source(std::sync::Arc::new(missing));
         status
     }
 }
@@ -83,15 +88,11 @@ impl From<RateLimited> for tonic::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Reason;
     use std::time::Duration;
 
     fn limited(reason: Reason) -> RateLimited {
-        RateLimited {
-            retry_after: Some(Duration::from_millis(1500)),
-            reason,
-            policy: "free".into(),
-            decision: None,
-        }
+        RateLimited::new(reason, "free", Some(Duration::from_millis(1500)), None)
     }
 
     #[test]
@@ -112,5 +113,28 @@ mod tests {
             message.starts_with("rate%20limited%20by%20`free`"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn missing_keys_are_invalid_argument_or_internal() {
+        let client = KeyNotFound::client("the request has no usable `x-api-key` header");
+        let server = KeyNotFound::server("no peer");
+        assert_eq!(
+            tonic::Status::from(client.clone()).code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            tonic::Status::from(server.clone()).code(),
+            tonic::Code::Internal
+        );
+        let res: Response<String> =
+            Respond::<Response<String>, ()>::key_not_found(&GrpcResponse, client).unwrap();
+        assert_eq!(res.headers()["grpc-status"], "3");
+        assert!(res.headers().get(RETRY_AFTER).is_none());
+        let message = res.headers()["grpc-message"].to_str().unwrap();
+        assert!(message.contains("`x-api-key`"), "{message}");
+        let res: Response<String> =
+            Respond::<Response<String>, ()>::key_not_found(&GrpcResponse, server).unwrap();
+        assert_eq!(res.headers()["grpc-status"], "13");
     }
 }

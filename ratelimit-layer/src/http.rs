@@ -44,11 +44,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
-use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
-use http::{Request, Response, StatusCode};
+use http::header::{HeaderName, HeaderValue};
+use http::{Request, Response};
 use reliability_core::error::ConfigError;
 
-use crate::error::{RateLimited, Reason};
+use crate::error::{KeyNotFound, RateLimited};
 use crate::key::{KeyExtractor, MAX_KEY_LEN, Subject};
 use crate::quota::Decision;
 use crate::service::Respond;
@@ -108,6 +108,14 @@ pub fn ratelimit_header(policy: &str, decision: &Decision) -> String {
 /// down and the limiter fails closed) with an empty body; admitted responses get the
 /// `RateLimit` fields. The inner error type passes through unchanged (axum needs
 /// `Infallible`).
+///
+/// A request without a key ([`KeyNotFound`], under the default
+/// [`MissingKey::Reject`](crate::MissingKey::Reject)) gets `400 Bad Request` when the
+/// extractor blames the client (no usable [`HeaderKey`] header) and `500 Internal Server
+/// Error` otherwise: [`PeerIp`] finds no address only when the server was not started with
+/// axum's connect info, which no client can fix, and a 400 would send its operator looking in
+/// the wrong place. Either way the plain-text body names what is missing. (Hence the
+/// `B: From<String>` bound; axum's `Body`, `String` and `Full<Bytes>` satisfy it.)
 #[derive(Debug, Clone, Copy, Default)]
 pub struct HttpResponse {
     legacy: bool,
@@ -148,23 +156,26 @@ impl HttpResponse {
     }
 }
 
-impl<B: Default, E> Respond<Response<B>, E> for HttpResponse {
+impl<B: Default + From<String>, E> Respond<Response<B>, E> for HttpResponse {
     type Error = E;
     const WANTS_DECISION: bool = true;
 
+    fn key_not_found(&self, missing: KeyNotFound) -> Result<Response<B>, E> {
+        let mut res: Response<B> = missing.failure().to_http_response();
+        *res.body_mut() = B::from(format!("{missing}\n"));
+        res.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok(res)
+    }
+
     fn rejected(&self, rejection: RateLimited) -> Result<Response<B>, E> {
-        let mut res = Response::new(B::default());
-        *res.status_mut() = match rejection.reason {
-            Reason::BackendUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::TOO_MANY_REQUESTS,
-        };
+        // Status and `Retry-After` (rounded up) from reliability-core's one table: 429 for
+        // a caller over its limit, 503 for a spent upstream quota or a fail-closed outage.
+        let mut res: Response<B> = rejection.failure().to_http_response();
         if let Some(d) = &rejection.decision {
             self.decorate(res.headers_mut(), d, &rejection.policy);
-        }
-        if let Some(wait) = rejection.retry_after {
-            let secs = secs_ceil(wait.as_micros() as u64).max(1);
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         Ok(res)
     }
@@ -200,6 +211,13 @@ impl<B> KeyExtractor<Request<B>> for HeaderKey {
         let v = req.headers().get(&self.name)?.to_str().ok()?;
         (!v.is_empty() && v.len() <= MAX_KEY_LEN).then(|| Subject::new(v))
     }
+
+    fn explain_missing(&self, _req: &Request<B>) -> KeyNotFound {
+        KeyNotFound::client(format!(
+            "the request has no usable `{}` header (1 to {MAX_KEY_LEN} bytes of text)",
+            self.name
+        ))
+    }
 }
 
 /// The route as the endpoint: axum's matched route template if present (so `/users/{id}`
@@ -215,6 +233,12 @@ impl<B> KeyExtractor<Request<B>> for RouteKey {
         }
         let path = req.uri().path();
         (path.len() <= MAX_KEY_LEN).then(|| Subject::new(path))
+    }
+
+    fn explain_missing(&self, _req: &Request<B>) -> KeyNotFound {
+        KeyNotFound::client(format!(
+            "the request path is longer than {MAX_KEY_LEN} bytes"
+        ))
     }
 }
 
@@ -342,7 +366,21 @@ impl<B> KeyExtractor<Request<B>> for PeerIp {
     fn extract(&self, req: &Request<B>) -> Option<Subject> {
         self.client_ip(req).map(|ip| Subject::new(ip.to_string()))
     }
+
+    /// Always the server's fault: every TCP request has a peer, the server just did not
+    /// hand it over.
+    fn explain_missing(&self, _req: &Request<B>) -> KeyNotFound {
+        KeyNotFound::server(PEER_IP_MISSING)
+    }
 }
+
+#[cfg(feature = "axum")]
+const PEER_IP_MISSING: &str = "`PeerIp` found no client address: serve the router with \
+     `into_make_service_with_connect_info::<SocketAddr>()` (or insert a `SocketAddr` \
+     request extension), or choose `on_missing_key`";
+#[cfg(not(feature = "axum"))]
+const PEER_IP_MISSING: &str = "`PeerIp` found no client address: insert the peer's \
+     `SocketAddr` as a request extension, or choose `on_missing_key`";
 
 #[cfg(test)]
 mod tests {

@@ -1,13 +1,47 @@
 //! Who a request counts against: key extractors.
 //!
 //! An extractor turns a request into a [`Subject`]: the user (API key, user id, client IP…),
-//! optionally the endpoint (so per-endpoint limits can apply) and the cost. Requests for
-//! which an extractor finds nothing count against one shared anonymous subject (`""`),
-//! which gets the default tier: an unidentified client never escapes the limit.
+//! optionally the endpoint (so per-endpoint limits can apply) and the cost.
+//!
+//! # Requests without a key
+//!
+//! When an extractor finds nothing, the layer does what [`MissingKey`] says, set with
+//! [`RateLimitLayer::on_missing_key`](crate::RateLimitLayer::on_missing_key):
+//!
+//! - [`Reject`](MissingKey::Reject) (the default) refuses the request with [`KeyNotFound`]
+//!   (HTTP 400 or 500, see [`KeyExtractor::explain_missing`]);
+//! - [`Global`](MissingKey::Global) counts it against one anonymous subject (`""`, the
+//!   default tier) shared by every request without a key;
+//! - [`Bypass`](MissingKey::Bypass) lets it through unlimited.
+//!
+//! Reject is the default because the other two hide mistakes: a server started without
+//! axum's `ConnectInfo` gives [`PeerIp`](crate::http::PeerIp) no address for *any* request,
+//! and under `Global` all clients would then share one bucket (one noisy client starves the
+//! rest); under `Bypass` nobody would be limited at all. Either way the layer logs a warning
+//! naming the fix, once per layer.
 //!
 //! Extractors compose: [`KeyExtractorExt::or`] (first that finds a key),
 //! [`KeyExtractorExt::and`] (composite key, both parts) and
 //! [`KeyExtractorExt::with_endpoint`] (user from one, endpoint from another).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::KeyNotFound;
+
+/// What the layer does with a request for which the extractor finds no key; see the
+/// [module docs](self#requests-without-a-key). Deserializes from `"reject"`, `"global"`,
+/// `"bypass"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissingKey {
+    /// Refuse it with [`KeyNotFound`] (the default).
+    #[default]
+    Reject,
+    /// Count it against one anonymous subject shared by all requests without a key.
+    Global,
+    /// Let it through without counting it.
+    Bypass,
+}
 
 /// Longest user or endpoint string an extractor keeps (longer values count as missing).
 pub const MAX_KEY_LEN: usize = 1024;
@@ -48,7 +82,7 @@ impl Subject {
             cost: 1,
         }
     }
-    /// The shared subject of requests without a key.
+    /// The shared subject of requests without a key under [`MissingKey::Global`].
     pub fn anonymous() -> Self {
         Self::new("")
     }
@@ -70,6 +104,26 @@ impl Subject {
 pub trait KeyExtractor<Req>: Clone + Send + Sync + 'static {
     /// The subject, or `None` when the request carries no usable key.
     fn extract(&self, req: &Req) -> Option<Subject>;
+
+    /// Why [`extract`](KeyExtractor::extract) found nothing in `req`: whether the client or
+    /// the server is at fault, and what to fix. Called only after `extract` returned `None`,
+    /// so it may allocate.
+    ///
+    /// The default blames the server (HTTP 500): the layer cannot know what a closure
+    /// expected. Extractors that read client input (a header) override it.
+    fn explain_missing(&self, _req: &Req) -> KeyNotFound {
+        KeyNotFound::server(format!(
+            "`{}` found no key; fix the extractor or choose `on_missing_key`",
+            short_type_name::<Self>()
+        ))
+    }
+}
+
+/// `FnKey<{closure}>` rather than `ratelimit_layer::key::FnKey<my_app::main::{{closure}}>`.
+fn short_type_name<T: ?Sized>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// Every request counts against one subject (`"global"`): a limit for the whole service,
@@ -105,6 +159,12 @@ where
     fn extract(&self, req: &Req) -> Option<Subject> {
         (self.0)(req)
     }
+
+    fn explain_missing(&self, _req: &Req) -> KeyNotFound {
+        KeyNotFound::server(
+            "the `key_fn` closure returned None; return a key or choose `on_missing_key`",
+        )
+    }
 }
 
 /// The first of two extractors that finds a key.
@@ -114,6 +174,18 @@ pub struct Or<A, B>(A, B);
 impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for Or<A, B> {
     fn extract(&self, req: &Req) -> Option<Subject> {
         self.0.extract(req).or_else(|| self.1.extract(req))
+    }
+
+    /// The server's fault if either side is: with `HeaderKey.or(PeerIp)`, a request without
+    /// the header is fine as long as the peer address is there, so its absence is the bug.
+    fn explain_missing(&self, req: &Req) -> KeyNotFound {
+        let (a, b) = (self.0.explain_missing(req), self.1.explain_missing(req));
+        match (a.is_client_error(), b.is_client_error()) {
+            (true, false) => b,
+            (false, true) => a,
+            (true, true) => KeyNotFound::client(format!("{}; {}", a.hint(), b.hint())),
+            (false, false) => KeyNotFound::server(format!("{}; {}", a.hint(), b.hint())),
+        }
     }
 }
 
@@ -132,6 +204,13 @@ impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for And<
             cost: a.cost.max(b.cost),
         })
     }
+
+    fn explain_missing(&self, req: &Req) -> KeyNotFound {
+        match self.0.extract(req) {
+            None => self.0.explain_missing(req),
+            Some(_) => self.1.explain_missing(req),
+        }
+    }
 }
 
 /// User from one extractor, endpoint from another.
@@ -143,6 +222,11 @@ impl<Req, A: KeyExtractor<Req>, B: KeyExtractor<Req>> KeyExtractor<Req> for With
         let mut s = self.0.extract(req)?;
         s.endpoint = self.1.extract(req).map(|e| e.user);
         Some(s)
+    }
+
+    /// Only the user part can be missing: a request without an endpoint just has none.
+    fn explain_missing(&self, req: &Req) -> KeyNotFound {
+        self.0.explain_missing(req)
     }
 }
 
@@ -184,6 +268,87 @@ mod tests {
                 assert_ne!(a, b);
             }
         }
+    }
+
+    #[test]
+    fn missing_key_choice_reads_from_config() {
+        for (text, choice) in [
+            ("\"reject\"", MissingKey::Reject),
+            ("\"global\"", MissingKey::Global),
+            ("\"bypass\"", MissingKey::Bypass),
+        ] {
+            assert_eq!(serde_json::from_str::<MissingKey>(text).unwrap(), choice);
+        }
+        assert!(serde_json::from_str::<MissingKey>("\"Reject\"").is_err());
+        assert_eq!(MissingKey::default(), MissingKey::Reject);
+    }
+
+    #[test]
+    fn composition_explains_who_is_at_fault() {
+        let server = key_fn(|_: &u32| None);
+        #[derive(Clone)]
+        struct Header;
+        impl KeyExtractor<u32> for Header {
+            fn extract(&self, _: &u32) -> Option<Subject> {
+                None
+            }
+            fn explain_missing(&self, _: &u32) -> KeyNotFound {
+                KeyNotFound::client("no header")
+            }
+        }
+        let found = key_fn(|r: &u32| Some(Subject::new(r.to_string())));
+        // Or: the server's fault wins, whichever side it is on.
+        assert!(
+            !Header
+                .or(server.clone())
+                .explain_missing(&1)
+                .is_client_error()
+        );
+        assert!(
+            !server
+                .clone()
+                .or(Header)
+                .explain_missing(&1)
+                .is_client_error()
+        );
+        let both = Header.or(Header).explain_missing(&1);
+        assert!(both.is_client_error());
+        assert_eq!(both.hint(), "no header; no header");
+        // And: the part that is missing.
+        assert!(
+            found
+                .clone()
+                .and(Header)
+                .explain_missing(&1)
+                .is_client_error()
+        );
+        assert!(
+            !server
+                .clone()
+                .and(Header)
+                .explain_missing(&1)
+                .is_client_error()
+        );
+        assert!(
+            Header
+                .with_endpoint(server)
+                .explain_missing(&1)
+                .is_client_error()
+        );
+        assert!(found.explain_missing(&1).hint().contains("key_fn"));
+        #[derive(Clone)]
+        struct Custom;
+        impl KeyExtractor<u32> for Custom {
+            fn extract(&self, _: &u32) -> Option<Subject> {
+                None
+            }
+        }
+        assert!(
+            Custom
+                .explain_missing(&1)
+                .hint()
+                .starts_with("`Custom` found no key")
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use tower_layer::Layer;
 
-use crate::key::GlobalKey;
+use crate::key::{GlobalKey, MissingKey};
 use crate::limiter::RateLimiter;
 use crate::service::{RateLimit, Rejection, Shared};
 
@@ -50,6 +50,9 @@ use crate::service::{RateLimit, Rejection, Shared};
 /// - **gRPC** ([`RateLimitLayer::grpc`]): a refusal is a `RESOURCE_EXHAUSTED` status;
 /// - **client** ([`RateLimitLayer::wait_up_to`]): a refused request waits until the quota
 ///   admits it, up to a maximum wait, then fails as in the chosen mode.
+///
+/// A request for which the [key extractor](RateLimitLayer::key) finds nothing is refused
+/// unless [`on_missing_key`](RateLimitLayer::on_missing_key) says otherwise.
 #[derive(Debug)]
 #[must_use]
 pub struct RateLimitLayer<X = GlobalKey, R = Rejection> {
@@ -68,12 +71,13 @@ impl RateLimitLayer<GlobalKey, Rejection> {
     /// A layer for `limiter`, every request counting against one global subject.
     pub fn new(limiter: RateLimiter) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shared::new(
                 limiter,
-                extractor: GlobalKey,
-                respond: Rejection,
-                max_wait: None,
-            }),
+                GlobalKey,
+                Rejection,
+                None,
+                MissingKey::default(),
+            )),
         }
     }
 }
@@ -81,12 +85,13 @@ impl RateLimitLayer<GlobalKey, Rejection> {
 impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
     fn map<X2, R2>(&self, extractor: X2, respond: R2) -> RateLimitLayer<X2, R2> {
         RateLimitLayer {
-            shared: Arc::new(Shared {
-                limiter: self.shared.limiter.clone(),
+            shared: Arc::new(Shared::new(
+                self.shared.limiter.clone(),
                 extractor,
                 respond,
-                max_wait: self.shared.max_wait,
-            }),
+                self.shared.max_wait,
+                self.shared.on_missing_key,
+            )),
         }
     }
 
@@ -94,6 +99,45 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
     pub fn key<X2>(self, extractor: X2) -> RateLimitLayer<X2, R> {
         let respond = self.shared.respond.clone();
         self.map(extractor, respond)
+    }
+
+    /// What to do with a request for which the extractor finds no key (default
+    /// [`MissingKey::Reject`]; see [the `key` module](crate::key#requests-without-a-key)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_layer::{KeyNotFound, MissingKey, Quota, RateLimitLayer, RateLimiter, Subject};
+    /// use ratelimit_layer::key::key_fn;
+    /// use tower::{Layer, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let limiter = RateLimiter::builder()
+    ///     .quota(Quota::per(1, Duration::from_secs(60)).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let by_user = key_fn(|user: &Option<&str>| user.map(Subject::new));
+    /// let echo = service_fn(|_: Option<&str>| async { Ok::<_, std::convert::Infallible>("ok") });
+    ///
+    /// let strict = RateLimitLayer::new(limiter.clone()).key(by_user.clone()).layer(echo);
+    /// let refused = strict.oneshot(None).await.unwrap_err();
+    /// assert!(refused.downcast_ref::<KeyNotFound>().is_some());
+    ///
+    /// let open = RateLimitLayer::new(limiter)
+    ///     .key(by_user)
+    ///     .on_missing_key(MissingKey::Bypass)
+    ///     .layer(echo);
+    /// for _ in 0..3 {
+    ///     assert_eq!(open.clone().oneshot(None).await.unwrap(), "ok");
+    /// }
+    /// # }
+    /// ```
+    pub fn on_missing_key(self, choice: MissingKey) -> Self {
+        let mut layer = self.map(self.shared.extractor.clone(), self.shared.respond.clone());
+        Arc::get_mut(&mut layer.shared)
+            .expect("fresh")
+            .on_missing_key = choice;
+        layer
     }
 
     /// Chooses how refusals are answered (see [`Respond`](crate::service::Respond)).

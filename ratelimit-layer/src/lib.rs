@@ -10,7 +10,9 @@
 //!
 //! [`RateLimitLayer`] puts it in front of a service: generic mode (a [`RateLimited`]
 //! error), HTTP server mode (429 + `Retry-After` + IETF `RateLimit` fields), gRPC server mode
-//! (`RESOURCE_EXHAUSTED`) and client mode (wait for the quota, bounded).
+//! (`RESOURCE_EXHAUSTED`) and client mode (wait for the quota, bounded). A request whose key
+//! cannot be extracted is refused ([`KeyNotFound`]: HTTP 400 or 500) unless
+//! [`MissingKey`] says to count it globally or let it through.
 //!
 //! # Example
 //!
@@ -61,8 +63,8 @@ pub mod tier;
 pub mod window;
 
 pub use backend::{Backend, FailureMode, Leased, MemoryBackend, RedisBackend};
-pub use error::{RateLimited, Reason};
-pub use key::{KeyExtractor, KeyExtractorExt, Subject};
+pub use error::{KeyNotFound, RateLimited, Reason};
+pub use key::{KeyExtractor, KeyExtractorExt, MissingKey, Subject};
 pub use layer::RateLimitLayer;
 pub use limiter::{RateLimiter, RateLimiterBuilder, RateLimiterConfig};
 pub use quota::{Algorithm, Decision, Quota, Window, WindowConfig};

@@ -507,12 +507,12 @@ impl RateLimiter {
                 m.backend_errors.add(1);
                 m.rejected.add(1);
                 tracing::warn!(limiter = %self.inner.name, error = %e, "rate limit backend unavailable, rejecting");
-                return Err(RateLimited {
-                    retry_after: Some(Duration::from_secs(1)),
-                    reason: Reason::BackendUnavailable,
-                    policy: self.policy_name(resolved.policy),
-                    decision: None,
-                });
+                return Err(RateLimited::new(
+                    Reason::BackendUnavailable,
+                    self.policy_name(resolved.policy),
+                    Some(Duration::from_secs(1)),
+                    None,
+                ));
             }
         };
         if let Some(usage) = &self.inner.usage {
@@ -524,16 +524,17 @@ impl RateLimiter {
             return Ok(decision);
         }
         m.rejected.add(1);
-        Err(RateLimited {
-            retry_after: decision.retry_after(),
-            reason: if decision.retry_after == u64::MAX {
-                Reason::CostTooHigh
-            } else {
-                Reason::Exceeded
-            },
-            policy: self.policy_name(resolved.policy),
-            decision: Some(Box::new(decision)),
-        })
+        let reason = if decision.retry_after == u64::MAX {
+            Reason::CostTooHigh
+        } else {
+            Reason::Exceeded
+        };
+        Err(RateLimited::new(
+            reason,
+            self.policy_name(resolved.policy),
+            decision.retry_after(),
+            Some(Box::new(decision)),
+        ))
     }
 
     /// Consumes `cost` units for `user` (no endpoint): `Ok` with per-window detail, or

@@ -2,15 +2,16 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tower::BoxError;
 use tower_service::Service;
 
-use crate::error::{RateLimited, Reason};
+use crate::error::{KeyNotFound, RateLimited, Reason};
 use crate::future::ResponseFuture;
-use crate::key::{KeyExtractor, Subject};
+use crate::key::{KeyExtractor, MissingKey, Subject};
 use crate::limiter::RateLimiter;
 use crate::quota::{Decision, Mode};
 
@@ -22,6 +23,8 @@ pub trait Respond<Res, E>: Clone + Send + Sync + 'static {
     const WANTS_DECISION: bool = false;
     /// The answer to a refused request.
     fn rejected(&self, rejection: RateLimited) -> Result<Res, Self::Error>;
+    /// The answer to a request without a key, under [`MissingKey::Reject`].
+    fn key_not_found(&self, missing: KeyNotFound) -> Result<Res, Self::Error>;
     /// Decorates an admitted response (called only if `WANTS_DECISION`).
     fn allowed(&self, response: Res, _decision: &Decision, _policy: &str) -> Res {
         response
@@ -30,8 +33,8 @@ pub trait Respond<Res, E>: Clone + Send + Sync + 'static {
     fn inner_error(&self, error: E) -> Self::Error;
 }
 
-/// Generic mode: refusals are [`RateLimited`] errors inside [`BoxError`]; inner errors are
-/// boxed unchanged.
+/// Generic mode: refusals are [`RateLimited`] errors inside [`BoxError`] (requests without a
+/// key: [`KeyNotFound`]); inner errors are boxed unchanged.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rejection;
 
@@ -39,6 +42,9 @@ impl<Res, E: Into<BoxError>> Respond<Res, E> for Rejection {
     type Error = BoxError;
     fn rejected(&self, rejection: RateLimited) -> Result<Res, BoxError> {
         Err(Box::new(rejection))
+    }
+    fn key_not_found(&self, missing: KeyNotFound) -> Result<Res, BoxError> {
+        Err(Box::new(missing))
     }
     fn inner_error(&self, error: E) -> BoxError {
         error.into()
@@ -50,6 +56,59 @@ pub(crate) struct Shared<X, R> {
     pub(crate) extractor: X,
     pub(crate) respond: R,
     pub(crate) max_wait: Option<Duration>,
+    pub(crate) on_missing_key: MissingKey,
+    /// Set by the first request without a key: one warning per layer, not one per request.
+    pub(crate) warned_missing_key: AtomicBool,
+}
+
+impl<X, R> Shared<X, R> {
+    pub(crate) fn new(
+        limiter: RateLimiter,
+        extractor: X,
+        respond: R,
+        max_wait: Option<Duration>,
+        on_missing_key: MissingKey,
+    ) -> Self {
+        Self {
+            limiter,
+            extractor,
+            respond,
+            max_wait,
+            on_missing_key,
+            warned_missing_key: AtomicBool::new(false),
+        }
+    }
+
+    /// The first time, warns how to fix it. Under `Reject`, returns the refusal.
+    #[cold]
+    fn missing_key<Req>(&self, request: &Req) -> Option<KeyNotFound>
+    where
+        X: KeyExtractor<Req>,
+    {
+        let reject = self.on_missing_key == MissingKey::Reject;
+        // The load keeps the common case (already warned) free of a contended write.
+        let first = !self.warned_missing_key.load(Ordering::Relaxed)
+            && !self.warned_missing_key.swap(true, Ordering::Relaxed);
+        if !reject && !first {
+            return None;
+        }
+        let missing = self.extractor.explain_missing(request);
+        if first {
+            let outcome = match self.on_missing_key {
+                MissingKey::Reject => "rejected",
+                MissingKey::Global => "counted against one bucket shared by all of them",
+                MissingKey::Bypass => "let through unlimited",
+            };
+            tracing::warn!(
+                limiter = %self.limiter.name(),
+                on_missing_key = ?self.on_missing_key,
+                client_error = missing.is_client_error(),
+                "{missing}. Requests without a key are {outcome} \
+                 (see `RateLimitLayer::on_missing_key`); logged once per layer"
+            );
+        }
+        reject.then_some(missing)
+    }
 }
 
 impl<X, R> fmt::Debug for Shared<X, R> {
@@ -57,6 +116,7 @@ impl<X, R> fmt::Debug for Shared<X, R> {
         f.debug_struct("RateLimit")
             .field("limiter", &self.limiter)
             .field("max_wait", &self.max_wait)
+            .field("on_missing_key", &self.on_missing_key)
             .finish_non_exhaustive()
     }
 }
@@ -146,12 +206,21 @@ where
 
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
-        let subject = shared
-            .extractor
-            .extract(&request)
-            .unwrap_or_else(Subject::anonymous);
-        let (resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
         let respond = shared.respond.clone();
+        let subject = match shared.extractor.extract(&request) {
+            Some(subject) => subject,
+            None => {
+                if let Some(missing) = shared.missing_key(&request) {
+                    return ResponseFuture::key_not_found(missing, respond);
+                }
+                // `missing_key` answered for `Reject`; `Global` or `Bypass` remain.
+                match shared.on_missing_key {
+                    MissingKey::Global => Subject::anonymous(),
+                    _ => return ResponseFuture::calling(self.inner.call(request), None, respond),
+                }
+            }
+        };
+        let (resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
         let Some(result) = pending.now_or_never() else {
             let job = Job::new(&mut self.inner, request, subject, resolved, shared);
             return ResponseFuture::deciding(pending, job, respond);
@@ -168,13 +237,8 @@ where
                     shared.limiter.record_wait();
                     ResponseFuture::waiting(wait, job, respond)
                 }
-                (Some(_), _) if rejection.reason == Reason::Exceeded => ResponseFuture::rejected(
-                    RateLimited {
-                        reason: Reason::WaitExceeded,
-                        ..rejection
-                    },
-                    respond,
-                ),
+                // Client mode: a refusal means our quota at the upstream is spent.
+                (Some(_), _) => ResponseFuture::rejected(rejection.client_side(), respond),
                 _ => ResponseFuture::rejected(rejection, respond),
             },
         }

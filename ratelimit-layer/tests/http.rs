@@ -240,4 +240,21 @@ async fn tonic_answers_resource_exhausted() {
         status.message()
     );
     assert!(call("b").await.is_ok());
+
+    // No `x-api-key` metadata: the client's mistake, refused by the default `Reject`.
+    client.ready().await.unwrap();
+    let status = client
+        .unary(
+            tonic::Request::new(Ping { text: "hi".into() }),
+            http::uri::PathAndQuery::from_static("/test.Ping/Ping"),
+            tonic_prost::ProstCodec::<Ping, Ping>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().contains("`x-api-key` header"),
+        "{}",
+        status.message()
+    );
 }

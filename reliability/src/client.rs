@@ -7,28 +7,76 @@
 //! bodies up to a cap: a larger body is a typed [`BodyTooLarge`] error, never unbounded
 //! memory.
 //!
+//! # HTTPS out of the box
+//!
+//! [`HttpClient::new`] speaks `https` and `http`: TLS is rustls with the *ring* provider,
+//! trusting Mozilla's root certificates (`webpki-roots`); HTTP/2 is used where ALPN
+//! agrees on it and HTTP/1.1 otherwise; connections are pooled and kept alive, with
+//! `TCP_NODELAY`. [`HttpClient::builder`] adds a private CA, the operating system's trust
+//! store, `https_only`, `http2_only`, a connect timeout and the body cap.
+//! [`HttpClient::from_client`] wraps a hyper-util client you built yourself (a proxy, a
+//! custom resolver).
+//!
+//! A peer the client cannot trust (a certificate from an unknown CA, for another name,
+//! expired) or one that does not speak TLS at all is a [`TlsHandshakeFailed`] error. It is
+//! marked [`DoNotRetry`]: the same handshake would fail the same way, so a preset's retry
+//! layer gives up at once, and reliability-core's classifiers count the call neither for
+//! nor against the upstream's circuit.
+//!
 //! # Example
 //!
 //! ```
-//! use reliability::client::HttpClient;
+//! use std::time::Duration;
+//! use reliability::client::{ClientError, HttpClient, HttpsRequired};
+//! use tower::ServiceExt;
 //!
-//! let client = HttpClient::new().max_body_bytes(1 << 20);
-//! # let _ = client;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The one-liner: public CAs, HTTP/2 or HTTP/1.1, 8 MiB body cap.
+//! let _client = HttpClient::new().max_body_bytes(1 << 20);
+//!
+//! // A client that never sends a request in the clear.
+//! let client = HttpClient::builder()
+//!     .https_only(true)
+//!     .connect_timeout(Duration::from_secs(3))
+//!     .build()?;
+//! let request = http::Request::get("http://example.com/").body(bytes::Bytes::new())?;
+//! let err = client.oneshot(request).await.unwrap_err();
+//! assert!(err.is::<HttpsRequired>());
+//!
+//! // A private CA must be a PEM certificate: anything else is an error, never a panic.
+//! let err = HttpClient::builder().add_root_certificate(b"not a certificate").build();
+//! assert!(matches!(err, Err(ClientError::InvalidRootCertificate { index: 0, .. })));
+//! # Ok(())
+//! # }
 //! ```
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::io;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use http::Uri;
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use reliability_core::error::{ConfigError, DoNotRetry};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
 use tower::BoxError;
 
 /// Default cap on a buffered response body: 8 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 << 20;
+
+/// Default bound on establishing a connection (TCP connect and TLS handshake): 10 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A response body exceeded the configured cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,18 +86,184 @@ pub struct BodyTooLarge {
     pub limit: usize,
 }
 
-/// hyper-util's legacy client over plain HTTP, with buffered bodies.
-#[derive(Clone)]
-pub struct HttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
-    max_body: usize,
+/// The TLS handshake with the upstream failed: its certificate is not trusted (an unknown
+/// CA, another host's name, expired), or it does not speak TLS (a plain-HTTP port).
+///
+/// Exposes [`DoNotRetry`] through its [`source`](StdError::source): the same handshake
+/// would fail the same way, so retry layers give up at once, and reliability-core's
+/// classifiers count the call as neither a success nor a failure of the upstream.
+///
+/// A connection that breaks during the handshake (reset, closed early) is not this
+/// error: that may be a blip, and it stays a retryable connect error.
+#[derive(Debug, Clone)]
+pub struct TlsHandshakeFailed {
+    host: String,
+    reason: rustls::Error,
 }
 
-impl fmt::Debug for HttpClient {
+impl TlsHandshakeFailed {
+    /// The host the client was connecting to.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// What rustls reported.
+    pub fn reason(&self) -> &rustls::Error {
+        &self.reason
+    }
+
+    /// Whether the peer's certificate was rejected (rather than the protocol failing).
+    pub fn is_certificate_error(&self) -> bool {
+        matches!(
+            self.reason,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    }
+}
+
+impl fmt::Display for TlsHandshakeFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TLS handshake with {} failed: {}",
+            self.host, self.reason
+        )
+    }
+}
+
+impl StdError for TlsHandshakeFailed {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&DoNotRetry)
+    }
+}
+
+/// An `http://` request to a client built with
+/// [`https_only(true)`](HttpClientBuilder::https_only): refused before anything was sent.
+///
+/// Marked [`DoNotRetry`] through its [`source`](StdError::source): it is the caller's
+/// mistake, not the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsRequired {
+    uri: Uri,
+}
+
+impl HttpsRequired {
+    /// The refused URI.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+}
+
+impl fmt::Display for HttpsRequired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "refused to send {} in the clear: the client is https-only",
+            self.uri
+        )
+    }
+}
+
+impl StdError for HttpsRequired {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&DoNotRetry)
+    }
+}
+
+/// An [`HttpClientBuilder`] could not build its client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// A PEM given to [`add_root_certificate`](HttpClientBuilder::add_root_certificate)
+    /// holds no certificate, or one that cannot be parsed or used as a trust anchor.
+    #[error("root certificate #{index} is invalid: {reason}")]
+    InvalidRootCertificate {
+        /// Which call of `add_root_certificate` (from 0) it came from.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// [`native_roots(true)`](HttpClientBuilder::native_roots), but the operating system's
+    /// trust store gave no usable certificate.
+    #[error("no root certificate could be loaded from the operating system: {reason}")]
+    NativeRootsUnavailable {
+        /// What the loader reported.
+        reason: String,
+    },
+    /// Nothing to trust: the bundled roots are off and no other root was given, so every
+    /// HTTPS handshake would fail.
+    #[error("no root certificates: enable webpki_roots or native_roots, or add a root")]
+    NoRootCertificates,
+    /// A setting is out of range.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// rustls refused the TLS configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+/// The connector of [`HttpClient::new`] and [`HttpClientBuilder::build`]: TCP with
+/// `TCP_NODELAY`, then rustls for `https` URIs.
+///
+/// The whole connect phase, TCP connect *and* TLS handshake, is bounded by the connect
+/// timeout, so a peer that accepts and then says nothing cannot park a caller. A timeout
+/// is an I/O error of kind `TimedOut`, which reliability-core's `is_timeout` recognises.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
+}
+
+impl fmt::Debug for Connector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connector")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+    type Error = BoxError;
+    // One allocation per new connection, not per request: the pool reuses connections.
+    type Future = BoxFuture<'static, Result<Self::Response, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result,
+                Err(_) => Err(Box::new(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connect timed out after {timeout:?}"),
+                )) as BoxError),
+            }
+        })
+    }
+}
+
+/// hyper-util's legacy client with buffered bodies: HTTPS (rustls) and HTTP by default,
+/// or over any connector with [`from_client`](Self::from_client).
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Clone)]
+pub struct HttpClient<C = Connector> {
+    client: Client<C, Full<Bytes>>,
+    max_body: usize,
+    https_only: bool,
+}
+
+impl<C> fmt::Debug for HttpClient<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpClient")
             .field("max_body", &self.max_body)
-            .finish()
+            .field("https_only", &self.https_only)
+            .finish_non_exhaustive()
     }
 }
 
@@ -60,13 +274,43 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with pooled keep-alive connections and the default body cap.
+    /// A client for `https` and `http` with Mozilla's root certificates, HTTP/2 by ALPN
+    /// (HTTP/1.1 otherwise), pooled keep-alive connections, the default connect timeout
+    /// and the default body cap. See [`builder`](Self::builder) for the settings.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
+        match Self::builder().build() {
+            Ok(client) => client,
+            // The defaults have roots (the bundled ones) and no user input to reject;
+            // rustls accepts ring's default protocol versions. Unreachable, but not worth
+            // a panic path in a constructor users call without thinking.
+            Err(e) => unreachable!("the default HttpClient settings are valid: {e}"),
+        }
+    }
+
+    /// A builder, starting from the settings of [`new`](Self::new).
+    pub fn builder() -> HttpClientBuilder {
+        HttpClientBuilder::default()
+    }
+}
+
+impl<C> HttpClient<C> {
+    /// Wraps a hyper-util client you built (a proxy connector, a custom resolver or TLS
+    /// setup), with the default body cap.
+    ///
+    /// ```
+    /// use hyper_util::client::legacy::{connect::HttpConnector, Client};
+    /// use hyper_util::rt::TokioExecutor;
+    /// use reliability::client::HttpClient;
+    ///
+    /// let hyper = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    /// let client = HttpClient::from_client(hyper).max_body_bytes(64 * 1024);
+    /// # let _ = client;
+    /// ```
+    pub fn from_client(client: Client<C, Full<Bytes>>) -> Self {
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client,
             max_body: DEFAULT_MAX_BODY_BYTES,
+            https_only: false,
         }
     }
 
@@ -78,7 +322,187 @@ impl HttpClient {
     }
 }
 
-impl tower::Service<http::Request<Bytes>> for HttpClient {
+/// Settings of an [`HttpClient`], from [`HttpClient::builder`].
+///
+/// ```
+/// use std::time::Duration;
+/// use reliability::client::HttpClient;
+///
+/// let client = HttpClient::builder()
+///     .native_roots(false)
+///     .http2_only(false)
+///     .connect_timeout(Duration::from_secs(5))
+///     .max_body_bytes(1 << 20)
+///     .build()?;
+/// # let _ = client;
+/// # Ok::<(), reliability::client::ClientError>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct HttpClientBuilder {
+    root_pems: Vec<Vec<u8>>,
+    webpki_roots: bool,
+    native_roots: bool,
+    https_only: bool,
+    http2_only: bool,
+    connect_timeout: Duration,
+    max_body: usize,
+}
+
+impl Default for HttpClientBuilder {
+    fn default() -> Self {
+        Self {
+            root_pems: Vec::new(),
+            webpki_roots: true,
+            native_roots: false,
+            https_only: false,
+            http2_only: false,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl HttpClientBuilder {
+    /// Also trusts the certificates of `pem` (one or more `CERTIFICATE` blocks), e.g. a
+    /// private CA. Checked by [`build`](Self::build): a PEM without a usable certificate
+    /// is [`ClientError::InvalidRootCertificate`].
+    pub fn add_root_certificate(mut self, pem: &[u8]) -> Self {
+        self.root_pems.push(pem.to_vec());
+        self
+    }
+
+    /// Whether to trust Mozilla's root certificates, bundled by `webpki-roots` (default
+    /// `true`). Turn it off to trust only the roots you add, e.g. to pin a private CA.
+    pub fn webpki_roots(mut self, enabled: bool) -> Self {
+        self.webpki_roots = enabled;
+        self
+    }
+
+    /// Whether to trust the operating system's root certificates too (default `false`),
+    /// loaded once by [`build`](Self::build), which fails with
+    /// [`ClientError::NativeRootsUnavailable`] when none can be loaded.
+    pub fn native_roots(mut self, enabled: bool) -> Self {
+        self.native_roots = enabled;
+        self
+    }
+
+    /// Whether to refuse `http://` requests with [`HttpsRequired`] (default `false`).
+    pub fn https_only(mut self, enabled: bool) -> Self {
+        self.https_only = enabled;
+        self
+    }
+
+    /// Whether to speak HTTP/2 only (default `false`): ALPN offers only `h2`, and
+    /// `http://` requests use HTTP/2 with prior knowledge.
+    pub fn http2_only(mut self, enabled: bool) -> Self {
+        self.http2_only = enabled;
+        self
+    }
+
+    /// Bound on establishing a connection, TCP connect and TLS handshake together
+    /// (default [`DEFAULT_CONNECT_TIMEOUT`]); must be greater than zero.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Caps buffered response bodies at `bytes` (default [`DEFAULT_MAX_BODY_BYTES`]).
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body = bytes;
+        self
+    }
+
+    /// Validates the settings and builds the client.
+    pub fn build(self) -> Result<HttpClient, ClientError> {
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::new("connect_timeout", "must be greater than zero").into());
+        }
+        let tls = self.tls_config()?;
+
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        // Per address tried (happy eyeballs splits it); `Connector` bounds the whole phase.
+        http.set_connect_timeout(Some(self.connect_timeout));
+        // The TLS layer above handles `https`; the TCP connector must let it through.
+        http.enforce_http(false);
+
+        let schemes = HttpsConnectorBuilder::new().with_tls_config(tls);
+        let schemes = if self.https_only {
+            schemes.https_only()
+        } else {
+            schemes.https_or_http()
+        };
+        let https = if self.http2_only {
+            schemes.enable_http2().wrap_connector(http)
+        } else {
+            // ALPN offers `h2` first and `http/1.1` as the fallback.
+            schemes.enable_http1().enable_http2().wrap_connector(http)
+        };
+        let connector = Connector {
+            inner: https,
+            timeout: self.connect_timeout,
+        };
+
+        let client = Client::builder(TokioExecutor::new())
+            // Evicts idle pooled connections in the background, not only on checkout.
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .http2_only(self.http2_only)
+            .build(connector);
+        Ok(HttpClient {
+            client,
+            max_body: self.max_body,
+            https_only: self.https_only,
+        })
+    }
+
+    fn tls_config(&self) -> Result<ClientConfig, ClientError> {
+        let mut roots = RootCertStore::empty();
+        if self.webpki_roots {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        if self.native_roots {
+            let loaded = rustls_native_certs::load_native_certs();
+            let (added, _unusable) = roots.add_parsable_certificates(loaded.certs);
+            if added == 0 {
+                let reason = match loaded.errors.first() {
+                    Some(e) => e.to_string(),
+                    None => "the trust store is empty".to_owned(),
+                };
+                return Err(ClientError::NativeRootsUnavailable { reason });
+            }
+        }
+        for (index, pem) in self.root_pems.iter().enumerate() {
+            let invalid = |reason: String| ClientError::InvalidRootCertificate { index, reason };
+            let mut found = 0;
+            for cert in CertificateDer::pem_slice_iter(pem) {
+                let cert = cert.map_err(|e| invalid(e.to_string()))?;
+                roots.add(cert).map_err(|e| invalid(e.to_string()))?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(invalid("no CERTIFICATE block in the PEM".to_owned()));
+            }
+        }
+        if roots.is_empty() {
+            return Err(ClientError::NoRootCertificates);
+        }
+        // An explicit provider: the process-wide default panics when a dependency graph
+        // enables both ring and aws-lc-rs.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        Ok(ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(ClientError::Tls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+}
+
+impl<C> tower::Service<http::Request<Bytes>> for HttpClient<C>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     type Response = http::Response<Bytes>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>;
@@ -88,13 +512,21 @@ impl tower::Service<http::Request<Bytes>> for HttpClient {
     }
 
     fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
+        if self.https_only && request.uri().scheme() != Some(&http::uri::Scheme::HTTPS) {
+            let refused = HttpsRequired {
+                uri: request.uri().clone(),
+            };
+            return Box::pin(async move { Err(Box::new(refused) as BoxError) });
+        }
         let client = self.client.clone();
         let limit = self.max_body;
         Box::pin(async move {
             let (parts, body) = request.into_parts();
+            let host = parts.uri.host().unwrap_or_default().to_owned();
             let response = client
                 .request(http::Request::from_parts(parts, Full::new(body)))
-                .await?;
+                .await
+                .map_err(|e| request_error(e, host))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, limit)
                 .collect()
@@ -112,11 +544,46 @@ impl tower::Service<http::Request<Bytes>> for HttpClient {
     }
 }
 
+/// hyper-util's error, or [`TlsHandshakeFailed`] when connecting failed in rustls.
+fn request_error(err: hyper_util::client::legacy::Error, host: String) -> BoxError {
+    if err.is_connect()
+        && let Some(reason) = find_rustls_error(&err)
+    {
+        return Box::new(TlsHandshakeFailed {
+            host,
+            reason: reason.clone(),
+        });
+    }
+    Box::new(err)
+}
+
+/// The first `rustls::Error` under `err`.
+///
+/// `io::Error::source` skips its payload (it returns the payload's *source*), and
+/// tokio-rustls and hyper-rustls each wrap the rustls error in an `io::Error`, so the walk
+/// steps into `io::Error::get_ref` where there is one.
+fn find_rustls_error<'a>(err: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(err);
+    // Chains are short; the bound guards against a cyclic `source()`.
+    for _ in 0..32 {
+        let e = current?;
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        current = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(payload) => Some(payload as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
+    }
+    None
+}
+
 #[cfg(feature = "reqwest")]
 mod reqwest_client {
     use super::*;
 
-    /// A `reqwest::Client` as a buffered tower service.
+    /// A `reqwest::Client` as a buffered tower service, for `http::Request<Bytes>` and
+    /// `reqwest::Request` alike.
     #[derive(Debug, Clone)]
     pub struct ReqwestClient {
         client: reqwest::Client,
@@ -154,26 +621,49 @@ mod reqwest_client {
             let limit = self.max_body;
             Box::pin(async move {
                 let request = reqwest::Request::try_from(request)?;
-                let mut response = client.execute(request).await?;
-                if response.content_length().is_some_and(|n| n > limit as u64) {
-                    return Err(Box::new(BodyTooLarge { limit }) as BoxError);
-                }
-                let mut builder = http::Response::builder()
-                    .status(response.status())
-                    .version(response.version());
-                if let Some(headers) = builder.headers_mut() {
-                    *headers = std::mem::take(response.headers_mut());
-                }
-                let mut body = Vec::new();
-                while let Some(chunk) = response.chunk().await? {
-                    if body.len() + chunk.len() > limit {
-                        return Err(Box::new(BodyTooLarge { limit }) as BoxError);
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(builder.body(Bytes::from(body))?)
+                execute(client, request, limit).await
             })
         }
+    }
+
+    /// `reqwest::Request`s, as built by `reqwest::Client::get(..).build()`.
+    impl tower::Service<reqwest::Request> for ReqwestClient {
+        type Response = http::Response<Bytes>;
+        type Error = BoxError;
+        type Future = BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: reqwest::Request) -> Self::Future {
+            Box::pin(execute(self.client.clone(), request, self.max_body))
+        }
+    }
+
+    async fn execute(
+        client: reqwest::Client,
+        request: reqwest::Request,
+        limit: usize,
+    ) -> Result<http::Response<Bytes>, BoxError> {
+        let mut response = client.execute(request).await?;
+        if response.content_length().is_some_and(|n| n > limit as u64) {
+            return Err(Box::new(BodyTooLarge { limit }));
+        }
+        let mut builder = http::Response::builder()
+            .status(response.status())
+            .version(response.version());
+        if let Some(headers) = builder.headers_mut() {
+            *headers = std::mem::take(response.headers_mut());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            if body.len() + chunk.len() > limit {
+                return Err(Box::new(BodyTooLarge { limit }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(builder.body(Bytes::from(body))?)
     }
 }
 

@@ -3,9 +3,12 @@
 //! Every layer fails with a `tower::BoxError` holding its own typed error
 //! (`CircuitOpen`, `RateLimited`, `BudgetExhausted`, a timeout, or the upstream's own
 //! error). [`Error`] wraps any of them and answers the questions callers ask, without
-//! downcasting by hand: was the circuit open, was it a rate limit, a timeout, an exhausted
-//! retry budget? It maps to an HTTP answer (503 / 429 / 504 / 502, with `Retry-After` where
-//! known) and to a tonic `Status` (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED).
+//! downcasting by hand: was the circuit open, was the caller over its limit or our quota
+//! at the upstream spent, a timeout, an exhausted retry budget? Its HTTP answer and tonic
+//! `Status` come from reliability-core's one [failure table](reliability_core::failure):
+//! 429 / RESOURCE_EXHAUSTED for a caller over its limit; 503 / UNAVAILABLE with
+//! `Retry-After` for a spent upstream quota or an open circuit; 504 / DEADLINE_EXCEEDED for
+//! a timeout; 502 for any other upstream failure.
 //!
 //! # Example
 //!
@@ -22,7 +25,8 @@ use std::time::Duration;
 
 use breaker_layer::CircuitOpen;
 use ratelimit_layer::RateLimited;
-use reliability_core::error::{find_in_chain, is_timeout};
+use reliability_core::error::find_in_chain;
+use reliability_core::failure::{Failure, FailureKind};
 use retry_layer::BudgetExhausted;
 use tower::BoxError;
 
@@ -32,19 +36,44 @@ pub struct Error {
 }
 
 impl Error {
+    /// What went wrong, in the terms of reliability-core's failure table.
+    pub fn failure(&self) -> Failure {
+        Failure::of(&*self.inner)
+    }
+
+    /// The kind of [`failure`](Self::failure).
+    pub fn kind(&self) -> FailureKind {
+        self.failure().kind()
+    }
+
     /// The circuit breaker refused the call.
     pub fn is_circuit_open(&self) -> bool {
         self.find::<CircuitOpen>().is_some()
     }
 
-    /// A rate limit refused the call (or the wait for quota was too long).
+    /// A rate limit refused the call: the caller's own ([`is_caller_limited`]) or our
+    /// quota at the upstream ([`is_quota_spent`]).
+    ///
+    /// [`is_caller_limited`]: Self::is_caller_limited
+    /// [`is_quota_spent`]: Self::is_quota_spent
     pub fn is_rate_limited(&self) -> bool {
         self.find::<RateLimited>().is_some()
     }
 
+    /// A server-side rate limit refused the caller: it is over its own limit.
+    pub fn is_caller_limited(&self) -> bool {
+        self.kind() == FailureKind::CallerLimited
+    }
+
+    /// A client-side rate limit would have waited too long: our quota at the upstream is
+    /// spent for now.
+    pub fn is_quota_spent(&self) -> bool {
+        self.kind() == FailureKind::QuotaSpent
+    }
+
     /// An attempt or the whole call ran out of time.
     pub fn is_timeout(&self) -> bool {
-        is_timeout(&*self.inner)
+        self.kind() == FailureKind::TimedOut
             || self.find::<retry_layer::AttemptTimedOut>().is_some()
             || self.find::<retry_layer::DeadlineExceeded>().is_some()
     }
@@ -56,10 +85,7 @@ impl Error {
 
     /// How long the caller should wait before trying again, where a layer knows.
     pub fn retry_after(&self) -> Option<Duration> {
-        if let Some(open) = self.find::<CircuitOpen>() {
-            return open.retry_after();
-        }
-        self.find::<RateLimited>().and_then(|r| r.retry_after)
+        self.failure().retry_after()
     }
 
     /// The first error of type `T` in the chain.
@@ -72,54 +98,45 @@ impl Error {
         self.inner
     }
 
-    /// The HTTP status a server should answer with: 503 for an open circuit, 429 for a
-    /// rate limit, 504 for a timeout, 502 for any other upstream failure.
+    /// The HTTP status a server should answer with (reliability-core's [failure
+    /// table](reliability_core::failure)).
     pub fn http_status(&self) -> http::StatusCode {
-        if self.is_circuit_open() {
-            http::StatusCode::SERVICE_UNAVAILABLE
-        } else if self.is_rate_limited() {
-            http::StatusCode::TOO_MANY_REQUESTS
-        } else if self.is_timeout() {
-            http::StatusCode::GATEWAY_TIMEOUT
+        self.http_kind().http_status()
+    }
+
+    /// A timeout that the retry layer reports as its own error is still a timeout.
+    fn http_kind(&self) -> FailureKind {
+        if self.is_timeout() {
+            FailureKind::TimedOut
         } else {
-            http::StatusCode::BAD_GATEWAY
+            self.kind()
         }
     }
 
-    /// The HTTP answer: [`http_status`](Self::http_status), `Retry-After` where known, and
-    /// a short text body that reveals nothing of the upstream.
+    /// The HTTP answer: [`http_status`](Self::http_status), `Retry-After` where known
+    /// (whole seconds, rounded up), and a short text body that reveals nothing of the
+    /// upstream.
     pub fn to_http_response(&self) -> http::Response<String> {
-        let status = self.http_status();
-        let mut res = http::Response::new(
-            status
-                .canonical_reason()
-                .unwrap_or("upstream failure")
-                .to_owned(),
-        );
-        *res.status_mut() = status;
-        if let Some(wait) = self.retry_after() {
-            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, secs.max(1).into());
-        }
+        let failure = self.failure();
+        let mut res: http::Response<String> = Failure::new(self.http_kind())
+            .with_retry_after_opt(failure.retry_after())
+            .to_http_response();
+        *res.body_mut() = self.http_kind().phrase().to_owned();
         res
     }
 
-    /// The gRPC status: UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED or (for an
-    /// upstream's own status) that status.
+    /// The gRPC status: the upstream's own status where it sent one, else the failure
+    /// table's code (UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED...).
     pub fn to_grpc_status(&self) -> tonic::Status {
-        if let Some(status) = self.find::<tonic::Status>() {
+        if let Some(status) = self.find::<tonic::Status>()
+            && find_in_chain::<Failure>(status).is_none()
+        {
             return tonic::Status::new(status.code(), status.message().to_owned());
         }
-        if self.is_circuit_open() {
-            tonic::Status::unavailable("circuit open")
-        } else if self.is_rate_limited() {
-            tonic::Status::resource_exhausted("rate limited")
-        } else if self.is_timeout() {
-            tonic::Status::deadline_exceeded("timed out")
-        } else {
-            tonic::Status::unavailable("upstream failure")
-        }
+        let kind = self.http_kind();
+        Failure::new(kind)
+            .with_retry_after_opt(self.retry_after())
+            .to_grpc_status(kind.phrase())
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - [`config`]: the settings of the CEX, DEX and social presets, from the source tables,
 //!   a TOML file and `RELIABILITY__*` environment variables.
-//! - [`client`]: outgoing HTTP clients (hyper-util, reqwest) as buffered tower services.
+//! - [`client`]: outgoing HTTP clients (hyper-util over HTTPS with rustls, reqwest) as
+//!   buffered tower services.
 //! - [`presets`]: the CEX, DEX and social stacks, built around any service.
 //! - `grpc` (feature `grpc`): `Preset::grpc_client`, a tonic `Channel` in a preset's
 //!   stack (retry, breaker, client quota, SLA, attempt timeout; no cache).
@@ -32,6 +33,11 @@ pub mod health;
 pub mod presets;
 
 pub use error::Error;
+
+// The README's examples are compiled as doctests, so its one-line client cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 pub use reliability_core as core;
 

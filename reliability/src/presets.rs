@@ -71,7 +71,8 @@ use reliability_core::health::{
 };
 use retry_layer::backoff::Backoff;
 use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
-use retry_layer::{ClassifierPolicy, RetryBuilder, RetryHandle, RetryLayer};
+use retry_layer::http::Idempotent;
+use retry_layer::{ClassifierPolicy, RetryBuilder, RetryHandle, RetryLayer, RetryPolicy};
 use sla_layer::{SlaLayer, SlaMonitor, SlaRegistry};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
@@ -254,7 +255,9 @@ impl Preset {
         S::Error: Into<BoxError> + 'static,
     {
         let classifier = HttpClassifier::new();
-        let (parts, breaker) = self.parts(classifier)?;
+        // `ClassifierPolicy` clones any request, POST included: `Idempotent` applies the
+        // HTTP rule (`retry_layer::http::may_replay`).
+        let (parts, breaker) = self.parts_with(classifier, Idempotent::new)?;
         let cache = self.cache_layer(http_cache_key, |b| {
             b.store_if(|res: &http::Response<Bytes>| {
                 res.status().is_success() && !forbids_shared_storage(res.headers())
@@ -272,7 +275,10 @@ impl Preset {
             .map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::PerHost(breaker.registry().clone());
         let below = self.below_cache(client, &parts, classifier, breaker);
-        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
+        let service = BoxCloneSyncService::new(InvalidateOnUnsafe {
+            inner: ServiceBuilder::new().layer(cache).service(below),
+            cache: cache_handle.clone(),
+        });
         Ok(self.finish(service, parts, breakers, Some(cache_handle)))
     }
 
@@ -295,7 +301,7 @@ impl Preset {
         let (parts, breaker) = self.parts_but_retry(GrpcClassifier)?;
         let retry = self
             .tune_retry(GrpcRetryLayer::grpc_builder())
-            .build_http()
+            .build()
             .map_err(|e| e.within("retry"))?;
         let parts = parts.with_retry(retry);
         let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
@@ -390,10 +396,10 @@ impl Preset {
     }
 
     /// Retry → `breaker` → rate limit → SLA → timeout → `inner`, boxed.
-    fn below_cache<S, Req, C, L>(
+    fn below_cache<S, Req, C, P, L>(
         &self,
         inner: S,
-        parts: &Parts<RetryLayer<ClassifierPolicy<C>>>,
+        parts: &Parts<RetryLayer<P>>,
         classifier: C,
         breaker: L,
     ) -> BoxCloneSyncService<Req, S::Response, BoxError>
@@ -404,6 +410,7 @@ impl Preset {
         S::Response: Clone + Send + Sync + 'static,
         Req: Clone + Send + Sync + 'static,
         C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
+        P: RetryPolicy<Req, S::Response, BoxError>,
         L: Layer<BoxCloneSyncService<Req, S::Response, BoxError>>,
         L::Service: Service<Req, Response = S::Response> + Clone + Send + Sync + 'static,
         <L::Service as Service<Req>>::Future: Send + 'static,
@@ -476,16 +483,29 @@ impl Preset {
     where
         C: Clone + Send + Sync + 'static,
     {
+        self.parts_with(classifier, |policy| policy)
+    }
+
+    /// [`Self::parts`] with the retry policy wrapped by `wrap` (HTTP: `Idempotent`).
+    #[allow(clippy::type_complexity)]
+    fn parts_with<C, P>(
+        &self,
+        classifier: C,
+        wrap: impl FnOnce(ClassifierPolicy<C>) -> P,
+    ) -> Result<(Parts<RetryLayer<P>>, CircuitBreakerBuilder<C>), ConfigError>
+    where
+        C: Clone + Send + Sync + 'static,
+    {
         let (parts, breaker) = self.parts_but_retry(classifier.clone())?;
         let retry = self
-            .tune_retry(RetryLayer::builder().policy(ClassifierPolicy::new(classifier)))
+            .tune_retry(RetryLayer::builder().policy(wrap(ClassifierPolicy::new(classifier))))
             .build()
             .map_err(|e| e.within("retry"))?;
         Ok((parts.with_retry(retry), breaker))
     }
 
     /// The preset's attempts, backoff, budget and seed on a retry builder.
-    fn tune_retry<P>(&self, builder: RetryBuilder<P>) -> RetryBuilder<P> {
+    fn tune_retry<P, M>(&self, builder: RetryBuilder<P, M>) -> RetryBuilder<P, M> {
         let s = &self.settings.retry;
         let builder = builder
             .name(self.name.clone())
@@ -611,7 +631,7 @@ trait RetryParts {
     fn retry_handle(&self) -> RetryHandle;
 }
 
-impl<C: Send + Sync + 'static> RetryParts for RetryLayer<ClassifierPolicy<C>> {
+impl<P: Send + Sync + 'static> RetryParts for RetryLayer<P> {
     fn retry_handle(&self) -> RetryHandle {
         self.handle()
     }
@@ -640,6 +660,50 @@ fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
     let credentialed = req.headers().contains_key(http::header::AUTHORIZATION)
         || req.headers().contains_key(http::header::COOKIE);
     (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
+}
+
+/// Evicts the cached `GET`/`HEAD` answers of a URI when an unsafe request to it succeeds
+/// (RFC 9111 §4.4): after a `PUT /orders/7` the next `GET /orders/7` reaches the upstream.
+#[derive(Clone)]
+struct InvalidateOnUnsafe<S> {
+    inner: S,
+    cache: CacheHandle<http::Response<Bytes>>,
+}
+
+impl<S> Service<http::Request<Bytes>> for InvalidateOnUnsafe<S>
+where
+    S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Bytes>;
+    type Error = BoxError;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        use futures_util::future::Either;
+        if req.method().is_safe() {
+            return Either::Left(self.inner.call(req));
+        }
+        let keys = [http::Method::GET, http::Method::HEAD].map(|m| format!("{m} {}", req.uri()));
+        let cache = self.cache.clone();
+        let future = self.inner.call(req);
+        Either::Right(Box::pin(async move {
+            let res = future.await?;
+            if res.status().as_u16() < 400 {
+                for key in &keys {
+                    cache.invalidate(key);
+                }
+            }
+            Ok(res)
+        }))
+    }
 }
 
 /// Whether `Cache-Control` forbids storing an answer in a shared cache.

@@ -291,7 +291,9 @@ async fn pushback_asking_not_to_retry_is_honoured() {
 }
 
 #[tokio::test]
-async fn spent_client_quota_fails_locally_as_resource_exhausted() {
+/// Our quota at the upstream is spent: UNAVAILABLE (the upstream is unavailable to us for
+/// now), unlike a caller over its own limit (RESOURCE_EXHAUSTED).
+async fn spent_client_quota_fails_locally_as_unavailable() {
     let quotes = Quotes::default();
     let clock = ManualClock::new();
     let client = client_with(serve(quotes.clone()).await, &clock, |s| {
@@ -303,7 +305,7 @@ async fn spent_client_quota_fails_locally_as_resource_exhausted() {
 
     get_quote(&client, "ETH-USDC").await.unwrap();
     let status = get_quote(&client, "ETH-USDC").await.unwrap_err();
-    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(status.code(), Code::Unavailable);
     assert_eq!(
         quotes.calls.load(Ordering::SeqCst),
         1,
@@ -312,5 +314,9 @@ async fn spent_client_quota_fails_locally_as_resource_exhausted() {
     let handles = client.handles();
     assert_eq!(handles.retry().snapshot().retries, 0);
     assert_eq!(handles.breaker().unwrap().snapshot().failures, 0);
-    assert!(Error::from(BoxError::from(status)).is_rate_limited());
+    let err = Error::from(BoxError::from(status));
+    assert!(err.is_rate_limited());
+    assert!(err.is_quota_spent());
+    assert!(!err.is_caller_limited());
+    assert!(err.retry_after().is_some());
 }

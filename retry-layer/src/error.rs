@@ -2,15 +2,15 @@
 //!
 //! The inner service's errors pass through unchanged (boxed as `tower::BoxError`), with one
 //! exception: when the retry budget refuses a retry, the last error comes back wrapped in
-//! [`BudgetExhausted`], whose source chain carries
-//! [`DoNotRetry`](reliability_core::error::DoNotRetry) so that an outer retry layer does
+//! [`BudgetExhausted`], whose source chain carries the last error's
+//! [`Failure`] marked [`DoNotRetry`](reliability_core::error::DoNotRetry) so that an outer retry layer does
 //! not multiply the very load the budget refused.
 
 use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-use reliability_core::error::DoNotRetry;
+use reliability_core::failure::Failure;
 
 use crate::schedule::StopReason;
 
@@ -19,16 +19,24 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// The retry budget had no room for another retry; the last attempt's error is inside.
 ///
-/// Its source is [`DoNotRetry`]: retrying elsewhere would defeat the budget.
+/// Its source is the last error's [`Failure`] (a timeout stays a timeout for the HTTP and
+/// gRPC mapping), marked [`DoNotRetry`](reliability_core::error::DoNotRetry): retrying
+/// elsewhere would defeat the budget.
 #[derive(Debug)]
 pub struct BudgetExhausted {
     error: BoxError,
     attempts: u32,
+    failure: Failure,
 }
 
 impl BudgetExhausted {
     pub(crate) fn new(error: BoxError, attempts: u32) -> Self {
-        Self { error, attempts }
+        let failure = Failure::of(&*error).not_retryable();
+        Self {
+            error,
+            attempts,
+            failure,
+        }
     }
 
     /// The last attempt's error, as the inner service returned it.
@@ -59,7 +67,7 @@ impl fmt::Display for BudgetExhausted {
 
 impl StdError for BudgetExhausted {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&DoNotRetry)
+        Some(&self.failure)
     }
 }
 

@@ -25,7 +25,7 @@ use reliability_core::classify::{
 };
 use reliability_core::error::ConfigError;
 
-use crate::http::{HttpPolicy, HttpRetryLayer, PrefixedBody, ReplayBody};
+use crate::http::{Http, HttpPolicy, HttpRetryLayer, PrefixedBody, ReplayBody};
 use crate::layer::{RetryBuilder, RetryConfig};
 
 impl ReplayBody for tonic::body::Body {
@@ -149,11 +149,16 @@ pub type GrpcPolicy = HttpPolicy<GrpcRetryClassifier>;
 pub type GrpcRetryLayer = HttpRetryLayer<GrpcRetryClassifier>;
 
 impl GrpcRetryLayer {
-    /// A builder with the defaults of [`RetryLayer::builder`](crate::RetryLayer::builder)
-    /// and the gRPC policy; finish with
-    /// [`build_http`](crate::RetryBuilder::build_http).
-    pub fn grpc_builder() -> RetryBuilder<GrpcPolicy> {
-        RetryBuilder::new(HttpPolicy::new(GrpcRetryClassifier)).retry_non_idempotent(true)
+    /// A builder with the defaults of [`RetryLayer::builder`](crate::RetryLayer::builder),
+    /// the gRPC classifier and `retry_non_idempotent` on (every gRPC call is a POST); its
+    /// `build` makes a [`GrpcRetryLayer`], body buffer included.
+    ///
+    /// Turn `retry_non_idempotent` off to retry only the calls marked safe, with an
+    /// `idempotency-key` metadata entry or the
+    /// [`RetryNonIdempotent`](crate::http::RetryNonIdempotent) extension on the
+    /// `tonic::Request` (tonic carries both into the HTTP request).
+    pub fn grpc_builder() -> RetryBuilder<GrpcPolicy, Http> {
+        RetryBuilder::in_mode(HttpPolicy::new(GrpcRetryClassifier)).retry_non_idempotent(true)
     }
 
     /// A layer from configuration (`retry_non_idempotent` is forced on: gRPC calls are
@@ -162,7 +167,7 @@ impl GrpcRetryLayer {
         Self::grpc_builder()
             .config(config.clone())
             .retry_non_idempotent(true)
-            .build_http()
+            .build()
     }
 }
 

@@ -1,4 +1,4 @@
-//! Retries of `http::Request<B>`: a bounded body buffer, idempotency rules and
+//! Retries of `http::Request<B>`: a bounded body buffer, one idempotency rule and
 //! `Retry-After`.
 //!
 //! [`HttpRetryLayer`] stacks two services: [`BufferRequest`] reads a replayable request's
@@ -6,19 +6,65 @@
 //! [`HttpPolicy`] sends copies of it. A body over the cap is sent once, untouched (what
 //! was read is put back in front of the rest), and never retried.
 //!
-//! Rules of [`HttpPolicy`]:
+//! # Which requests are sent twice
+//!
+//! One rule, [`may_replay`], decides for every HTTP path in this crate (the body buffer,
+//! [`HttpPolicy`] and the [`Idempotent`] wrapper):
+//!
+//! - `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT` and `DELETE` are idempotent (RFC 9110
+//!   section 9.2.2) and may be retried;
+//! - any other method (`POST`, `PATCH`, ...) only when the request carries a non-empty
+//!   [`Idempotency-Key`](IDEMPOTENCY_KEY) header (draft-ietf-httpapi-idempotency-key-header:
+//!   the server then answers a repeat with the first outcome; every attempt carries the
+//!   same key, since copies keep the headers), or the caller opted in for this request
+//!   with the [`RetryNonIdempotent`] extension, or the layer was built with
+//!   [`retry_non_idempotent`](crate::RetryBuilder::retry_non_idempotent).
+//!
+//! A request that may not be replayed is sent once; a failed answer to it comes back with
+//! [`RetryStopped`] (reason [`StopReason::NotReplayable`]).
+//!
+//! # Answers
 //!
 //! - 5xx (but 501 and 505), 408, 429 and transport errors or timeouts are retried with
 //!   backoff; other answers are returned (reliability-core's `HttpClassifier`).
 //! - `Retry-After` on a failed answer, as delta-seconds or an HTTP-date, sets the least
-//!   wait; it is clamped to `max_retry_after` (60 s by default); garbage is ignored.
-//! - Only idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) are retried, unless
-//!   the request carries an `Idempotency-Key` header or the layer was told
-//!   [`retry_non_idempotent`](crate::RetryBuilder::retry_non_idempotent).
+//!   wait; it is clamped to `max_retry_after` (60 s by default); garbage is ignored. The
+//!   parsing is reliability-core's `parse_retry_after`, shared by every layer.
 //! - A response returned after retrying stopped carries [`RetryStopped`] in its
 //!   extensions (attempts made, and why it stopped, e.g. an empty budget).
 //!
 //! Request trailers are not replayed: a body is buffered as its data frames only.
+//!
+//! # Building
+//!
+//! [`HttpRetryLayer::builder`] returns a [`RetryBuilder`] in the [`Http`] mode: it has
+//! every setting of the plain builder plus the HTTP ones, and its `build` makes an
+//! [`HttpRetryLayer`], body buffer included. [`HttpPolicy`] cannot be made outside this
+//! crate, so a retry layer with the HTTP policy but no buffer (which would never retry,
+//! since there would be no body to copy) does not compile:
+//!
+//! ```compile_fail,E0308
+//! use retry_layer::{http::HttpRetryLayer, RetryLayer};
+//! // The HTTP builder makes an `HttpRetryLayer`, never a bare `RetryLayer`.
+//! let layer: RetryLayer<_> = HttpRetryLayer::builder().build().unwrap();
+//! ```
+//!
+//! ```compile_fail,E0624
+//! use reliability_core::classify::HttpClassifier;
+//! use retry_layer::{http::HttpPolicy, RetryBuilder};
+//! // `HttpPolicy` has no public constructor: it only comes with its buffer.
+//! let layer = RetryBuilder::new(HttpPolicy::new(HttpClassifier::new())).build();
+//! ```
+//!
+//! ```compile_fail,E0599
+//! use retry_layer::{http::HttpRetryLayer, ClassifierPolicy};
+//! // The HTTP builder's policy cannot be swapped for a plain build.
+//! let layer = HttpRetryLayer::builder().policy(ClassifierPolicy::default()).build();
+//! ```
+//!
+//! Requests already held in memory (`http::Request<Bytes>`, cloned for each attempt by
+//! [`ClassifierPolicy`](crate::ClassifierPolicy)) need no buffer: wrap their policy in
+//! [`Idempotent`] so that the same rule applies.
 //!
 //! # Example
 //!
@@ -27,7 +73,7 @@
 //! use bytes::Bytes;
 //! use http_body_util::Full;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
-//! use retry_layer::http::HttpRetryLayer;
+//! use retry_layer::http::{HttpRetryLayer, RetryNonIdempotent};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() {
@@ -35,16 +81,22 @@
 //! let counter = calls.clone();
 //! let upstream = service_fn(move |_req: http::Request<Full<Bytes>>| {
 //!     let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-//!     let status = if n == 0 { 503 } else { 200 };
+//!     let status = if n % 2 == 0 { 503 } else { 200 };
 //!     async move { Ok::<_, Infallible>(http::Response::builder().status(status).body(()).unwrap()) }
 //! });
-//! let svc = ServiceBuilder::new()
-//!     .layer(HttpRetryLayer::builder().build_http().unwrap())
-//!     .service(upstream);
+//! let layer: HttpRetryLayer = HttpRetryLayer::builder().max_body_bytes(16 * 1024).build().unwrap();
+//! let svc = ServiceBuilder::new().layer(layer).service(upstream);
+//!
+//! // PUT is idempotent: retried.
 //! let req = http::Request::put("/orders/7").body(Full::new(Bytes::from("{}"))).unwrap();
-//! let res = svc.oneshot(req).await.unwrap();
-//! assert_eq!(res.status(), 200);
+//! assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
 //! assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+//!
+//! // POST is retried only with a key or an opt-in for this request.
+//! let mut req = http::Request::post("/orders").body(Full::new(Bytes::from("{}"))).unwrap();
+//! req.extensions_mut().insert(RetryNonIdempotent);
+//! assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+//! assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 4);
 //! # }
 //! ```
 
@@ -76,20 +128,66 @@ use crate::service::Retry;
 /// draft-ietf-httpapi-idempotency-key-header).
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Whether a request with this method and these headers may be sent more than once.
-pub fn is_replayable(method: &Method, headers: &HeaderMap, retry_non_idempotent: bool) -> bool {
-    // RFC 9110 section 9.2.2: these methods are idempotent.
-    let idempotent = matches!(
+/// The caller's word that this one request is safe to send more than once, whatever its
+/// method: put it in the request's extensions.
+///
+/// ```
+/// use retry_layer::http::{may_replay, RetryNonIdempotent};
+///
+/// let mut req = http::Request::post("/orders/7/cancel").body(()).unwrap();
+/// assert!(!may_replay(&req, false));
+/// req.extensions_mut().insert(RetryNonIdempotent);
+/// assert!(may_replay(&req, false));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryNonIdempotent;
+
+/// Whether `req` may be sent more than once: the one rule every HTTP path of this crate
+/// follows (see the [module docs](self#which-requests-are-sent-twice)).
+///
+/// True for the idempotent methods of RFC 9110 section 9.2.2 (`GET`, `HEAD`, `OPTIONS`,
+/// `TRACE`, `PUT`, `DELETE`); for any other method, true only when the request carries a
+/// non-empty [`Idempotency-Key`](IDEMPOTENCY_KEY) header, or the [`RetryNonIdempotent`]
+/// extension, or when `layer_opt_in` (the layer's `retry_non_idempotent` setting) is set.
+///
+/// ```
+/// use retry_layer::http::may_replay;
+///
+/// let get = http::Request::get("/orders/7").body(()).unwrap();
+/// let post = http::Request::post("/orders").body(()).unwrap();
+/// let keyed = http::Request::post("/orders").header("idempotency-key", "\"k1\"").body(()).unwrap();
+/// assert!(may_replay(&get, false));
+/// assert!(!may_replay(&post, false));
+/// assert!(may_replay(&keyed, false));
+/// assert!(may_replay(&post, true));
+/// ```
+pub fn may_replay<B>(req: &Request<B>, layer_opt_in: bool) -> bool {
+    is_idempotent(req.method())
+        || layer_opt_in
+        || has_idempotency_key(req.headers())
+        || req.extensions().get::<RetryNonIdempotent>().is_some()
+}
+
+/// RFC 9110 section 9.2.2: the methods whose repeats have the effect of one request.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    idempotent || retry_non_idempotent || headers.contains_key(IDEMPOTENCY_KEY)
+    )
+}
+
+/// An empty key identifies nothing, so the server could not recognise a repeat: it does
+/// not count.
+fn has_idempotency_key(headers: &HeaderMap) -> bool {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .is_some_and(|key| !key.as_bytes().trim_ascii().is_empty())
 }
 
 /// A request body type that can be rebuilt from buffered bytes.
 ///
-/// Implemented for `Full<Bytes>`, `BoxBody<Bytes, E>`, `UnsyncBoxBody<Bytes, E>` and
-/// (feature `grpc`) `tonic::body::Body`.
+/// Implemented for `Full<Bytes>`, `BoxBody<Bytes, E>`, `UnsyncBoxBody<Bytes, E>`,
+/// (feature `axum`) `axum::body::Body` and (feature `grpc`) `tonic::body::Body`.
 pub trait ReplayBody: Body<Data = Bytes> + Unpin + Send + Sized + 'static {
     /// A body holding exactly `bytes`.
     fn from_bytes(bytes: Bytes) -> Self;
@@ -127,6 +225,17 @@ impl<E: Send + 'static> ReplayBody for UnsyncBoxBody<Bytes, E> {
 
     fn from_prefix(prefix: Bytes, rest: Self) -> Self {
         PrefixedBody::new(prefix, rest).boxed_unsync()
+    }
+}
+
+#[cfg(feature = "axum")]
+impl ReplayBody for axum_core::body::Body {
+    fn from_bytes(bytes: Bytes) -> Self {
+        axum_core::body::Body::from(bytes)
+    }
+
+    fn from_prefix(prefix: Bytes, rest: Self) -> Self {
+        axum_core::body::Body::new(PrefixedBody::new(prefix, rest))
     }
 }
 
@@ -190,9 +299,12 @@ impl<B: Body<Data = Bytes>> Body for PrefixedBody<B> {
 #[derive(Debug, Clone)]
 struct BufferedBody(Bytes);
 
-/// Retries HTTP requests: idempotency rules, classification of responses (`C`, default
-/// [`HttpClassifier`]), copies from the buffered body.
-#[derive(Debug, Clone, Copy, Default)]
+/// Retries HTTP requests: [`may_replay`], classification of responses (`C`, default
+/// [`HttpClassifier`]), copies from the body that [`BufferRequest`] kept.
+///
+/// It comes only inside an [`HttpRetryLayer`] (there is no public constructor): without
+/// the buffer in front there is no body to copy, and nothing would ever be retried.
+#[derive(Debug, Clone, Copy)]
 pub struct HttpPolicy<C = HttpClassifier> {
     classifier: C,
     retry_non_idempotent: bool,
@@ -200,7 +312,7 @@ pub struct HttpPolicy<C = HttpClassifier> {
 
 impl<C> HttpPolicy<C> {
     /// Responses judged by `classifier`.
-    pub fn new(classifier: C) -> Self {
+    pub(crate) fn new(classifier: C) -> Self {
         Self {
             classifier,
             retry_non_idempotent: false,
@@ -214,7 +326,7 @@ where
     C: Classify<Response<ResB>, E> + Send + Sync + 'static,
 {
     fn replay(&self, req: &Request<B>) -> Option<Request<B>> {
-        if !is_replayable(req.method(), req.headers(), self.retry_non_idempotent) {
+        if !may_replay(req, self.retry_non_idempotent) {
             return None;
         }
         let BufferedBody(bytes) = req.extensions().get::<BufferedBody>()?;
@@ -222,6 +334,7 @@ where
         *copy.method_mut() = req.method().clone();
         *copy.uri_mut() = req.uri().clone();
         *copy.version_mut() = req.version();
+        // The same headers on every attempt: an `Idempotency-Key` is repeated as is.
         *copy.headers_mut() = req.headers().clone();
         *copy.extensions_mut() = req.extensions().clone();
         Some(copy)
@@ -232,8 +345,7 @@ where
     }
 
     fn describe_request(&self, req: &Request<B>) -> String {
-        // Method and path only: queries and headers may hold credentials.
-        format!("{} {}", req.method(), req.uri().path())
+        describe(req)
     }
 
     fn describe_response(&self, res: &Response<ResB>) -> String {
@@ -245,6 +357,89 @@ where
             .insert(RetryStopped { attempts, reason });
     }
 }
+
+fn describe<B>(req: &Request<B>) -> String {
+    // Method and path only: queries and headers may hold credentials.
+    format!("{} {}", req.method(), req.uri().path())
+}
+
+/// Applies [`may_replay`] to any policy of `http::Request<B>`: a request that may not be
+/// sent twice is sent once; everything else is the inner policy's.
+///
+/// For requests already held in memory, such as `http::Request<Bytes>`, that a plain
+/// [`RetryLayer`] copies with [`ClassifierPolicy`](crate::ClassifierPolicy). That policy
+/// clones any `Clone` request and never looks at a method: it is generic over the request
+/// type, and without specialisation Rust cannot give it other behaviour for
+/// `http::Request<B>` alone. Hence this wrapper, which is where the HTTP rule is added.
+/// There is no layer-wide opt-in here: to retry every method, leave the policy unwrapped.
+///
+/// ```
+/// use bytes::Bytes;
+/// use reliability_core::classify::HttpClassifier;
+/// use retry_layer::{http::Idempotent, ClassifierPolicy, RetryLayer};
+///
+/// let layer = RetryLayer::builder()
+///     .policy(Idempotent::new(ClassifierPolicy::new(HttpClassifier::new())))
+///     .build()
+///     .unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Idempotent<P> {
+    inner: P,
+}
+
+impl<P> Idempotent<P> {
+    /// `inner`, restricted to the requests that [`may_replay`].
+    pub fn new(inner: P) -> Self {
+        Self { inner }
+    }
+
+    /// The wrapped policy.
+    pub fn get_ref(&self) -> &P {
+        &self.inner
+    }
+
+    /// The wrapped policy, owned.
+    pub fn into_inner(self) -> P {
+        self.inner
+    }
+}
+
+impl<B, Res, E, P> RetryPolicy<Request<B>, Res, E> for Idempotent<P>
+where
+    P: RetryPolicy<Request<B>, Res, E>,
+{
+    fn replay(&self, req: &Request<B>) -> Option<Request<B>> {
+        if !may_replay(req, false) {
+            return None;
+        }
+        self.inner.replay(req)
+    }
+
+    fn classify(&self, result: Result<&Res, &E>) -> Classification {
+        self.inner.classify(result)
+    }
+
+    fn describe_request(&self, req: &Request<B>) -> String {
+        self.inner.describe_request(req)
+    }
+
+    fn describe_response(&self, res: &Res) -> String {
+        self.inner.describe_response(res)
+    }
+
+    fn on_stop(&self, res: &mut Res, attempts: u32, reason: StopReason) {
+        self.inner.on_stop(res, attempts, reason);
+    }
+}
+
+/// The build mode of a [`RetryBuilder`] whose `build` makes an [`HttpRetryLayer`]: the
+/// mode of [`HttpRetryLayer::builder`] and `GrpcRetryLayer::grpc_builder`.
+///
+/// A type, never a value (see [`Plain`](crate::Plain)).
+#[derive(Debug)]
+pub enum Http {}
 
 /// An HTTP retry layer: [`BufferRequest`] around [`Retry`] with [`HttpPolicy`].
 pub struct HttpRetryLayer<C = HttpClassifier> {
@@ -273,14 +468,28 @@ impl<C: fmt::Debug> fmt::Debug for HttpRetryLayer<C> {
 }
 
 impl HttpRetryLayer {
-    /// A builder with the defaults of [`RetryLayer::builder`] and [`HttpPolicy`].
-    pub fn builder() -> RetryBuilder<HttpPolicy> {
-        RetryBuilder::new(HttpPolicy::default())
+    /// A builder with the defaults of [`RetryLayer::builder`], [`HttpClassifier`] and a
+    /// 64 KiB body buffer; its `build` makes an [`HttpRetryLayer`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use retry_layer::{backoff::Backoff, http::HttpRetryLayer};
+    ///
+    /// let layer: HttpRetryLayer = HttpRetryLayer::builder()
+    ///     .max_attempts(4)
+    ///     .backoff(Backoff::constant(Duration::from_millis(50)))
+    ///     .max_body_bytes(1 << 20)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
+    pub fn builder() -> RetryBuilder<HttpPolicy, Http> {
+        RetryBuilder::in_mode(HttpPolicy::new(HttpClassifier::new()))
     }
 
     /// A layer from configuration.
     pub fn from_config(config: &RetryConfig) -> Result<Self, ConfigError> {
-        Self::builder().config(config.clone()).build_http()
+        Self::builder().config(config.clone()).build()
     }
 }
 
@@ -291,15 +500,36 @@ impl<C: Send + Sync + 'static> HttpRetryLayer<C> {
     }
 }
 
-impl<C> RetryBuilder<HttpPolicy<C>> {
-    /// Validates the settings and makes the HTTP layer.
-    pub fn build_http(mut self) -> Result<HttpRetryLayer<C>, ConfigError> {
-        let config = self.settings();
+impl<C> RetryBuilder<HttpPolicy<C>, Http> {
+    /// Retry POST/PATCH (and other non-idempotent methods) even without an
+    /// `Idempotency-Key` or a [`RetryNonIdempotent`] mark (the `layer_opt_in` of
+    /// [`may_replay`]).
+    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
+        self.settings_mut().retry_non_idempotent = yes;
+        self
+    }
+
+    /// The largest request body buffered for replay (`0..=64 MiB`); a longer body is sent
+    /// once and never retried.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.settings_mut().max_body_bytes = bytes;
+        self
+    }
+
+    /// Responses judged by `classifier` instead (it must implement
+    /// `Classify<http::Response<B>, E>` for the inner service's answers).
+    pub fn classifier<C2>(self, classifier: C2) -> RetryBuilder<HttpPolicy<C2>, Http> {
+        self.with_policy(HttpPolicy::new(classifier))
+    }
+
+    /// Validates the settings and makes the HTTP layer, body buffer included.
+    pub fn build(mut self) -> Result<HttpRetryLayer<C>, ConfigError> {
+        let config = self.settings_mut();
         let (max_body_bytes, retry_non_idempotent) =
             (config.max_body_bytes, config.retry_non_idempotent);
         self.policy_mut().retry_non_idempotent = retry_non_idempotent;
         Ok(HttpRetryLayer {
-            retry: self.build()?,
+            retry: self.build_layer()?,
             max_body_bytes,
             retry_non_idempotent,
         })
@@ -328,7 +558,8 @@ pub struct BufferRequest<S> {
 }
 
 impl<S> BufferRequest<S> {
-    /// Buffers bodies up to `max_body_bytes` of requests that [`is_replayable`].
+    /// Buffers bodies up to `max_body_bytes` of requests that [`may_replay`] (with
+    /// `retry_non_idempotent` as the layer's opt-in).
     pub fn new(inner: S, max_body_bytes: usize, retry_non_idempotent: bool) -> Self {
         Self {
             inner,
@@ -362,8 +593,8 @@ where
         let fresh = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, fresh);
         let max = self.max_body_bytes as u64;
-        let skip = !is_replayable(req.method(), req.headers(), self.retry_non_idempotent)
-            || req.body().size_hint().lower() > max;
+        let skip =
+            !may_replay(&req, self.retry_non_idempotent) || req.body().size_hint().lower() > max;
         if skip {
             return BufferFuture::calling(inner.call(req));
         }
@@ -511,6 +742,194 @@ where
                 BufferProj::Calling { future } => {
                     return future.poll(cx).map_err(Into::into);
                 }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Server mode
+
+impl<C> HttpRetryLayer<C> {
+    /// Server mode: the layer's own errors (a per-attempt timeout, an exhausted deadline,
+    /// an unreadable request body, the inner service's errors) become HTTP answers through
+    /// reliability-core's [failure table](reliability_core::failure) (504, 502...), so the
+    /// service's error type is `Infallible` and it stacks anywhere in an axum app.
+    ///
+    /// ```
+    /// use axum::{Router, routing::get};
+    /// use retry_layer::http::HttpRetryLayer;
+    ///
+    /// let retry = HttpRetryLayer::builder().max_attempts(2).build().unwrap();
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "ok" }))
+    ///     .layer(retry.answer_errors());
+    /// # let _ = app;
+    /// ```
+    pub fn answer_errors(self) -> AnswerErrorsLayer<Self> {
+        AnswerErrorsLayer { inner: self }
+    }
+}
+
+/// Wraps a layer so that its service's errors become HTTP answers: see
+/// [`HttpRetryLayer::answer_errors`].
+#[derive(Debug, Clone)]
+pub struct AnswerErrorsLayer<L> {
+    inner: L,
+}
+
+impl<S, L: Layer<S>> Layer<S> for AnswerErrorsLayer<L> {
+    type Service = AnswerErrors<L::Service>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AnswerErrors {
+            inner: self.inner.layer(inner),
+            not_ready: None,
+        }
+    }
+}
+
+/// A service whose errors are answered as HTTP responses (`B::default()` body, status and
+/// `Retry-After` from reliability-core's failure table, the `Failure` in the extensions).
+#[derive(Debug)]
+pub struct AnswerErrors<S> {
+    inner: S,
+    // A readiness error, answered by the next call without calling the unready service.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for AnswerErrors<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
+}
+
+fn answer<B: Default>(err: BoxError) -> Response<B> {
+    let failure = reliability_core::failure::Failure::of(&*err);
+    tracing::debug!(error = %err, status = failure.kind().http_status_code(), "answering a failed call");
+    failure.to_http_response()
+}
+
+impl<S, Req, B> Service<Req> for AnswerErrors<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    type Response = Response<B>;
+    type Error = Infallible;
+    type Future = AnswerFuture<S::Future, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        if self.not_ready.is_none()
+            && let Err(e) = ready!(self.inner.poll_ready(cx))
+        {
+            self.not_ready = Some(e.into());
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.not_ready.take() {
+            Some(err) => AnswerFuture {
+                state: AnswerState::Answered {
+                    response: Some(answer(err)),
+                },
+            },
+            None => AnswerFuture {
+                state: AnswerState::Calling {
+                    future: self.inner.call(req),
+                },
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The answer of [`AnswerErrors`].
+    pub struct AnswerFuture<F, B> {
+        #[pin]
+        state: AnswerState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = AnswerProj]
+    enum AnswerState<F, B> {
+        Calling { #[pin] future: F },
+        Answered { response: Option<Response<B>> },
+    }
+}
+
+impl<F, B> fmt::Debug for AnswerFuture<F, B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnswerFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for AnswerFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Default,
+{
+    type Output = Result<Response<B>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            AnswerProj::Calling { future } => Poll::Ready(Ok(
+                ready!(future.poll(cx)).unwrap_or_else(|e| answer(e.into()))
+            )),
+            AnswerProj::Answered { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| answer("polled after completion".into())))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: Method, key: Option<&str>, marked: bool) -> Request<()> {
+        let mut req = Request::builder().method(method);
+        if let Some(key) = key {
+            req = req.header(IDEMPOTENCY_KEY, key);
+        }
+        let mut req = req.body(()).unwrap();
+        if marked {
+            req.extensions_mut().insert(RetryNonIdempotent);
+        }
+        req
+    }
+
+    #[test]
+    fn the_rule() {
+        let idempotent = ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"];
+        let others = ["POST", "PATCH", "CONNECT", "PROPFIND"];
+        for m in idempotent {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            assert!(may_replay(&request(m.clone(), None, false), false), "{m}");
+        }
+        for m in others {
+            let m = Method::from_bytes(m.as_bytes()).unwrap();
+            let plain = request(m.clone(), None, false);
+            assert!(!may_replay(&plain, false), "{m}");
+            assert!(may_replay(&plain, true), "{m} with the layer's opt-in");
+            assert!(
+                may_replay(&request(m.clone(), Some("k1"), false), false),
+                "{m} keyed"
+            );
+            assert!(
+                may_replay(&request(m.clone(), None, true), false),
+                "{m} marked"
+            );
+            for blank in ["", "  "] {
+                let req = request(m.clone(), Some(blank), false);
+                assert!(!may_replay(&req, false), "{m} with a blank key");
             }
         }
     }

@@ -1,6 +1,7 @@
 //! [`RetryLayer`], its configuration and its builder.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -63,11 +64,12 @@ pub struct RetryConfig {
     pub budget: BudgetConfig,
     /// Seed of the jitter generator, for reproducible delays. Default: random.
     pub seed: Option<u64>,
-    /// HTTP: retry POST/PATCH (and other non-idempotent methods) even without an
-    /// `Idempotency-Key` header. Default false.
+    /// HTTP layers only (a plain [`RetryLayer`] has no notion of methods): retry
+    /// POST/PATCH (and other non-idempotent methods) even without an `Idempotency-Key`
+    /// header or a per-request opt-in. Default false.
     pub retry_non_idempotent: bool,
-    /// HTTP: request bodies up to this many bytes are buffered for replay; longer ones
-    /// are sent once and never retried. `0..=64 MiB`, default 64 KiB.
+    /// HTTP layers only: request bodies up to this many bytes are buffered for replay;
+    /// longer ones are sent once and never retried. `0..=64 MiB`, default 64 KiB.
     pub max_body_bytes: usize,
 }
 
@@ -290,33 +292,70 @@ impl<S, P> Layer<S> for RetryLayer<P> {
     }
 }
 
+/// The build mode of a [`RetryBuilder`] whose `build` makes a plain [`RetryLayer`].
+///
+/// A type, never a value: the mode decides at compile time what `build` returns, so that a
+/// builder set up for HTTP (`retry_layer::http::Http`) cannot make a layer that lacks the
+/// body buffer its policy needs.
+#[derive(Debug)]
+pub enum Plain {}
+
 /// Builds a [`RetryLayer`]; each method reads like the setting it changes.
+///
+/// `M` is the build mode: [`Plain`] (from [`RetryLayer::builder`] and [`RetryBuilder::new`])
+/// builds a [`RetryLayer<P>`]; the HTTP mode (from `HttpRetryLayer::builder` and
+/// `GrpcRetryLayer::grpc_builder`, feature `http`) builds an `HttpRetryLayer`, which
+/// buffers request bodies in front of the retries. Both share every setter below.
 #[must_use]
-pub struct RetryBuilder<P> {
+pub struct RetryBuilder<P, M = Plain> {
     config: RetryConfig,
     policy: P,
     sink: Option<Arc<dyn DeadLetterSink>>,
     listener: Option<Listener>,
+    // `fn() -> M`: the mode is a type only, and must not affect `Send`/`Sync`.
+    mode: PhantomData<fn() -> M>,
 }
 
-impl<P: fmt::Debug> fmt::Debug for RetryBuilder<P> {
+impl<P: fmt::Debug, M> fmt::Debug for RetryBuilder<P, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RetryBuilder")
             .field("config", &self.config)
             .field("policy", &self.policy)
             .field("sink", &self.sink)
+            .field("mode", &std::any::type_name::<M>())
             .finish_non_exhaustive()
     }
 }
 
-impl<P> RetryBuilder<P> {
+impl<P> RetryBuilder<P, Plain> {
     /// Default settings with `policy`.
     pub fn new(policy: P) -> Self {
+        Self::in_mode(policy)
+    }
+
+    /// Replaces the policy (how requests are copied and answers judged).
+    ///
+    /// Only a plain builder has this: the HTTP builder's policy is tied to its body
+    /// buffer (change its classifier with `classifier` instead).
+    pub fn policy<P2>(self, policy: P2) -> RetryBuilder<P2, Plain> {
+        self.with_policy(policy)
+    }
+
+    /// Validates the settings and makes the layer.
+    pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+        self.build_layer()
+    }
+}
+
+impl<P, M> RetryBuilder<P, M> {
+    /// Default settings with `policy`, in build mode `M`.
+    pub(crate) fn in_mode(policy: P) -> Self {
         Self {
             config: RetryConfig::default(),
             policy,
             sink: None,
             listener: None,
+            mode: PhantomData,
         }
     }
 
@@ -381,18 +420,6 @@ impl<P> RetryBuilder<P> {
         self
     }
 
-    /// HTTP: retry non-idempotent methods even without an `Idempotency-Key`.
-    pub fn retry_non_idempotent(mut self, yes: bool) -> Self {
-        self.config.retry_non_idempotent = yes;
-        self
-    }
-
-    /// HTTP: the largest request body buffered for replay.
-    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
-        self.config.max_body_bytes = bytes;
-        self
-    }
-
     /// Where requests that are given up on go.
     pub fn dead_letter(mut self, sink: impl DeadLetterSink) -> Self {
         self.sink = Some(Arc::new(sink));
@@ -411,20 +438,21 @@ impl<P> RetryBuilder<P> {
         self
     }
 
-    /// Replaces the policy (how requests are copied and answers judged).
-    pub fn policy<P2>(self, policy: P2) -> RetryBuilder<P2> {
+    /// The same settings with another policy, in mode `M2`.
+    pub(crate) fn with_policy<P2, M2>(self, policy: P2) -> RetryBuilder<P2, M2> {
         RetryBuilder {
             config: self.config,
             policy,
             sink: self.sink,
             listener: self.listener,
+            mode: PhantomData,
         }
     }
 
     /// The settings so far.
     #[cfg_attr(not(feature = "http"), allow(dead_code))]
-    pub(crate) fn settings(&self) -> &RetryConfig {
-        &self.config
+    pub(crate) fn settings_mut(&mut self) -> &mut RetryConfig {
+        &mut self.config
     }
 
     /// The policy so far.
@@ -433,8 +461,8 @@ impl<P> RetryBuilder<P> {
         &mut self.policy
     }
 
-    /// Validates the settings and makes the layer.
-    pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
+    /// Validates the settings and makes the retry layer (without anything a mode adds).
+    pub(crate) fn build_layer(self) -> Result<RetryLayer<P>, ConfigError> {
         let c = self.config;
         c.validate()?;
         let needs_start_time = c.max_elapsed.is_some()
@@ -486,7 +514,10 @@ mod tests {
                 "max_retry_after",
             ),
             (
-                RetryLayer::builder().max_body_bytes(usize::MAX),
+                RetryLayer::builder().config(RetryConfig {
+                    max_body_bytes: usize::MAX,
+                    ..RetryConfig::default()
+                }),
                 "max_body_bytes",
             ),
             (

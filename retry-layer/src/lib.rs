@@ -15,7 +15,9 @@
 //!   retried.
 //! - [`backend`]: the dead-letter sinks (bounded memory, Redis Streams).
 //! - `http` (feature `http`) and `grpc` (feature `grpc`): `http::Request<B>` with a bounded
-//!   body buffer, idempotency rules and `Retry-After`; tonic clients.
+//!   body buffer, one idempotency rule (`http::may_replay`) and `Retry-After`; tonic
+//!   clients. The HTTP builder's `build` makes the layer with its body buffer: a retry
+//!   layer without it cannot be built from it (the builder's mode type says which).
 //!
 //! # Feature flags
 //!
@@ -69,7 +71,7 @@ mod service;
 pub use self::backend::{DeadLetter, DeadLetterSink, MemorySink, RedisStreamSink};
 pub use self::error::{AttemptTimedOut, BoxError, BudgetExhausted, DeadlineExceeded, RetryStopped};
 pub use self::future::ResponseFuture;
-pub use self::layer::{RetryBuilder, RetryConfig, RetryEvent, RetryLayer};
+pub use self::layer::{Plain, RetryBuilder, RetryConfig, RetryEvent, RetryLayer};
 pub use self::metrics::RetryHandle;
 pub use self::policy::{ClassifierPolicy, Describe, NoDescription, RetryPolicy};
 pub use self::schedule::StopReason;

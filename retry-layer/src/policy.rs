@@ -6,7 +6,10 @@
 //! - [`ClassifierPolicy`]: any `Clone` request, answers judged by any
 //!   [`Classify`](reliability_core::classify::Classify) (default: `ErrorClassifier`, so
 //!   errors are retried and errors marked "do not retry" are not);
-//! - `HttpPolicy` (feature `http`) and `GrpcPolicy` (feature `grpc`).
+//! - `http::Idempotent` (feature `http`): any policy of `http::Request<B>`, restricted to
+//!   the requests that HTTP allows to repeat;
+//! - `HttpPolicy` (feature `http`) and `GrpcPolicy` (feature `grpc`), which come only
+//!   inside their layers (they need the body buffer in front).
 
 use std::fmt;
 
@@ -64,6 +67,12 @@ where
 }
 
 /// Retries any `Clone` request; answers are judged by a [`Classify`].
+///
+/// Every request is replayed, whatever it is: for `http::Request<B>` that includes a
+/// `POST`. Wrap the policy in `http::Idempotent` (feature `http`) to apply the HTTP rule
+/// (`http::may_replay`). The rule is not built in because this policy is generic over the
+/// request type and Rust has no specialisation: it cannot treat `http::Request<B>`
+/// differently from any other `Clone` request.
 #[derive(Clone, Copy)]
 pub struct ClassifierPolicy<C = ErrorClassifier, D = NoDescription> {
     classifier: C,

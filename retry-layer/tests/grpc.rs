@@ -119,7 +119,7 @@ async fn ping(url: String, layer: GrpcRetryLayer) -> Result<Ping, Status> {
 fn layer() -> GrpcRetryLayer {
     GrpcRetryLayer::grpc_builder()
         .backoff(Backoff::constant(Duration::from_millis(1)))
-        .build_http()
+        .build()
         .unwrap()
 }
 

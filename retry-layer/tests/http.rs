@@ -1,6 +1,7 @@
 //! HTTP retries: `Retry-After`, idempotency, body buffering, budget marks; on paused time
 //! with in-process services, and against a real axum server on loopback.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -9,14 +10,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use reliability_core::classify::HttpClassifier;
 use retry_layer::backoff::Backoff;
 use retry_layer::budget::{BudgetConfig, TokenBucketConfig};
-use retry_layer::http::HttpRetryLayer;
-use retry_layer::{RetryStopped, StopReason};
+use retry_layer::http::{HttpRetryLayer, Idempotent, RetryNonIdempotent};
+use retry_layer::{ClassifierPolicy, RetryLayer, RetryStopped, StopReason};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 
@@ -76,7 +78,7 @@ fn layer() -> HttpRetryLayer {
     HttpRetryLayer::builder()
         .backoff(Backoff::constant(10 * MS))
         .max_retry_after(Duration::from_secs(5))
-        .build_http()
+        .build()
         .unwrap()
 }
 
@@ -198,10 +200,34 @@ async fn non_idempotent_methods_need_a_key_or_an_opt_in() {
     );
 
     let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer())
+        .service(script.service(&[503], None));
+    let mut marked = post();
+    marked.extensions_mut().insert(RetryNonIdempotent);
+    assert_eq!(svc.oneshot(marked).await.unwrap().status(), 200);
+    assert_eq!(
+        script.calls(),
+        2,
+        "the per-request opt-in makes POST retryable"
+    );
+
+    let script = Script::default();
+    let svc = ServiceBuilder::new()
+        .layer(layer())
+        .service(script.service(&[503], None));
+    let mut blank = post();
+    blank
+        .headers_mut()
+        .insert("idempotency-key", "".parse().unwrap());
+    assert_eq!(svc.oneshot(blank).await.unwrap().status(), 503);
+    assert_eq!(script.calls(), 1, "an empty key identifies nothing");
+
+    let script = Script::default();
     let opted_in = HttpRetryLayer::builder()
         .retry_non_idempotent(true)
         .backoff(Backoff::constant(MS))
-        .build_http()
+        .build()
         .unwrap();
     let svc = ServiceBuilder::new()
         .layer(opted_in)
@@ -221,7 +247,7 @@ async fn budget_exhaustion_marks_the_response() {
             timeout_cost: 9,
             ..Default::default()
         }))
-        .build_http()
+        .build()
         .unwrap();
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
@@ -286,8 +312,7 @@ async fn serve(failures: u32) -> (String, Arc<AtomicU32>) {
     (format!("http://{addr}/flaky"), hits)
 }
 
-fn client()
--> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Boxed> {
+fn client() -> Client {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
 
@@ -301,7 +326,7 @@ async fn real_server_small_body_is_replayed() {
     let layer = HttpRetryLayer::builder()
         .backoff(Backoff::constant(MS))
         .max_body_bytes(1024)
-        .build_http()
+        .build()
         .unwrap();
     let svc = ServiceBuilder::new().layer(layer).service(client());
     let body: Boxed = Chunks { left: 4, size: 100 }.boxed();
@@ -318,7 +343,7 @@ async fn real_server_body_over_the_cap_is_sent_once_intact() {
     let layer = HttpRetryLayer::builder()
         .backoff(Backoff::constant(MS))
         .max_body_bytes(1024)
-        .build_http()
+        .build()
         .unwrap();
     let svc = ServiceBuilder::new().layer(layer.clone()).service(client());
     // Unknown length: read up to the cap, then sent as prefix + rest.
@@ -361,7 +386,7 @@ async fn real_server_connection_refused_is_retried_then_returned() {
         .unwrap();
     let layer = HttpRetryLayer::builder()
         .backoff(Backoff::constant(MS))
-        .build_http()
+        .build()
         .unwrap();
     let handle = layer.handle();
     let svc = ServiceBuilder::new().layer(layer).service(client());
@@ -371,4 +396,190 @@ async fn real_server_connection_refused_is_retried_then_returned() {
     let err = svc.oneshot(req).await.unwrap_err();
     assert!(err.to_string().contains("client error"), "{err}");
     assert_eq!(handle.snapshot().attempts, 3);
+}
+
+/// A real axum server on loopback that answers 503 to the first call of each distinct
+/// request (method and path) and 200 after; it records the `Idempotency-Key` of every call.
+#[derive(Clone, Default)]
+struct FirstCallFails {
+    keys: Arc<Mutex<HashMap<String, Vec<Option<String>>>>>,
+}
+
+impl FirstCallFails {
+    /// Serves on 127.0.0.1:0; the base URL.
+    async fn serve(&self) -> String {
+        let keys = self.keys.clone();
+        let app = axum::Router::new().fallback(
+            move |method: Method, uri: Uri, headers: HeaderMap, _body: Bytes| {
+                let keys = keys.clone();
+                async move {
+                    let key = headers
+                        .get("idempotency-key")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    let mut keys = keys.lock().unwrap();
+                    let calls = keys.entry(format!("{method} {}", uri.path())).or_default();
+                    calls.push(key);
+                    if calls.len() == 1 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    /// The `Idempotency-Key` of each call of `method path`, in order.
+    fn keys(&self, method: &str, path: &str) -> Vec<Option<String>> {
+        let keys = self.keys.lock().unwrap();
+        keys.get(&format!("{method} {path}"))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn calls(&self, method: &str, path: &str) -> usize {
+        self.keys(method, path).len()
+    }
+}
+
+/// How a test request asks to be retried.
+#[derive(Clone, Copy)]
+enum Ask {
+    Nothing,
+    Key(&'static str),
+    OptIn,
+}
+
+fn request<B>(method: Method, url: String, ask: Ask, body: B) -> Request<B> {
+    let mut req = Request::builder().method(method).uri(url);
+    if let Ask::Key(key) = ask {
+        req = req.header("idempotency-key", key);
+    }
+    let mut req = req.body(body).unwrap();
+    if let Ask::OptIn = ask {
+        req.extensions_mut().insert(RetryNonIdempotent);
+    }
+    req
+}
+
+#[tokio::test]
+async fn real_server_http_layer_retries_only_what_may_be_replayed() {
+    let upstream = FirstCallFails::default();
+    let base = upstream.serve().await;
+    let layer = HttpRetryLayer::builder()
+        .backoff(Backoff::constant(MS))
+        .build()
+        .unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(client());
+    let send = |method: Method, path: &str, ask: Ask| {
+        let req = request(method, format!("{base}{path}"), ask, Boxed::default());
+        svc.clone().oneshot(req)
+    };
+
+    let res = send(Method::GET, "/get", Ask::Nothing).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(upstream.calls("GET", "/get"), 2, "GET is retried");
+
+    let res = send(Method::POST, "/post", Ask::Nothing).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(upstream.calls("POST", "/post"), 1, "POST is sent once");
+    assert_eq!(
+        res.extensions().get::<RetryStopped>().unwrap().reason,
+        StopReason::NotReplayable
+    );
+
+    let res = send(Method::POST, "/keyed", Ask::Key("k1")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        upstream.keys("POST", "/keyed"),
+        [Some("k1".to_owned()), Some("k1".to_owned())],
+        "a keyed POST is retried, with the same key on every attempt"
+    );
+
+    let res = send(Method::POST, "/opted-in", Ask::OptIn).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        upstream.calls("POST", "/opted-in"),
+        2,
+        "an opted-in POST is retried"
+    );
+}
+
+type Client =
+    hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, Boxed>;
+
+/// The hyper client behind a map from `Request<Bytes>` to its body type.
+type BytesClient = tower::util::MapRequest<Client, fn(Request<Bytes>) -> Request<Boxed>>;
+
+/// The facade's way: a whole `Request<Bytes>`, cloned for each attempt by `retry`'s policy.
+fn buffered<P>(retry: RetryLayer<P>) -> retry_layer::Retry<BytesClient, P> {
+    let to_body: fn(Request<Bytes>) -> Request<Boxed> = |req| req.map(|b| Full::new(b).boxed());
+    ServiceBuilder::new()
+        .layer(retry)
+        .map_request(to_body)
+        .service(client())
+}
+
+#[tokio::test]
+async fn real_server_buffered_requests_follow_the_same_rule() {
+    let upstream = FirstCallFails::default();
+    let base = upstream.serve().await;
+    let guarded = buffered(
+        RetryLayer::builder()
+            .policy(Idempotent::new(
+                ClassifierPolicy::new(HttpClassifier::new()),
+            ))
+            .backoff(Backoff::constant(MS))
+            .build()
+            .unwrap(),
+    );
+    let send = |method: Method, path: &str, ask: Ask| {
+        let req = request(method, format!("{base}{path}"), ask, Bytes::from("order"));
+        guarded.clone().oneshot(req)
+    };
+
+    let res = send(Method::GET, "/get", Ask::Nothing).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(upstream.calls("GET", "/get"), 2, "GET is retried");
+
+    let res = send(Method::POST, "/post", Ask::Nothing).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(upstream.calls("POST", "/post"), 1, "POST is sent once");
+
+    let res = send(Method::POST, "/keyed", Ask::Key("k1")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        upstream.keys("POST", "/keyed"),
+        [Some("k1".to_owned()), Some("k1".to_owned())],
+        "a keyed POST is retried, with the same key on every attempt"
+    );
+
+    let res = send(Method::POST, "/opted-in", Ask::OptIn).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        upstream.calls("POST", "/opted-in"),
+        2,
+        "an opted-in POST is retried"
+    );
+
+    // Why the wrapper exists: the plain policy clones any request, POST included.
+    let unguarded = buffered(
+        RetryLayer::builder()
+            .policy(ClassifierPolicy::new(HttpClassifier::new()))
+            .backoff(Backoff::constant(MS))
+            .build()
+            .unwrap(),
+    );
+    let req = request(
+        Method::POST,
+        format!("{base}/unguarded"),
+        Ask::Nothing,
+        Bytes::from("order"),
+    );
+    assert_eq!(unguarded.oneshot(req).await.unwrap().status(), 200);
+    assert_eq!(upstream.calls("POST", "/unguarded"), 2);
 }

@@ -289,7 +289,7 @@ impl PriceClient {
             ))
             .max_retry_after(Duration::from_millis(25))
             .seed(seed)
-            .build_http()?;
+            .build()?;
         let breaker = CircuitBreakerLayer::builder(name)
             .grpc()
             .classifier(QuotaIsNotFailure)
