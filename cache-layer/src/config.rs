@@ -6,8 +6,6 @@ use reliability_core::error::ConfigError;
 use serde::Deserialize;
 
 use crate::adaptive::AdaptiveRule;
-use crate::backend::memory::EvictionPolicy;
-use crate::validation::ValidationMode;
 
 /// Every setting of a cache that is data (closures are set on the builder).
 ///
@@ -61,6 +59,30 @@ pub struct CacheConfig {
     pub max_in_flight: usize,
     /// How upstream answers reach the lower tiers (L2, L3).
     pub write_policy: WritePolicy,
+}
+
+/// Which entries L1 evicts first when full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictionPolicy {
+    /// TinyLFU admission with LRU eviction: keeps frequently used keys under scans.
+    #[default]
+    TinyLfu,
+    /// Plain least-recently-used.
+    Lru,
+}
+
+/// How strict the key and value limits are (the table in [`validation`](crate::validation)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationMode {
+    /// Small limits, printable ASCII keys.
+    Strict,
+    /// Limits for typical API payloads.
+    #[default]
+    Normal,
+    /// Large limits for big documents.
+    Relaxed,
 }
 
 /// How upstream answers reach the tiers below L1.

@@ -16,7 +16,7 @@ use crate::engine::{Engine, Origin};
 use crate::singleflight::{Join, LeaderGuard, Waited, Waiter};
 use crate::status::CacheStatus;
 
-/// The lower-tier miss path's future.
+/// The future of the miss path through the lower tiers (`lower::read_through`).
 pub(crate) type LowerFuture<V> =
     futures_util::future::BoxFuture<'static, (Result<V, BoxError>, CacheStatus)>;
 
@@ -102,7 +102,6 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
         }
     }
 
-    #[cfg_attr(not(any(feature = "redis", feature = "disk")), allow(dead_code))]
     pub(crate) fn lower(engine: Arc<Engine<V>>, fut: LowerFuture<V>) -> Self {
         Self {
             state: State::Lower { fut },
@@ -323,127 +322,8 @@ pub(crate) fn spawn_refresh<S, Req, V>(
         let key = guard.key().to_owned();
         let (_, status) =
             engine.complete(Some(guard), &key, r, Some(&prior), started, Origin::Refresh);
-        #[cfg(any(feature = "redis", feature = "disk"))]
         if matches!(status, CacheStatus::Miss { stored: true, .. }) {
             engine.write_through(&key).await;
         }
-        let _ = status;
     });
-}
-
-/// The miss path with a lower tier: look there first (promoting a hit into L1), then
-/// call upstream. The caller leads the key's flight (or runs uncoalesced).
-#[cfg(any(feature = "redis", feature = "disk"))]
-pub(crate) fn lower_miss<S, Req, V>(
-    engine: Arc<Engine<V>>,
-    guard: Option<LeaderGuard<V>>,
-    key: String,
-    mut prior: Option<Arc<Entry<V>>>,
-    mut svc: S,
-    req: Req,
-) -> LowerFuture<V>
-where
-    S: Service<Req, Response = V> + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    V: Clone + Send + Sync + 'static,
-    Req: Send + 'static,
-{
-    use crate::freshness::Phase;
-    use crate::metrics::bump;
-    Box::pin(async move {
-        if let Some(found) = engine.lower_get(&key).await {
-            let entry = engine.promote(&key, found);
-            let now = engine.clock.now();
-            let status = match entry.freshness.phase(now) {
-                Phase::Fresh => Some(CacheStatus::Hit {
-                    ttl_remaining: entry.freshness.ttl_remaining(now),
-                }),
-                Phase::Revalidate => Some(CacheStatus::Stale {
-                    staleness: now.saturating_duration_since(entry.freshness.stale_at()),
-                }),
-                Phase::IfErrorOnly => {
-                    prior = Some(entry.clone());
-                    None
-                }
-                Phase::Gone => None,
-            };
-            if let Some(status) = status {
-                bump(&engine.metrics.hits);
-                let value = entry.value.clone();
-                let value = match guard {
-                    Some(g) => g.finish(Ok(value)),
-                    None => Ok(value),
-                };
-                if matches!(status, CacheStatus::Stale { .. }) {
-                    bump(&engine.metrics.stale_revalidate);
-                    if let Some(g) = engine.lead_refresh(&key, &entry, now) {
-                        spawn_refresh(engine.clone(), g, svc, req, entry);
-                    }
-                }
-                return (value, status);
-            }
-        }
-        #[cfg(feature = "redis")]
-        let lock = match engine.lower.as_ref().and_then(|l| Some((l, l.lock_ttl?))) {
-            Some((lower, ttl)) => {
-                let token = format!("{:x}", rand::random::<u128>());
-                match lower.tier.try_lock(&key, &token, ttl).await {
-                    Ok(true) => Some(token),
-                    Ok(false) => {
-                        bump(&lower.lock_waits);
-                        let deadline = tokio::time::Instant::now() + ttl;
-                        while tokio::time::Instant::now() < deadline {
-                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                            if let Some(found) = engine.lower_get(&key).await {
-                                let entry = engine.promote(&key, found);
-                                let now = engine.clock.now();
-                                if entry.freshness.phase(now) == Phase::Fresh {
-                                    bump(&engine.metrics.hits);
-                                    bump(&engine.metrics.coalesced);
-                                    let status = CacheStatus::Miss {
-                                        stored: false,
-                                        collapsed: true,
-                                    };
-                                    let value = entry.value.clone();
-                                    return match guard {
-                                        Some(g) => (g.finish(Ok(value)), status),
-                                        None => (Ok(value), status),
-                                    };
-                                }
-                            }
-                            if !lower.tier.is_locked(&key).await {
-                                break;
-                            }
-                        }
-                        None
-                    }
-                    Err(_) => None,
-                }
-            }
-            None => None,
-        };
-        bump(&engine.metrics.misses);
-        let started = engine.clock.now();
-        let r = svc.call(req).await.map_err(Into::into);
-        let answer = engine.complete(guard, &key, r, prior.as_ref(), started, Origin::Request);
-        if matches!(answer.1, CacheStatus::Miss { stored: true, .. }) {
-            engine.write_through(&key).await;
-        }
-        #[cfg(feature = "redis")]
-        if let (Some(token), Some(lower)) = (lock, engine.lower.as_ref()) {
-            // The value reaches L2 before the lock is released, so waiters find it.
-            if let Some(stored) = engine.l1.get_entry(&key)
-                && let Some(value) = lower.codec.encode(&stored.value)
-            {
-                let meta = engine.l1.to_meta(&stored);
-                let _ = lower
-                    .tier
-                    .set_blob(&key, &crate::backend::Stored { value, meta })
-                    .await;
-            }
-            lower.tier.unlock(&key, &token).await;
-        }
-        answer
-    })
 }

@@ -184,68 +184,42 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
     }
 
     fn lower_stats(&self) -> CacheStats {
-        #[allow(unused_mut)]
-        let mut s = self.l2_stats();
-        #[cfg(feature = "disk")]
-        if let Some(d) = &self.engine.disk {
-            s.l3_hits = read(&d.tier.metrics.hits);
-            s.l3_misses = read(&d.tier.metrics.misses);
-            s.l3_corrupt = d.tier.corrupt_dropped();
-            s.l3_bytes = d.tier.live_bytes();
+        let mut s = CacheStats {
+            l2_lock_waits: read(&self.engine.metrics.lock_waits),
+            ..CacheStats::default()
+        };
+        for tier in &self.engine.lower {
+            tier.report(&mut s);
         }
         s
     }
 
-    /// Saves the `limit` hottest keys in L3, to re-warm a later process (written behind).
-    #[cfg(feature = "disk")]
+    /// Saves the `limit` hottest keys in L3, to re-warm a later process (written behind;
+    /// nothing without L3).
     pub fn save_hot_keys(&self, limit: usize) {
-        if let Some(d) = &self.engine.disk {
-            d.enqueue(crate::persistent::DiskOp::SaveHotKeys(self.hot_keys(limit)));
+        if self.engine.lower.is_empty() {
+            return;
+        }
+        let keys = self.hot_keys(limit);
+        for tier in &self.engine.lower {
+            tier.save_hot_keys(&keys);
         }
     }
 
     /// The hot keys a previous process saved in L3 (empty without L3): map them to
     /// requests and pass them to [`Cache::warm`](crate::Cache::warm).
-    #[cfg(feature = "disk")]
     pub fn saved_hot_keys(&self) -> Vec<String> {
         self.engine
-            .disk
-            .as_ref()
-            .and_then(|d| d.tier.hot_keys().ok())
+            .lower
+            .iter()
+            .find_map(|tier| tier.saved_hot_keys())
             .unwrap_or_default()
-    }
-
-    #[cfg(feature = "redis")]
-    fn l2_stats(&self) -> CacheStats {
-        let Some(l) = &self.engine.lower else {
-            return CacheStats::default();
-        };
-        let m = &l.tier.metrics;
-        CacheStats {
-            l2_hits: read(&m.hits),
-            l2_misses: read(&m.misses),
-            l2_errors: read(&m.errors),
-            l2_queue_overflow: read(&l.queue_overflow),
-            pubsub_messages: read(&l.messages),
-            pubsub_resyncs: read(&l.resyncs),
-            l2_lock_waits: read(&l.lock_waits),
-            ..CacheStats::default()
-        }
-    }
-
-    #[cfg(not(feature = "redis"))]
-    fn l2_stats(&self) -> CacheStats {
-        CacheStats::default()
     }
 
     /// Whether the lower tier is in use now (`None` without one; `Some(false)` while
     /// Redis is skipped after an error).
     pub fn l2_available(&self) -> Option<bool> {
-        #[cfg(feature = "redis")]
-        if let Some(l) = &self.engine.lower {
-            return Some(l.tier.available());
-        }
-        None
+        self.engine.lower.iter().find_map(|tier| tier.available())
     }
 
     /// The health snapshot's figures.
@@ -253,16 +227,9 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
         use crate::backend::Tier;
         let s = self.stats();
         self.engine.l1.sync();
-        #[allow(unused_mut)]
-        let mut levels = vec![self.engine.l1.stats()];
-        #[cfg(feature = "redis")]
-        if let Some(l) = &self.engine.lower {
-            levels.push(l.tier.stats());
-        }
-        #[cfg(feature = "disk")]
-        if let Some(d) = &self.engine.disk {
-            levels.push(d.tier.stats());
-        }
+        let levels = std::iter::once(self.engine.l1.stats())
+            .chain(self.engine.lower.iter().map(|tier| tier.snapshot()))
+            .collect();
         CacheSnapshot {
             levels,
             hits: s.hits,

@@ -13,6 +13,7 @@ use crate::backend::memory::MemoryBounds;
 use crate::config::{AdaptiveConfig, CacheConfig};
 use crate::engine::{Directive, Engine, Hooks, Settings};
 use crate::handle::CacheHandle;
+use crate::lower::TierSetup;
 use crate::service::Cache;
 use crate::status::CacheStatus;
 
@@ -71,12 +72,7 @@ where
             config: CacheConfig::default(),
             clock: None,
             hooks: Hooks::default(),
-            #[cfg(feature = "redis")]
-            l2: None,
-            #[cfg(feature = "redis")]
-            l2_lock: None,
-            #[cfg(feature = "disk")]
-            l3: None,
+            lower: TierSetup::default(),
         }
     }
 
@@ -112,18 +108,7 @@ pub struct CacheLayerBuilder<K, V> {
     config: CacheConfig,
     clock: Option<SharedClock>,
     hooks: Hooks<V>,
-    #[cfg(feature = "redis")]
-    l2: Option<(
-        crate::backend::redis::RedisTier,
-        Arc<dyn crate::codec::Codec<V>>,
-    )>,
-    #[cfg(feature = "redis")]
-    l2_lock: Option<Duration>,
-    #[cfg(feature = "disk")]
-    l3: Option<(
-        crate::backend::disk::DiskTier,
-        Arc<dyn crate::codec::Codec<V>>,
-    )>,
+    lower: TierSetup<V>,
 }
 
 impl<K, V> fmt::Debug for CacheLayerBuilder<K, V> {
@@ -239,7 +224,7 @@ where
         tier: crate::backend::redis::RedisTier,
         codec: impl crate::codec::Codec<V>,
     ) -> Self {
-        self.l2 = Some((tier, Arc::new(codec)));
+        self.lower.l2 = Some((tier, Arc::new(codec)));
         self
     }
 
@@ -247,7 +232,7 @@ where
     /// most `lock_ttl` (needs [`l2`](Self::l2)).
     #[cfg(feature = "redis")]
     pub fn distributed_single_flight(mut self, lock_ttl: Duration) -> Self {
-        self.l2_lock = Some(lock_ttl);
+        self.lower.l2_lock = Some(lock_ttl);
         self
     }
 
@@ -260,68 +245,32 @@ where
         tier: crate::backend::disk::DiskTier,
         codec: impl crate::codec::Codec<V>,
     ) -> Self {
-        self.l3 = Some((tier, Arc::new(codec)));
+        self.lower.l3 = Some((tier, Arc::new(codec)));
         self
     }
 
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<CacheLayer<K, V>, ConfigError> {
         self.config.validate()?;
+        let (lower, flight_lock) = self.lower.start()?;
         let settings = Settings::new(&self.config, self.hooks);
         let bounds = MemoryBounds {
             max_entries: self.config.max_entries,
             max_bytes: self.config.max_bytes,
             eviction: self.config.eviction,
         };
-        #[allow(unused_mut)]
-        let mut engine = Engine::new(
+        let engine = Engine::new(
             settings,
             bounds,
             self.config.max_in_flight,
             self.clock.unwrap_or_else(default_clock),
+            lower,
+            flight_lock,
         );
-        #[cfg(feature = "redis")]
-        if let Some(t) = self.l2_lock
-            && (self.l2.is_none() || t.is_zero() || t > Duration::from_secs(60))
-        {
-            return Err(ConfigError::new(
-                "distributed_single_flight",
-                "needs an L2 tier and a lock TTL in (0s, 60s]",
-            ));
-        }
-        #[cfg(feature = "redis")]
-        let l2 = match self.l2 {
-            Some((tier, codec)) => {
-                let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
-                    ConfigError::new("l2", "a cache with L2 must be built inside a tokio runtime")
-                })?;
-                let tier = Arc::new(tier);
-                let (lower, rx) = crate::distributed::Lower::new(tier.clone(), codec, self.l2_lock);
-                engine.lower = Some(lower);
-                Some((runtime, tier, rx))
-            }
-            None => None,
-        };
-        #[cfg(feature = "disk")]
-        if let Some((tier, codec)) = self.l3 {
-            let disk = crate::persistent::Disk::start(tier, codec).map_err(|e| {
-                ConfigError::new("l3", format!("cannot start the disk writer: {e}"))
-            })?;
-            engine.disk = Some(disk);
-        }
-        let engine = Arc::new(engine);
-        #[cfg(feature = "redis")]
-        if let Some((runtime, tier, rx)) = l2 {
-            runtime.spawn(crate::distributed::writer(tier.clone(), rx));
-            runtime.spawn(crate::distributed::subscriber(
-                Arc::downgrade(&engine),
-                tier,
-            ));
-        }
         Ok(CacheLayer {
             shared: Arc::new(Shared {
                 key: self.key,
-                engine,
+                engine: engine.start(),
             }),
         })
     }

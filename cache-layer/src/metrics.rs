@@ -96,6 +96,8 @@ pub(crate) struct Metrics {
     pub(crate) flight_overflow: AtomicU64,
     /// Hits on cached negative answers.
     pub(crate) negative_hits: AtomicU64,
+    /// Misses that waited for another instance's distributed single-flight lock.
+    pub(crate) lock_waits: AtomicU64,
 }
 
 /// Adds one to a counter.

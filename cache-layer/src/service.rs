@@ -11,6 +11,7 @@ use tower_service::Service;
 use crate::engine::Lookup;
 use crate::future::{ResponseFuture, spawn_refresh};
 use crate::layer::{CacheKey, Shared};
+use crate::lower::read_through;
 use crate::metrics::bump;
 use crate::singleflight::Join;
 
@@ -155,11 +156,9 @@ where
                         None
                     }
                 };
-                #[cfg(any(feature = "redis", feature = "disk"))]
-                if engine.has_lower() {
+                if !engine.lower.is_empty() {
                     let svc = take_ready(&mut self.inner);
-                    let fut =
-                        crate::future::lower_miss(engine.clone(), guard, key, prior, svc, req);
+                    let fut = read_through(engine.clone(), guard, key, prior, svc, req);
                     return ResponseFuture::lower(engine.clone(), fut);
                 }
                 bump(&engine.metrics.misses);

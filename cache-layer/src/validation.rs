@@ -1,4 +1,4 @@
-//! Limits on keys and values, in three modes.
+//! Limits on keys and values, in three modes ([`ValidationMode`]).
 //!
 //! A key or value outside the limits never reaches a tier and never fails the request:
 //! an over-long key makes the request bypass the cache, an oversize value is served to its
@@ -13,22 +13,8 @@
 //!
 //! [`CacheHandle::put`]: crate::CacheHandle::put
 
-use serde::Deserialize;
-
+use crate::ValidationMode;
 use crate::error::{InvalidKey, ValueTooLarge};
-
-/// How strict the limits are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ValidationMode {
-    /// Small limits, printable ASCII keys.
-    Strict,
-    /// Limits for typical API payloads.
-    #[default]
-    Normal,
-    /// Large limits for big documents.
-    Relaxed,
-}
 
 /// The limits in force.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,6 +27,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::time::Duration;
 
 /// Marker placed in an error's source chain: "retrying this call cannot help".
 ///
@@ -115,6 +116,57 @@ impl ConfigError {
     /// A value outside its allowed range.
     pub fn out_of_range(field: impl Into<String>, range: &str, value: impl fmt::Display) -> Self {
         Self::new(field, format!("{value} is outside {range}"))
+    }
+
+    /// `Ok` when `value` lies within `range` (shown as `[lo, hi]`), else the one message
+    /// style of every builder: "invalid `field`: 1.5 is outside [0, 1]".
+    ///
+    /// ```
+    /// use reliability_core::error::ConfigError;
+    ///
+    /// assert!(ConfigError::check_range("ratio", 0.5, 0.0..=1.0).is_ok());
+    /// let err = ConfigError::check_range("ratio", 1.5, 0.0..=1.0).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid `ratio`: 1.5 is outside [0, 1]");
+    /// ```
+    pub fn check_range<T>(
+        field: &str,
+        value: T,
+        range: std::ops::RangeInclusive<T>,
+    ) -> Result<(), ConfigError>
+    where
+        T: PartialOrd + fmt::Display + fmt::Debug,
+    {
+        if range.contains(&value) {
+            Ok(())
+        } else {
+            let shown = format!("[{}, {}]", range.start(), range.end());
+            Err(Self::out_of_range(field, &shown, value))
+        }
+    }
+
+    /// `Ok` when the duration is longer than zero and at most `max`, with the message
+    /// style of [`check_range`](Self::check_range).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reliability_core::error::ConfigError;
+    ///
+    /// let hour = Duration::from_secs(3600);
+    /// assert!(ConfigError::check_duration("ttl", Duration::from_secs(5), hour).is_ok());
+    /// let err = ConfigError::check_duration("ttl", Duration::ZERO, hour).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid `ttl`: 0s is outside (0s, 1h]");
+    /// ```
+    pub fn check_duration(field: &str, value: Duration, max: Duration) -> Result<(), ConfigError> {
+        if value.is_zero() || value > max {
+            let shown = format!("(0s, {}]", humantime::format_duration(max));
+            Err(Self::out_of_range(
+                field,
+                &shown,
+                humantime::format_duration(value),
+            ))
+        } else {
+            Ok(())
+        }
     }
 
     /// The same error, with its field nested under `parent` (`cex.breaker.open_wait`).

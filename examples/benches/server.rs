@@ -41,15 +41,12 @@ tier = "enterprise"
 
 [reliability.cex.cache]
 ttl = "10m"
-max_ttl = "1h"
 
 [reliability.dex.cache]
 ttl = "10m"
-max_ttl = "1h"
 
 [reliability.social.cache]
 ttl = "10m"
-max_ttl = "1h"
 "#;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;

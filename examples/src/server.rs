@@ -227,19 +227,12 @@ fn assemble(
     let mut cache = |kind: SourceKind| -> Result<HttpCacheLayer, ConfigError> {
         match tiers.as_mut().and_then(Iterator::next) {
             None => preset(kind).http_cache_layer(),
-            Some(tier) => {
-                // The preset's cache settings, plus the shared tier.
-                let c = &settings.source(kind).cache;
-                HttpCacheLayer::builder()
-                    .name(kind.as_str())
-                    .ttl(c.ttl)
-                    .stale_while_revalidate(c.stale_while_revalidate)
-                    .stale_if_error(c.stale_if_error)
-                    .max_entries(c.max_entries)
-                    .l2(tier, None)
-                    .build()
-                    .map_err(|e| e.within("cache"))
-            }
+            // The preset's cache settings, plus the shared tier.
+            Some(tier) => preset(kind)
+                .http_cache_builder()
+                .l2(tier, None)
+                .build()
+                .map_err(|e| e.within("cache")),
         }
     };
     let cex_cache = cache(SourceKind::Cex)?;

@@ -37,28 +37,26 @@ tier = "free"
 
 [reliability.cex.cache]
 ttl = "100ms"
-min_ttl = "50ms"
-max_ttl = "1s"
 stale_while_revalidate = "10ms"
 stale_if_error = "30s"
 
 [reliability.cex.breaker]
-failure_threshold = 3
+consecutive_failures = 3
 open_wait = "300ms"
 success_threshold = 1
+half_open_probes = 1
 
 [reliability.cex.sla]
 time_window = "1s"
+time_interval = "50ms"
 status_window = "time"
 
 [reliability.cex.retry]
 max_attempts = 2
-base = "5ms"
-cap = "10ms"
+backoff = { kind = "exponential", base = "5ms", cap = "10ms", jitter = "full" }
 
 [reliability.cex.rate_limit]
-per_second = 10000.0
-burst = 10000
+window = { limit = 10000, period = "1s" }
 max_wait = "10ms"
 "#;
 

@@ -1,18 +1,23 @@
-//! The gRPC example: the binary end to end (both rejections mapped, the run recovers), and
-//! the server in process answering RESOURCE_EXHAUSTED once a key's quota is spent and
-//! UNAVAILABLE while its breaker is open.
+//! The gRPC example: the binary end to end (both rejections mapped, the run recovers); the
+//! server in process answering RESOURCE_EXHAUSTED once a key's quota is spent and
+//! UNAVAILABLE while its breaker is open; and `grpc serve` as a real process that a client
+//! generated from the same `.proto`, and a reflection client, can call.
 
-use std::net::SocketAddr;
-use std::process::Command;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use examples::grpc::proto::prices_client::PricesClient;
+use examples::grpc::proto::{GetPriceRequest, PriceReply};
+use examples::grpc::{API_KEY, PriceServer, ServerSettings, start_server};
 use examples::upstream::{FaultSettings, Source, Upstream};
+use futures_util::stream;
 use reliability_core::health::BreakerState;
 use tonic::Code;
-
-#[path = "../src/bin/grpc.rs"]
-#[allow(dead_code)]
-mod app;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
 #[test]
 fn scripted_session_maps_both_rejections_and_recovers() {
@@ -60,34 +65,24 @@ fn bad_arguments_are_refused() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// One call from a bare client (no retries or breaker of its own), so the server's answer
-/// shows as is.
-async fn get_price(addr: SocketAddr, key: &str) -> Result<app::PriceReply, tonic::Status> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
+/// One call from a bare client (the generated one, no retries or breaker of its own), so
+/// the server's answer shows as is.
+async fn get_price(addr: SocketAddr, key: &str) -> Result<PriceReply, tonic::Status> {
+    let mut client = PricesClient::connect(format!("http://{addr}"))
         .await
-        .unwrap();
-    let mut client = tonic::client::Grpc::new(channel);
-    client.ready().await.unwrap();
-    let mut request = tonic::Request::new(app::PriceRequest {
+        .expect("the server accepts");
+    let mut request = tonic::Request::new(GetPriceRequest {
         symbol: "ETH-USDC".into(),
     });
-    request
-        .metadata_mut()
-        .insert(app::API_KEY, key.parse().unwrap());
+    request.metadata_mut().insert(API_KEY, key.parse().unwrap());
     client
-        .unary(
-            request,
-            http::uri::PathAndQuery::from_static("/prices.Prices/GetPrice"),
-            tonic_prost::ProstCodec::<app::PriceRequest, app::PriceReply>::default(),
-        )
+        .get_price(request)
         .await
         .map(tonic::Response::into_inner)
 }
 
-async fn start(quota_per_second: u64, faults: FaultSettings) -> (app::PriceServer, Upstream) {
-    let settings = app::ServerSettings {
+async fn start(quota_per_second: u64, faults: FaultSettings) -> (PriceServer, Upstream) {
+    let settings = ServerSettings {
         quota_per_second,
         breaker_failures: 3,
         breaker_open_wait: Duration::from_secs(30),
@@ -95,7 +90,7 @@ async fn start(quota_per_second: u64, faults: FaultSettings) -> (app::PriceServe
     };
     let upstream = Upstream::new(1);
     upstream.set_faults(faults);
-    let server = app::start_server(
+    let server = start_server(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         upstream.clone(),
         &settings,
@@ -153,4 +148,163 @@ async fn server_answers_unavailable_while_its_breaker_is_open() {
     assert!(pushback > 0 && pushback <= 30_000, "{pushback}");
     // The open breaker answered without calling the upstream.
     assert_eq!(upstream.calls(Source::Dex), 3);
+}
+
+/// The `grpc serve` child process, killed when the test ends, passing or not.
+struct ServeProcess(Child);
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A port free a moment ago on loopback.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    listener.local_addr().unwrap().port()
+}
+
+/// Starts `grpc serve` on a free port and waits, polling, until it accepts connections.
+async fn spawn_serve(extra: &[&str]) -> (ServeProcess, SocketAddr) {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let child = Command::new(env!("CARGO_BIN_EXE_grpc"))
+        .args(["serve", "--addr", &addr.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("grpc serve starts");
+    let mut process = ServeProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            panic!("grpc serve exited before accepting: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "grpc serve never accepted on {addr}"
+        );
+        // The pause between attempts, not a guess at the start-up time.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    (process, addr)
+}
+
+/// Asks the server's reflection what `grpcurl` asks: the services it serves, then the
+/// file that declares `prices.Prices` (what a call needs to encode its request).
+async fn reflect(addr: SocketAddr) -> (Vec<String>, Vec<u8>) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the server accepts");
+    let mut client = ServerReflectionClient::new(channel);
+    let ask = |request| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    };
+    let questions = [
+        ask(MessageRequest::ListServices(String::new())),
+        ask(MessageRequest::FileContainingSymbol("prices.Prices".into())),
+    ];
+    let mut replies = client
+        .server_reflection_info(stream::iter(questions))
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let mut next = async || {
+        let reply = replies.message().await.expect("a reply");
+        reply.expect("one reply per question").message_response
+    };
+    let services = match next().await {
+        Some(MessageResponse::ListServicesResponse(list)) => {
+            list.service.into_iter().map(|s| s.name).collect()
+        }
+        other => panic!("not a service list: {other:?}"),
+    };
+    let file = match next().await {
+        Some(MessageResponse::FileDescriptorResponse(files)) => files.file_descriptor_proto,
+        other => panic!("not a file descriptor: {other:?}"),
+    };
+    (services, file.concat())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_runs_alone_for_any_grpc_client() {
+    let (mut process, addr) = spawn_serve(&["--quota", "5", "--error-rate", "0"]).await;
+
+    let reply = get_price(addr, "carol").await.expect("a price");
+    assert_eq!(reply.symbol, "ETH-USDC");
+    assert!(reply.price > 0.0, "{reply:?}");
+
+    // A quota of 5 per second: a quick run of calls spends it, and the refusal says when
+    // to come back.
+    let mut refused = None;
+    for _ in 0..20 {
+        if let Err(status) = get_price(addr, "carol").await {
+            refused = Some(status);
+            break;
+        }
+    }
+    let refused = refused.expect("the quota ran out within 20 quick calls");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.metadata().get("retry-after").is_some(),
+        "{refused:?}"
+    );
+    // Another key still has its own quota.
+    assert!(get_price(addr, "dave").await.is_ok());
+
+    // Reflection answers from outside the rate limit, so carol's spent quota does not
+    // matter: it lists the service and serves the file that declares it.
+    let (services, file) = reflect(addr).await;
+    assert!(
+        services.iter().any(|s| s == "prices.Prices"),
+        "{services:?}"
+    );
+    assert!(
+        services
+            .iter()
+            .any(|s| s == "grpc.reflection.v1.ServerReflection"),
+        "{services:?}"
+    );
+    let declares = |name: &[u8]| file.windows(name.len()).any(|w| w == name);
+    assert!(
+        declares(b"prices.proto") && declares(b"GetPrice"),
+        "{file:?}"
+    );
+
+    // SIGTERM stops it cleanly (the guard kills it otherwise).
+    if cfg!(unix) {
+        let pid = process.0.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = process.0.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "grpc serve ignored SIGTERM");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(status.success(), "{status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_answers_unavailable_with_pushback_during_an_outage() {
+    let (_process, addr) = spawn_serve(&["--outage"]).await;
+    // The upstream's failures first, then the open breaker's own refusal.
+    let mut last = None;
+    for _ in 0..10 {
+        let status = get_price(addr, "erin").await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        if status.metadata().get("grpc-retry-pushback-ms").is_some() {
+            last = Some(status);
+            break;
+        }
+    }
+    let refused = last.expect("the breaker opened within 10 calls");
+    assert!(refused.message().contains("prices-server"), "{refused:?}");
 }

@@ -26,8 +26,6 @@ tier = "pro"
 
 [reliability.cex.cache]
 ttl = "200ms"
-min_ttl = "100ms"
-max_ttl = "1s"
 stale_while_revalidate = "10ms"
 stale_if_error = "30s"
 "#;

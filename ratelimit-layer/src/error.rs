@@ -1,5 +1,6 @@
 //! Why a request was not admitted: [`RateLimited`] (the quota said no) and [`KeyNotFound`]
-//! (there was nothing to count the request against).
+//! (there was nothing to count the request against); and [`UnknownTier`], an operations
+//! call naming a tier the table does not have.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -186,6 +187,11 @@ impl std::error::Error for KeyNotFound {
         Some(&self.failure)
     }
 }
+
+/// A tier name that is not in the table ([`RateLimiter::set_tier`](crate::RateLimiter::set_tier)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown tier {0:?}")]
+pub struct UnknownTier(pub String);
 
 #[cfg(test)]
 mod tests {

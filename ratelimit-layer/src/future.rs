@@ -11,7 +11,8 @@ use tower_service::Service;
 use crate::backend::Pending;
 use crate::error::{KeyNotFound, RateLimited, Reason};
 use crate::quota::{Decision, Mode};
-use crate::service::{Job, Respond};
+use crate::respond::Respond;
+use crate::service::Job;
 
 pin_project! {
     /// Response future of [`RateLimit`](crate::RateLimit): answers refusals right away,

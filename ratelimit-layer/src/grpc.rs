@@ -9,11 +9,12 @@ use http::header::{HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Response};
 
 use crate::error::{KeyNotFound, RateLimited};
-use crate::service::Respond;
+use crate::respond::Respond;
 
-/// Server mode for gRPC (tonic): see the module docs.
+/// Server mode for gRPC (tonic): refusals and requests without a key become trailers-only
+/// responses (see the module docs); the inner error passes through unchanged.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcResponse;
+pub struct AsGrpc;
 
 fn status_headers(headers: &mut HeaderMap, rejection: &RateLimited) {
     let failure = rejection.failure();
@@ -43,7 +44,7 @@ fn trailers_only(headers: &mut HeaderMap, code: tonic::Code, message: &str) {
     }
 }
 
-impl<B: Default, E> Respond<Response<B>, E> for GrpcResponse {
+impl<B: Default, E> Respond<Response<B>, E> for AsGrpc {
     type Error = E;
 
     fn rejected(&self, rejection: RateLimited) -> Result<Response<B>, E> {
@@ -103,8 +104,7 @@ mod tests {
         let down = tonic::Status::from(limited(Reason::BackendUnavailable));
         assert_eq!(down.code(), tonic::Code::Unavailable);
         let res: Response<String> =
-            Respond::<Response<String>, ()>::rejected(&GrpcResponse, limited(Reason::Exceeded))
-                .unwrap();
+            Respond::<Response<String>, ()>::rejected(&AsGrpc, limited(Reason::Exceeded)).unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["grpc-status"], "8");
         assert_eq!(res.headers()["retry-after"], "2");
@@ -128,13 +128,13 @@ mod tests {
             tonic::Code::Internal
         );
         let res: Response<String> =
-            Respond::<Response<String>, ()>::key_not_found(&GrpcResponse, client).unwrap();
+            Respond::<Response<String>, ()>::key_not_found(&AsGrpc, client).unwrap();
         assert_eq!(res.headers()["grpc-status"], "3");
         assert!(res.headers().get(RETRY_AFTER).is_none());
         let message = res.headers()["grpc-message"].to_str().unwrap();
         assert!(message.contains("`x-api-key`"), "{message}");
         let res: Response<String> =
-            Respond::<Response<String>, ()>::key_not_found(&GrpcResponse, server).unwrap();
+            Respond::<Response<String>, ()>::key_not_found(&AsGrpc, server).unwrap();
         assert_eq!(res.headers()["grpc-status"], "13");
     }
 }

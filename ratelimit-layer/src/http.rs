@@ -46,12 +46,13 @@ use std::str::FromStr;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
+use ipnet::{IpNet, Ipv4Net};
 use reliability_core::error::ConfigError;
 
 use crate::error::{KeyNotFound, RateLimited};
 use crate::key::{KeyExtractor, MAX_KEY_LEN, Subject};
 use crate::quota::Decision;
-use crate::service::Respond;
+use crate::respond::Respond;
 
 /// `RateLimit-Policy`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -117,11 +118,11 @@ pub fn ratelimit_header(policy: &str, decision: &Decision) -> String {
 /// the wrong place. Either way the plain-text body names what is missing. (Hence the
 /// `B: From<String>` bound; axum's `Body`, `String` and `Full<Bytes>` satisfy it.)
 #[derive(Debug, Clone, Copy, Default)]
-pub struct HttpResponse {
+pub struct AsHttp {
     legacy: bool,
 }
 
-impl HttpResponse {
+impl AsHttp {
     /// Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
     #[must_use]
     pub fn with_legacy_headers(mut self) -> Self {
@@ -156,7 +157,7 @@ impl HttpResponse {
     }
 }
 
-impl<B: Default + From<String>, E> Respond<Response<B>, E> for HttpResponse {
+impl<B: Default + From<String>, E> Respond<Response<B>, E> for AsHttp {
     type Error = E;
     const WANTS_DECISION: bool = true;
 
@@ -242,59 +243,6 @@ impl<B> KeyExtractor<Request<B>> for RouteKey {
     }
 }
 
-/// An IPv4 or IPv6 network, `addr/prefix`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct IpNet {
-    addr: IpAddr,
-    prefix: u8,
-}
-
-impl IpNet {
-    /// Whether `ip` is inside.
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        fn bits(ip: IpAddr) -> (u128, u8) {
-            match ip {
-                IpAddr::V4(v4) => (u128::from(u32::from(v4)) << 96, 32),
-                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                    Some(v4) => (u128::from(u32::from(v4)) << 96, 32),
-                    None => (u128::from(v6), 128),
-                },
-            }
-        }
-        let (a, alen) = bits(self.addr);
-        let (b, blen) = bits(ip);
-        if alen != blen {
-            return false;
-        }
-        let mask = if self.prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - u32::from(self.prefix))
-        };
-        a & mask == b & mask
-    }
-}
-
-impl FromStr for IpNet {
-    type Err = ConfigError;
-    fn from_str(s: &str) -> Result<Self, ConfigError> {
-        let bad = || ConfigError::new("trusted_proxies", format!("not an IP network: {s:?}"));
-        let (addr, prefix) = match s.split_once('/') {
-            Some((a, p)) => (
-                a.parse::<IpAddr>().map_err(|_| bad())?,
-                Some(p.parse::<u8>().map_err(|_| bad())?),
-            ),
-            None => (s.parse::<IpAddr>().map_err(|_| bad())?, None),
-        };
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = prefix.unwrap_or(max);
-        if prefix > max {
-            return Err(bad());
-        }
-        Ok(Self { addr, prefix })
-    }
-}
-
 /// The client IP: the TCP peer (axum `ConnectInfo<SocketAddr>` or a `SocketAddr` request
 /// extension). `X-Forwarded-For` is read **only** when the peer is one of the trusted
 /// proxies (none by default): then the right-most address that is not a trusted proxy is
@@ -310,20 +258,27 @@ impl PeerIp {
         Self::default()
     }
 
-    /// Trusts `X-Forwarded-For` from these proxies (`"10.0.0.0/8"`, `"::1"`).
+    /// Trusts `X-Forwarded-For` from these proxies: networks in CIDR notation
+    /// (`"10.0.0.0/8"`, `"fd00::/8"`) or single addresses (`"::1"`). Anything else is a
+    /// [`ConfigError`] naming `trusted_proxies`.
+    ///
+    /// IPv4 clients of a dual-stack listener show up as IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.1.2.3`); they are matched as the IPv4 address they map, and a mapped
+    /// network (`::ffff:10.0.0.0/104`) is the IPv4 network it maps (`10.0.0.0/8`).
     pub fn trusted_proxies<I, T>(mut self, proxies: I) -> Result<Self, ConfigError>
     where
         I: IntoIterator<Item = T>,
         T: AsRef<str>,
     {
         for p in proxies {
-            self.trusted.push(p.as_ref().parse()?);
+            self.trusted.push(trusted_network(p.as_ref())?);
         }
         Ok(self)
     }
 
     fn trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|n| n.contains(&ip))
     }
 
     /// The client IP of a request.
@@ -349,6 +304,37 @@ impl PeerIp {
         }
         Some(client)
     }
+}
+
+/// A trusted-proxy network: `addr/prefix`, or a single address (a /32 or /128 network).
+/// IPv4-mapped IPv6 networks become the IPv4 network they map, since peers are matched in
+/// their canonical form.
+fn trusted_network(s: &str) -> Result<IpNet, ConfigError> {
+    let bad = || ConfigError::new("trusted_proxies", format!("not an IP network: {s:?}"));
+    let (addr, prefix) = match s.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (s, None),
+    };
+    // The address goes through std's parser rather than ipnet's: ipnet accepts leading
+    // zeros (`010.0.0.1`), which other tools read as octal, and a list of trusted proxies
+    // must mean one thing.
+    let addr = addr.parse::<IpAddr>().map_err(|_| bad())?;
+    let net = match prefix {
+        None => IpNet::from(addr),
+        Some(p) => {
+            let p = p.parse::<u8>().map_err(|_| bad())?;
+            IpNet::new(addr, p).map_err(|_| bad())?
+        }
+    };
+    Ok(match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .expect("at most 32 bits")
+                .into(),
+            None => net,
+        },
+        net => net,
+    })
 }
 
 fn peer_addr<B>(req: &Request<B>) -> Option<SocketAddr> {
@@ -414,8 +400,50 @@ mod tests {
                 .user,
             "10.0.0.1"
         );
-        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
-        assert!("::ffff:10.1.2.3".parse::<IpNet>().is_ok());
+        assert!(trusted_network("10.0.0.0/33").is_err());
+        assert!(trusted_network("::ffff:10.1.2.3").is_ok());
+    }
+
+    #[test]
+    fn trusted_networks_parse_cidrs_and_single_addresses() {
+        let contains = |net: &str, ip: &str| {
+            PeerIp::new()
+                .trusted_proxies([net])
+                .unwrap()
+                .trusted(ip.parse().unwrap())
+        };
+        assert!(contains("10.0.0.0/8", "10.255.0.1"));
+        assert!(!contains("10.0.0.0/8", "11.0.0.1"));
+        assert!(contains("10.1.2.3/8", "10.9.9.9"), "host bits are ignored");
+        assert!(contains("0.0.0.0/0", "8.8.8.8"));
+        assert!(contains("192.168.1.7", "192.168.1.7"));
+        assert!(!contains("192.168.1.7", "192.168.1.8"));
+        assert!(contains("fd00::/8", "fd12::1"));
+        assert!(!contains("fd00::/8", "fe80::1"));
+        assert!(contains("::1", "::1"));
+        // IPv4 as seen by a dual-stack listener, and IPv4-mapped networks.
+        assert!(contains("10.0.0.0/8", "::ffff:10.1.2.3"));
+        assert!(contains("::ffff:10.1.2.3", "10.1.2.3"));
+        assert!(contains("::ffff:10.0.0.0/104", "10.200.0.1"));
+        assert!(!contains("::ffff:10.0.0.0/104", "11.0.0.1"));
+        // Families do not mix otherwise.
+        assert!(!contains("::/0", "10.0.0.1"));
+        assert!(!contains("0.0.0.0/0", "fd00::1"));
+
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0/8",
+            "example.com",
+            "",
+            "/8",
+            "010.0.0.0/8",
+        ] {
+            let err = PeerIp::new().trusted_proxies([bad]).unwrap_err();
+            assert_eq!(err.field, "trusted_proxies", "{bad:?}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
     }
 
     #[test]
@@ -426,7 +454,7 @@ mod tests {
         let now = 1_700_000_000_000_000;
         decide(&quota, &mut cells, now, 1, Mode::Consume);
         let d = decide(&quota, &mut cells, now, 1, Mode::Consume);
-        let legacy = HttpResponse::default().with_legacy_headers();
+        let legacy = AsHttp::default().with_legacy_headers();
         let res = Respond::<Response<String>, ()>::allowed(
             &legacy,
             Response::new(String::new()),

@@ -1,34 +1,4 @@
 //! [`RateLimitLayer`]: wraps services with a [`RateLimiter`].
-//!
-//! # Example: client mode
-//!
-//! A client respecting an upstream API's quota of 10 requests per second waits for its
-//! turn (at most 2 s) instead of failing:
-//!
-//! ```
-//! use std::time::Duration;
-//! use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter};
-//! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//!
-//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() {
-//! let upstream_quota = RateLimiter::builder()
-//!     .quota(Quota::per(10, Duration::from_secs(1)).unwrap())
-//!     .build()
-//!     .unwrap();
-//! let client = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(upstream_quota.clone()).wait_up_to(Duration::from_secs(2)))
-//!     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) }));
-//!
-//! let start = tokio::time::Instant::now();
-//! for n in 0..15 {
-//!     assert_eq!(client.clone().oneshot(n).await.unwrap(), n);
-//! }
-//! // 10 at once (the burst), then one every 100 ms.
-//! assert_eq!(start.elapsed(), Duration::from_millis(500));
-//! assert_eq!(upstream_quota.snapshot().waited, 5);
-//! # }
-//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +7,19 @@ use tower_layer::Layer;
 
 use crate::key::{GlobalKey, MissingKey};
 use crate::limiter::RateLimiter;
-use crate::service::{RateLimit, Rejection, Shared};
+use crate::respond::AsError;
+use crate::service::{RateLimit, Shared};
 
 /// Applies [`RateLimit`] to services. Cheap to clone; every service it builds shares the
 /// same limiter (and so the same state).
 ///
 /// Modes:
-/// - **generic** (default): a refusal is a [`RateLimited`](crate::RateLimited) error inside
-///   `tower::BoxError`;
+/// - **generic** ([`AsError`], the default): a refusal is a
+///   [`RateLimited`](crate::RateLimited) error inside `tower::BoxError`;
 /// - **HTTP** ([`RateLimitLayer::http`]): a refusal is a 429 response with `Retry-After`,
 ///   `RateLimit-Policy` and `RateLimit`; admitted responses carry the two `RateLimit` fields;
-/// - **gRPC** ([`RateLimitLayer::grpc`]): a refusal is a `RESOURCE_EXHAUSTED` status;
+/// - **gRPC** (`RateLimitLayer::grpc`, feature `grpc`): a refusal is a `RESOURCE_EXHAUSTED`
+///   status;
 /// - **client** ([`RateLimitLayer::wait_up_to`]): a refused request waits until the quota
 ///   admits it, up to a maximum wait, then fails as in the chosen mode.
 ///
@@ -55,7 +27,7 @@ use crate::service::{RateLimit, Rejection, Shared};
 /// unless [`on_missing_key`](RateLimitLayer::on_missing_key) says otherwise.
 #[derive(Debug)]
 #[must_use]
-pub struct RateLimitLayer<X = GlobalKey, R = Rejection> {
+pub struct RateLimitLayer<X = GlobalKey, R = AsError> {
     shared: Arc<Shared<X, R>>,
 }
 
@@ -67,14 +39,14 @@ impl<X, R> Clone for RateLimitLayer<X, R> {
     }
 }
 
-impl RateLimitLayer<GlobalKey, Rejection> {
+impl RateLimitLayer<GlobalKey, AsError> {
     /// A layer for `limiter`, every request counting against one global subject.
     pub fn new(limiter: RateLimiter) -> Self {
         Self {
             shared: Arc::new(Shared::new(
                 limiter,
                 GlobalKey,
-                Rejection,
+                AsError,
                 None,
                 MissingKey::default(),
             )),
@@ -140,7 +112,7 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
         layer
     }
 
-    /// Chooses how refusals are answered (see [`Respond`](crate::service::Respond)).
+    /// Chooses how refusals are answered (see [`Respond`](crate::Respond)).
     pub fn respond_with<R2>(self, respond: R2) -> RateLimitLayer<X, R2> {
         let extractor = self.shared.extractor.clone();
         self.map(extractor, respond)
@@ -149,6 +121,36 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
     /// Client mode: a refused request waits (without holding any lock) until the limiter
     /// admits it, if that is at most `max_wait` away; otherwise it is refused at once with
     /// [`Reason::WaitExceeded`](crate::Reason::WaitExceeded).
+    ///
+    /// # Example
+    ///
+    /// A client respecting an upstream API's quota of 10 requests per second waits for its
+    /// turn (at most 2 s) instead of failing:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter};
+    /// use tower::{ServiceBuilder, ServiceExt, service_fn};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let upstream_quota = RateLimiter::builder()
+    ///     .quota(Quota::per(10, Duration::from_secs(1)).unwrap())
+    ///     .build()
+    ///     .unwrap();
+    /// let client = ServiceBuilder::new()
+    ///     .layer(RateLimitLayer::new(upstream_quota.clone()).wait_up_to(Duration::from_secs(2)))
+    ///     .service(service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) }));
+    ///
+    /// let start = tokio::time::Instant::now();
+    /// for n in 0..15 {
+    ///     assert_eq!(client.clone().oneshot(n).await.unwrap(), n);
+    /// }
+    /// // 10 at once (the burst), then one every 100 ms.
+    /// assert_eq!(start.elapsed(), Duration::from_millis(500));
+    /// assert_eq!(upstream_quota.snapshot().waited, 5);
+    /// # }
+    /// ```
     pub fn wait_up_to(self, max_wait: Duration) -> Self {
         let mut layer = self.map(self.shared.extractor.clone(), self.shared.respond.clone());
         Arc::get_mut(&mut layer.shared).expect("fresh").max_wait = Some(max_wait);
@@ -163,17 +165,18 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
 
 #[cfg(feature = "http")]
 impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
-    /// HTTP server mode: 429 answers with the IETF `RateLimit` fields.
-    pub fn http(self) -> RateLimitLayer<X, crate::http::HttpResponse> {
-        self.respond_with(crate::http::HttpResponse::default())
+    /// HTTP server mode ([`AsHttp`](crate::http::AsHttp)): 429 answers with the IETF
+    /// `RateLimit` fields.
+    pub fn http(self) -> RateLimitLayer<X, crate::http::AsHttp> {
+        self.respond_with(crate::http::AsHttp::default())
     }
 }
 
 #[cfg(feature = "grpc")]
 impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
-    /// gRPC server mode: `RESOURCE_EXHAUSTED` answers.
-    pub fn grpc(self) -> RateLimitLayer<X, crate::grpc::GrpcResponse> {
-        self.respond_with(crate::grpc::GrpcResponse)
+    /// gRPC server mode ([`AsGrpc`](crate::grpc::AsGrpc)): `RESOURCE_EXHAUSTED` answers.
+    pub fn grpc(self) -> RateLimitLayer<X, crate::grpc::AsGrpc> {
+        self.respond_with(crate::grpc::AsGrpc)
     }
 }
 

@@ -1,4 +1,4 @@
-//! [`RateLimit`]: the service, and [`Respond`], how refusals are answered.
+//! [`RateLimit`]: the service.
 
 use std::fmt;
 use std::sync::Arc;
@@ -6,50 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tower::BoxError;
 use tower_service::Service;
 
-use crate::error::{KeyNotFound, RateLimited, Reason};
+use crate::error::{KeyNotFound, Reason};
 use crate::future::ResponseFuture;
 use crate::key::{KeyExtractor, MissingKey, Subject};
-use crate::limiter::RateLimiter;
-use crate::quota::{Decision, Mode};
-
-/// How a rate-limited service answers: refusals, admitted responses, inner errors.
-pub trait Respond<Res, E>: Clone + Send + Sync + 'static {
-    /// The service's error type.
-    type Error;
-    /// Whether admitted responses want the decision (to add headers).
-    const WANTS_DECISION: bool = false;
-    /// The answer to a refused request.
-    fn rejected(&self, rejection: RateLimited) -> Result<Res, Self::Error>;
-    /// The answer to a request without a key, under [`MissingKey::Reject`].
-    fn key_not_found(&self, missing: KeyNotFound) -> Result<Res, Self::Error>;
-    /// Decorates an admitted response (called only if `WANTS_DECISION`).
-    fn allowed(&self, response: Res, _decision: &Decision, _policy: &str) -> Res {
-        response
-    }
-    /// Maps the inner service's error.
-    fn inner_error(&self, error: E) -> Self::Error;
-}
-
-/// Generic mode: refusals are [`RateLimited`] errors inside [`BoxError`] (requests without a
-/// key: [`KeyNotFound`]); inner errors are boxed unchanged.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Rejection;
-
-impl<Res, E: Into<BoxError>> Respond<Res, E> for Rejection {
-    type Error = BoxError;
-    fn rejected(&self, rejection: RateLimited) -> Result<Res, BoxError> {
-        Err(Box::new(rejection))
-    }
-    fn key_not_found(&self, missing: KeyNotFound) -> Result<Res, BoxError> {
-        Err(Box::new(missing))
-    }
-    fn inner_error(&self, error: E) -> BoxError {
-        error.into()
-    }
-}
+use crate::limiter::{RateLimiter, Resolved};
+use crate::quota::Mode;
+use crate::respond::Respond;
 
 pub(crate) struct Shared<X, R> {
     pub(crate) limiter: RateLimiter,
@@ -164,7 +128,7 @@ pub(crate) struct Job<S, Req> {
     pub(crate) inner: S,
     pub(crate) request: Req,
     pub(crate) subject: Subject,
-    pub(crate) resolved: crate::limiter::Resolved,
+    pub(crate) resolved: Resolved,
     pub(crate) limiter: RateLimiter,
     pub(crate) deadline: Option<tokio::time::Instant>,
 }
@@ -174,7 +138,7 @@ impl<S: Clone, Req> Job<S, Req> {
         inner: &mut S,
         request: Req,
         subject: Subject,
-        resolved: crate::limiter::Resolved,
+        resolved: Resolved,
         shared: &Shared<X, R>,
     ) -> Self {
         Self {

@@ -1,21 +1,8 @@
-//! Tiers: named quotas users are assigned to, with the defaults of the project's table.
-//!
-//! | tier | second | minute | hour | day |
-//! |---|---|---|---|---|
-//! | free | 2 | 60 | 1,000 | 10,000 |
-//! | basic | 5 | 150 | 5,000 | 50,000 |
-//! | pro | 10 | 300 | 15,000 | 150,000 |
-//! | enterprise | 50 | 1,000 | 50,000 | 500,000 |
-
-use std::collections::BTreeMap;
+//! Tiers: named quotas users are assigned to, and the standard table.
 
 use reliability_core::error::ConfigError;
-use serde::{Deserialize, Serialize};
 
-use crate::quota::{Quota, WindowConfig};
-
-/// Longest tier name.
-pub const MAX_TIER_NAME: usize = 64;
+use crate::quota::Quota;
 
 /// One named tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +12,11 @@ pub struct Tier {
 }
 
 impl Tier {
-    /// A tier; names are 1 to 64 bytes of ASCII letters, digits, `_` and `-` (they appear in
-    /// the `RateLimit-Policy` header as a token).
+    /// Longest tier name, in bytes.
+    pub const MAX_NAME_LEN: usize = 64;
+
+    /// A tier; names are 1 to [`Tier::MAX_NAME_LEN`] bytes of ASCII letters, digits, `_`
+    /// and `-` (they appear in the `RateLimit-Policy` header as a token).
     pub fn new(name: impl Into<String>, quota: Quota) -> Result<Self, ConfigError> {
         let name = name.into();
         validate_name(&name)?;
@@ -44,14 +34,17 @@ impl Tier {
 
 fn validate_name(name: &str) -> Result<(), ConfigError> {
     if name.is_empty()
-        || name.len() > MAX_TIER_NAME
+        || name.len() > Tier::MAX_NAME_LEN
         || !name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     {
         return Err(ConfigError::new(
             "tier.name",
-            format!("must be 1 to {MAX_TIER_NAME} ASCII letters, digits, `_` or `-`, got {name:?}"),
+            format!(
+                "must be 1 to {max} ASCII letters, digits, `_` or `-`, got {name:?}",
+                max = Tier::MAX_NAME_LEN
+            ),
         ));
     }
     Ok(())
@@ -91,7 +84,14 @@ impl TierTable {
         Ok(Self { tiers, default })
     }
 
-    /// The project's default table: free (the default), basic, pro, enterprise.
+    /// The standard table, four tiers of four GCRA windows each; `free` is the default.
+    ///
+    /// | tier | per second | per minute | per hour | per day |
+    /// |---|---|---|---|---|
+    /// | free | 2 | 60 | 1,000 | 10,000 |
+    /// | basic | 5 | 150 | 5,000 | 50,000 |
+    /// | pro | 10 | 300 | 15,000 | 150,000 |
+    /// | enterprise | 50 | 1,000 | 50,000 | 500,000 |
     pub fn standard() -> Self {
         let tier = |name: &str, s, m, h, d| {
             Tier::new(name, Quota::tiered(s, m, h, d).expect("valid table")).expect("valid name")
@@ -139,46 +139,6 @@ impl Default for TierTable {
     }
 }
 
-/// Serializable form of a tier table (`[tiers.free] windows = [...]`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TiersConfig {
-    /// Tier of users without an assignment.
-    pub default_tier: String,
-    /// Tier name → windows.
-    pub tiers: BTreeMap<String, Vec<WindowConfig>>,
-}
-
-impl Default for TiersConfig {
-    fn default() -> Self {
-        let table = TierTable::standard();
-        Self {
-            default_tier: table.default_tier().name.clone(),
-            tiers: table
-                .tiers
-                .iter()
-                .map(|t| (t.name.clone(), t.quota.config()))
-                .collect(),
-        }
-    }
-}
-
-impl TiersConfig {
-    /// Validates into a table.
-    pub fn build(&self) -> Result<TierTable, ConfigError> {
-        let tiers = self
-            .tiers
-            .iter()
-            .map(|(name, windows)| {
-                let quota =
-                    Quota::from_config(windows).map_err(|e| e.within(&format!("tiers.{name}")))?;
-                Tier::new(name.clone(), quota)
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        TierTable::new(tiers, &self.default_tier)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,39 +154,5 @@ mod tests {
         assert_eq!(limits[0], [2, 60, 1_000, 10_000]);
         assert_eq!(limits[3], [50, 1_000, 50_000, 500_000]);
         assert_eq!(t.default_tier().name(), "free");
-    }
-
-    #[test]
-    fn config_round_trips_through_toml() {
-        let text = r#"
-            default_tier = "gold"
-            [[tiers.gold]]
-            limit = 5
-            period = "1s"
-            [[tiers.gold]]
-            limit = 100
-            period = "1h"
-            algorithm = "sliding_window"
-        "#;
-        let c: TiersConfig = toml::from_str(text).unwrap();
-        let table = c.build().unwrap();
-        assert_eq!(table.default_tier().quota().windows().len(), 2);
-        let rebuilt = TiersConfig::default().build().unwrap();
-        for t in TierTable::standard().tiers() {
-            assert_eq!(rebuilt.get(rebuilt.index_of(t.name()).unwrap()), t);
-        }
-        assert_eq!(rebuilt.default_tier().name(), "free");
-        let bad = TiersConfig {
-            default_tier: "nope".into(),
-            ..TiersConfig::default()
-        };
-        assert_eq!(bad.build().unwrap_err().field, "default_tier");
-        assert!(
-            Tier::new(
-                "a b",
-                Quota::per(1, std::time::Duration::from_secs(1)).unwrap()
-            )
-            .is_err()
-        );
     }
 }

@@ -4,11 +4,11 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use ratelimit_layer::backend::MemoryBackend;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::quota::Mode;
 use ratelimit_layer::{
-    Algorithm, Quota, RateLimitLayer, RateLimited, RateLimiter, Reason, Subject, WindowConfig,
+    Algorithm, MemoryBackend, Quota, RateLimitLayer, RateLimited, RateLimiter, Reason, Subject,
+    WindowConfig,
 };
 use reliability_core::clock::ManualClock;
 use reliability_core::error::is_do_not_retry;
@@ -188,7 +188,7 @@ fn a_million_keys_stay_bounded_and_are_reclaimed() {
     }
     let held = ratelimit_layer::Backend::tracked_keys(&backend);
     assert!(held <= max_keys as u64 + 64, "{held} keys held");
-    // Bound: about max_keys × 2 × BYTES_PER_KEY (map slack) + key bytes: under 64 MB here.
+    // Bound: about max_keys × 2 × MemoryBackend::BYTES_PER_KEY (map slack) + key bytes: under 64 MB here.
     assert!(
         backend.approx_bytes() < 64 << 20,
         "{} bytes",

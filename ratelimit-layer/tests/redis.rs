@@ -6,10 +6,10 @@
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
-use ratelimit_layer::backend::{Leased, MemoryBackend, RedisBackend};
 use ratelimit_layer::quota::Mode;
 use ratelimit_layer::{
-    Algorithm, Backend, FailureMode, Quota, RateLimiter, Reason, Subject, Window, WindowConfig,
+    Algorithm, Backend, FailureMode, Leased, MemoryBackend, Quota, RateLimiter, Reason,
+    RedisBackend, Subject, Window, WindowConfig,
 };
 use reliability_core::harness::{RedisCluster, RedisServer};
 use reliability_core::redis::RedisConfig;

@@ -1,7 +1,8 @@
 //! Reliability stacks for tower: the facade.
 //!
-//! - [`config`]: the settings of the CEX, DEX and social presets, from the source tables,
-//!   a TOML file and `RELIABILITY__*` environment variables.
+//! - [`config`]: the settings of the CEX, DEX and social presets: each layer's own
+//!   configuration, from the preset tables, a TOML file and `RELIABILITY__*` environment
+//!   variables.
 //! - [`client`]: outgoing HTTP clients (hyper-util over HTTPS with rustls, reqwest) as
 //!   buffered tower services.
 //! - [`presets`]: the CEX, DEX and social stacks, built around any service.
@@ -19,7 +20,7 @@
 //! use reliability::config::{Settings, SourceKind};
 //!
 //! let settings = Settings::default();
-//! assert_eq!(settings.source(SourceKind::Cex).breaker.failure_threshold, 5);
+//! assert_eq!(settings.source(SourceKind::Cex).breaker.consecutive_failures, Some(5));
 //! ```
 
 #[cfg(feature = "admin")]

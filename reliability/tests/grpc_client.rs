@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use reliability::config::{SourceSettings, StatusWindow};
+use reliability::config::{SourceSettings, StatusWindow, WindowConfig};
 use reliability::core::clock::ManualClock;
 use reliability::core::health::{BreakerState, HealthStatus};
 use reliability::grpc::GrpcReliableClient;
+use reliability::retry::backoff::{Backoff, Jitter};
 use reliability::{Error, presets};
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -136,18 +137,23 @@ async fn client_with(
         .unwrap();
     presets::dex("quotes")
         .configure(|s| {
-            s.breaker.failure_threshold = 3;
+            s.breaker.consecutive_failures = Some(3);
             s.breaker.open_wait = Duration::from_secs(5);
             s.breaker.success_threshold = 1;
+            s.breaker.half_open_probes = 1;
             s.retry.max_attempts = 3;
-            s.retry.base = Duration::from_millis(1);
-            s.retry.cap = Duration::from_millis(5);
-            s.rate_limit.per_second = 10_000.0;
-            s.rate_limit.burst = 1_000;
+            s.retry.backoff = Backoff::exponential(
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+                Jitter::Decorrelated,
+            );
+            // 10,000 a second, 1,000 at once.
+            s.rate_limit.window = WindowConfig::new(1_000, Duration::from_millis(100));
             s.attempt_timeout = Duration::from_millis(200);
             s.sla.time_window = Duration::from_secs(1);
+            s.sla.time_interval = Duration::from_millis(50);
             s.sla.status_window = StatusWindow::Time;
-            s.sla.max_consecutive_failures = 3;
+            s.sla.thresholds.max_consecutive_failures = 3;
             more(s);
         })
         .seed(7)
@@ -297,8 +303,7 @@ async fn spent_client_quota_fails_locally_as_unavailable() {
     let quotes = Quotes::default();
     let clock = ManualClock::new();
     let client = client_with(serve(quotes.clone()).await, &clock, |s| {
-        s.rate_limit.per_second = 1.0;
-        s.rate_limit.burst = 1;
+        s.rate_limit.window = WindowConfig::new(1, Duration::from_secs(1));
         s.rate_limit.max_wait = Duration::from_millis(10);
     })
     .await;

@@ -11,9 +11,12 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use breaker_layer::CircuitOpen;
 use bytes::Bytes;
+use reliability::cache::AdaptiveConfig;
+use reliability::cache::adaptive::AdaptiveRule;
 use reliability::client::HttpClient;
 use reliability::core::health::BreakerState;
 use reliability::presets;
+use reliability::retry::backoff::{Backoff, Jitter};
 use tower::ServiceExt;
 
 #[derive(Clone, Default)]
@@ -72,11 +75,17 @@ async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
         .seed(1)
         .configure(|s| {
             s.cache.ttl = Duration::from_millis(100);
-            s.cache.min_ttl = Duration::from_millis(50);
-            s.cache.max_ttl = Duration::from_millis(200);
+            s.cache.adaptive = Some(AdaptiveConfig {
+                rule: AdaptiveRule::Popularity,
+                min: Duration::from_millis(50),
+                max: Duration::from_millis(200),
+            });
             s.cache.stale_while_revalidate = Duration::from_millis(1);
-            s.retry.base = Duration::from_millis(1);
-            s.retry.cap = Duration::from_millis(5);
+            s.retry.backoff = Backoff::exponential(
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+                Jitter::Decorrelated,
+            );
         })
         .http_client(HttpClient::new())
         .unwrap();

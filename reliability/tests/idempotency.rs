@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use reliability::client::HttpClient;
 use reliability::presets::{self, HttpReliableClient};
+use reliability::retry::backoff::{Backoff, Jitter};
 use std::sync::Mutex;
 use tower::ServiceExt;
 
@@ -64,8 +65,11 @@ fn client() -> HttpReliableClient {
     presets::cex("orders")
         .configure(|s| {
             // Real sockets, real time: a short backoff keeps the test fast.
-            s.retry.base = Duration::from_millis(1);
-            s.retry.cap = Duration::from_millis(5);
+            s.retry.backoff = Backoff::exponential(
+                Duration::from_millis(1),
+                Duration::from_millis(5),
+                Jitter::Full,
+            );
         })
         .http_client(HttpClient::new())
         .unwrap()

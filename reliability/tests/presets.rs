@@ -9,7 +9,7 @@ use breaker_layer::CircuitOpen;
 use reliability::config::{Settings, SourceKind, SourceSettings};
 use reliability::core::clock::TokioClock;
 use reliability::core::health::{BreakerState, HealthSource, HealthStatus};
-use reliability::presets;
+use reliability::presets::{self, Preset, defaults};
 use tower::{BoxError, ServiceExt, service_fn};
 
 /// An upstream that fails while `down` is set, counting its calls.
@@ -58,7 +58,7 @@ fn presets_start_from_the_tables_and_code_overrides_last() {
         assert_eq!(preset.effective(), &SourceSettings::preset(kind));
     }
     let loaded = Settings::from_sources(
-        "[cex.breaker]\nopen_wait = \"45s\"\nsuccess_threshold = 4",
+        "[cex.breaker]\nopen_wait = \"45s\"\nsuccess_threshold = 4\nhalf_open_probes = 4",
         [("RELIABILITY__CEX__BREAKER__OPEN_WAIT", "50s")],
     )
     .unwrap();
@@ -72,7 +72,27 @@ fn presets_start_from_the_tables_and_code_overrides_last() {
         "env over file"
     );
     assert_eq!(s.breaker.success_threshold, 7, "code over everything");
-    assert_eq!(s.breaker.failure_threshold, 5, "the table's default stays");
+    assert_eq!(
+        s.breaker.consecutive_failures,
+        Some(5),
+        "the table's default stays"
+    );
+}
+
+#[tokio::test]
+async fn every_layer_is_built_from_its_configuration() {
+    for kind in SourceKind::ALL {
+        let client = Preset::new(kind, "source")
+            .wrap(Switch::default().service(), |k: &String| Some(k.clone()))
+            .unwrap();
+        let h = client.handles();
+        assert_eq!(h.sla().config(), &defaults::sla(kind), "{kind:?}");
+        assert_eq!(
+            h.breaker().unwrap().config(),
+            &defaults::breaker(kind),
+            "{kind:?}"
+        );
+    }
 }
 
 #[test]

@@ -51,7 +51,7 @@ async fn flaky(State(u): State<Upstream>) -> (StatusCode, String) {
 }
 
 struct Parts {
-    limit: RateLimitLayer<HeaderKey, reliability::ratelimit::http::HttpResponse>,
+    limit: RateLimitLayer<HeaderKey, reliability::ratelimit::http::AsHttp>,
     cache: HttpCacheLayer,
     breaker: CircuitBreakerLayer<
         reliability::core::classify::HttpClassifier,

@@ -25,22 +25,11 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy as MokaPolicy;
 use reliability_core::clock::{Instant, SharedClock};
 use reliability_core::health::CacheLevelSnapshot;
-use serde::Deserialize;
 
 use super::{EntryMeta, Invalidation, Stored, Tier, TierError};
+use crate::EvictionPolicy;
 use crate::freshness::{Freshness, StaleWindows};
 use crate::metrics::LevelMetrics;
-
-/// Which entries L1 evicts first when full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EvictionPolicy {
-    /// TinyLFU admission with LRU eviction: keeps frequently used keys under scans.
-    #[default]
-    TinyLfu,
-    /// Plain least-recently-used.
-    Lru,
-}
 
 /// An L1 entry: the value, its freshness and what the cache learns about it.
 pub(crate) struct Entry<V> {
@@ -48,7 +37,6 @@ pub(crate) struct Entry<V> {
     pub(crate) freshness: Freshness,
     pub(crate) negative: bool,
     /// Whether shared tiers (L2/L3) may hold it (not `private`).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) shared: bool,
     pub(crate) tags: Box<[String]>,
     /// Size in bytes, as measured by the cache's size function.

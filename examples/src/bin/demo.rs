@@ -143,7 +143,10 @@ async fn build_lane(
     let mut preset = preset.seed(args.seed).configure(|s| {
         s.breaker.open_wait = s.breaker.open_wait.min(scale);
         // The status reads the last tenth of the run, so recovery shows.
-        s.sla.time_window = scale.max(Duration::from_secs(1));
+        // A whole number of 100 ms intervals.
+        s.sla.time_interval = Duration::from_millis(100);
+        s.sla.time_window =
+            Duration::from_millis((scale.as_millis() as u64).max(1_000) / 100 * 100);
         s.sla.status_window = StatusWindow::Time;
     });
     if let Some(backend) = quota {

@@ -1,336 +1,44 @@
 //! A tonic service and its client with the reliability layers stacked on both sides.
 //!
-//! The server answers `/prices.Prices/GetPrice` from the simulated upstream, behind
+//! The service is `prices.Prices` from `examples/proto/prices.proto`, compiled at build
+//! time; the server ([`examples::grpc::service`]) answers from the simulated upstream,
+//! behind
 //!
 //! - a rate limit keyed by the `x-api-key` metadata (else the peer's IP), answering
-//!   `RESOURCE_EXHAUSTED` when the quota is spent;
+//!   `RESOURCE_EXHAUSTED` (with `retry-after`) when the quota is spent;
 //! - an SLA monitor classifying gRPC statuses;
-//! - a circuit breaker answering `UNAVAILABLE` (with `grpc-retry-pushback-ms`) while open.
+//! - a circuit breaker answering `UNAVAILABLE` (with `grpc-retry-pushback-ms`) while open;
 //!
-//! The client's channel is wrapped in an SLA monitor, gRPC retries (UNAVAILABLE and
-//! RESOURCE_EXHAUSTED, waiting as long as an open server breaker's pushback asks) and its
-//! own breaker, which does not count a spent quota against the server.
+//! and serves gRPC reflection beside them. The client ([`examples::grpc::client`]) wraps its
+//! channel in an SLA monitor, gRPC retries (UNAVAILABLE and RESOURCE_EXHAUSTED, waiting as
+//! long as an open server breaker's pushback asks) and its own breaker, which does not
+//! count a spent quota against the server.
 //!
-//! A scripted session then runs against it: steady traffic, a burst from a noisy client that
-//! spends its quota, an upstream outage that opens the breakers, and the recovery. The
-//! summary shows what each side saw.
+//! Without a subcommand, a scripted session runs against an in-process server: steady
+//! traffic, a burst from a noisy client that spends its quota, an upstream outage that
+//! opens the breakers, and the recovery. The summary shows what each side saw. With
+//! `serve`, the server runs alone until Ctrl-C or SIGTERM, for any gRPC client.
 //!
 //! ```text
 //! cargo run -p examples --bin grpc
 //! cargo run -p examples --bin grpc -- --requests 100 --seed 7
 //! cargo run -p examples --bin grpc -- --addr 127.0.0.1:50051 --json
+//! cargo run -p examples --bin grpc -- serve --addr 127.0.0.1:50051 [--quota 5] [--outage]
+//! grpcurl -plaintext 127.0.0.1:50051 list
 //! ```
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use breaker_layer::grpc::AsGrpc;
-use breaker_layer::{Breaker, CircuitBreaker, CircuitBreakerLayer};
-use examples::upstream::{FaultSettings, Phase, Upstream, UpstreamRequest, bounded};
-use ratelimit_layer::http::HeaderKey;
-use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{KeyExtractorExt, Quota, RateLimitLayer, RateLimiter, Subject};
-use reliability_core::classify::{Classification, Classify, GrpcClassifier};
-use retry_layer::backoff::{Backoff, Jitter};
-use retry_layer::grpc::{GrpcPolicy, GrpcRetryLayer};
-use retry_layer::http::BufferRequest;
-use retry_layer::{Retry, RetryHandle};
+use breaker_layer::Breaker;
+use examples::grpc::proto::PriceReply;
+use examples::grpc::{PriceClient, ServerSettings, bind, start_server};
+use examples::upstream::{FaultSettings, Phase, Source, Upstream};
 use serde_json::{Value, json};
-use sla_layer::{Sla, SlaLayer, SlaMonitor};
-use tonic::body::Body;
-use tonic::server::NamedService;
-use tonic::transport::server::{TcpConnectInfo, TcpIncoming};
-use tonic::transport::{Channel, Server};
+use sla_layer::SlaMonitor;
 use tonic::{Code, Status};
-use tonic_prost::ProstCodec;
-use tower::{BoxError, Service, ServiceBuilder};
-
-/// `prices.GetPriceRequest`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PriceRequest {
-    /// A pair such as `ETH-USDC`.
-    #[prost(string, tag = "1")]
-    pub(crate) symbol: String,
-}
-
-/// `prices.PriceReply`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub(crate) struct PriceReply {
-    /// The pair asked for.
-    #[prost(string, tag = "1")]
-    pub(crate) symbol: String,
-    /// Its price.
-    #[prost(double, tag = "2")]
-    pub(crate) price: f64,
-}
-
-const GET_PRICE: &str = "/prices.Prices/GetPrice";
-
-/// The metadata key the server's rate limit is keyed by.
-pub(crate) const API_KEY: &str = "x-api-key";
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// The `prices.Prices` service over the simulated upstream.
-#[derive(Clone)]
-struct Prices {
-    upstream: Upstream,
-}
-
-impl NamedService for Prices {
-    const NAME: &'static str = "prices.Prices";
-}
-
-impl tonic::server::UnaryService<PriceRequest> for Prices {
-    type Response = PriceReply;
-    type Future = BoxFuture<Result<tonic::Response<PriceReply>, Status>>;
-
-    fn call(&mut self, request: tonic::Request<PriceRequest>) -> Self::Future {
-        let upstream = self.upstream.clone();
-        Box::pin(async move {
-            let symbol = request.into_inner().symbol;
-            let Some(pair) = bounded(&symbol) else {
-                return Err(Status::invalid_argument("symbol: 1 to 128 bytes"));
-            };
-            // The upstream's 503 is the gRPC UNAVAILABLE: retryable, and counted by the breaker.
-            let quote = upstream
-                .handle(UpstreamRequest::Quote(pair))
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            let price = quote["price"].as_f64().unwrap_or_default();
-            Ok(tonic::Response::new(PriceReply { symbol, price }))
-        })
-    }
-}
-
-impl Service<http::Request<Body>> for Prices {
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            if request.uri().path() != GET_PRICE {
-                return Ok(Status::unimplemented("unknown method").into_http());
-            }
-            let mut grpc =
-                tonic::server::Grpc::new(ProstCodec::<PriceReply, PriceRequest>::default());
-            Ok(grpc.unary(this, request).await)
-        })
-    }
-}
-
-/// How the server's layers are tuned.
-#[derive(Debug, Clone)]
-pub(crate) struct ServerSettings {
-    /// Calls per second for a key without its own limit (and for anonymous peers).
-    pub(crate) quota_per_second: u64,
-    /// Keys with a larger limit of their own.
-    pub(crate) trusted_keys: Vec<(String, u64)>,
-    /// Failures in a row that open the server's breaker.
-    pub(crate) breaker_failures: u32,
-    /// How long the server's breaker stays open before it probes.
-    pub(crate) breaker_open_wait: Duration,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            quota_per_second: 20,
-            trusted_keys: vec![("steady-client".to_owned(), 2_000)],
-            breaker_failures: 5,
-            breaker_open_wait: Duration::from_millis(200),
-        }
-    }
-}
-
-/// A running server and the handles of its layers.
-pub(crate) struct PriceServer {
-    /// Where it listens.
-    pub(crate) addr: SocketAddr,
-    pub(crate) limiter: RateLimiter,
-    pub(crate) breaker: CircuitBreakerLayer<GrpcClassifier, AsGrpc>,
-    pub(crate) sla: SlaMonitor,
-}
-
-/// The rate-limit key: the caller's API key, else its IP address.
-fn caller_key() -> Result<impl ratelimit_layer::KeyExtractor<http::Request<Body>>, BoxError> {
-    let peer = key_fn(|request: &http::Request<Body>| {
-        let peer = request
-            .extensions()
-            .get::<TcpConnectInfo>()?
-            .remote_addr()?;
-        Some(Subject::new(format!("ip:{}", peer.ip())))
-    });
-    Ok(HeaderKey::new(API_KEY)?.or(peer))
-}
-
-/// Starts the server on `addr` (port 0 picks one) over `upstream`.
-pub(crate) async fn start_server(
-    addr: SocketAddr,
-    upstream: Upstream,
-    settings: &ServerSettings,
-) -> Result<PriceServer, BoxError> {
-    let limiter = RateLimiter::builder()
-        .name("prices-server")
-        .quota(Quota::per(
-            settings.quota_per_second,
-            Duration::from_secs(1),
-        )?)
-        .build()?;
-    for (key, per_second) in &settings.trusted_keys {
-        limiter.set_user_limit(key, Quota::per(*per_second, Duration::from_secs(1))?);
-    }
-    let sla = SlaMonitor::builder("prices-server")
-        .count_window(50)
-        .p95(Duration::from_millis(50))
-        .max_consecutive_failures(u64::from(settings.breaker_failures))
-        .build()?;
-    let breaker = CircuitBreakerLayer::builder("prices-server")
-        .grpc()
-        .consecutive_failures(settings.breaker_failures)
-        .open_wait(settings.breaker_open_wait)
-        .build()?;
-
-    let incoming = TcpIncoming::bind(addr)?;
-    let addr = incoming.local_addr()?;
-    let router = Server::builder()
-        .layer(
-            RateLimitLayer::new(limiter.clone())
-                .key(caller_key()?)
-                .grpc(),
-        )
-        .layer(SlaLayer::new(sla.clone()).classifier(GrpcClassifier))
-        .layer(breaker.clone())
-        .add_service(Prices { upstream });
-    tokio::spawn(async move {
-        if let Err(e) = router.serve_with_incoming(incoming).await {
-            eprintln!("server stopped: {e}");
-        }
-    });
-    Ok(PriceServer {
-        addr,
-        limiter,
-        breaker,
-        sla,
-    })
-}
-
-/// The client breaker's judge: gRPC statuses as usual, except RESOURCE_EXHAUSTED, which
-/// says this caller spent its own quota, not that the server is failing; it counts neither
-/// way (the retry layer still retries it, and the SLA still sees it fail).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct QuotaIsNotFailure;
-
-impl<B, E: 'static> Classify<http::Response<B>, E> for QuotaIsNotFailure {
-    fn classify_full(&self, result: Result<&http::Response<B>, &E>) -> Classification {
-        let quota = |res: &http::Response<B>| {
-            res.headers()
-                .get("grpc-status")
-                .is_some_and(|code| code == "8")
-        };
-        match result {
-            Ok(res) if quota(res) => Classification::IGNORE,
-            _ => GrpcClassifier.classify_full(result),
-        }
-    }
-}
-
-/// The client's channel under its layers, outermost first: what the caller sees is
-/// timed, then retried, and every attempt passes the breaker.
-type ClientStack = Sla<
-    BufferRequest<Retry<CircuitBreaker<Channel, QuotaIsNotFailure, AsGrpc>, GrpcPolicy>>,
-    GrpcClassifier,
->;
-
-/// One client: its channel wrapped in SLA, retry and breaker layers.
-#[derive(Clone)]
-pub(crate) struct PriceClient {
-    api_key: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
-    grpc: tonic::client::Grpc<ClientStack>,
-    sla: SlaMonitor,
-    retry: RetryHandle,
-    breaker: Breaker,
-}
-
-impl PriceClient {
-    /// A client of the server at `addr`, calling with `api_key`.
-    pub(crate) async fn connect(
-        addr: SocketAddr,
-        api_key: &str,
-        seed: u64,
-    ) -> Result<Self, BoxError> {
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
-        let name = format!("prices-client:{api_key}");
-        let sla = SlaMonitor::builder(name.clone())
-            .count_window(50)
-            .p95(Duration::from_millis(100))
-            .build()?;
-        // Pushback waits are clamped short: a demo, not a production budget.
-        let retry = GrpcRetryLayer::grpc_builder()
-            .name(name.clone())
-            .max_attempts(3)
-            .backoff(Backoff::exponential(
-                Duration::from_millis(5),
-                Duration::from_millis(40),
-                Jitter::Full,
-            ))
-            .max_retry_after(Duration::from_millis(25))
-            .seed(seed)
-            .build()?;
-        let breaker = CircuitBreakerLayer::builder(name)
-            .grpc()
-            .classifier(QuotaIsNotFailure)
-            .consecutive_failures(8)
-            .open_wait(Duration::from_millis(150))
-            .build()?;
-        let stack = ServiceBuilder::new()
-            .layer(SlaLayer::new(sla.clone()).classifier(GrpcClassifier))
-            .layer(retry.clone())
-            .layer(breaker.clone())
-            .service(channel);
-        Ok(Self {
-            api_key: api_key.parse()?,
-            grpc: tonic::client::Grpc::new(stack),
-            sla,
-            retry: retry.handle(),
-            breaker: breaker.breaker().clone(),
-        })
-    }
-
-    /// Asks for one price.
-    pub(crate) async fn get_price(&self, symbol: &str) -> Result<PriceReply, Status> {
-        let mut client = self.grpc.clone();
-        client
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
-        let mut request = tonic::Request::new(PriceRequest {
-            symbol: symbol.to_owned(),
-        });
-        request.metadata_mut().insert(API_KEY, self.api_key.clone());
-        client
-            .unary(
-                request,
-                http::uri::PathAndQuery::from_static(GET_PRICE),
-                ProstCodec::<PriceRequest, PriceReply>::default(),
-            )
-            .await
-            .map(tonic::Response::into_inner)
-    }
-}
+use tower::BoxError;
 
 /// Final statuses of the calls a client made.
 #[derive(Debug, Default)]
@@ -398,43 +106,101 @@ fn faults(phase: Phase) -> FaultSettings {
     }
 }
 
-/// The command line.
+/// The scripted session's command line.
 #[derive(Debug)]
-struct Args {
+struct DemoArgs {
     addr: SocketAddr,
     requests: u32,
     seed: u64,
     json: bool,
 }
 
-const USAGE: &str = "usage: grpc [--addr 127.0.0.1:0] [--requests 200] [--seed N] [--json]";
+/// `grpc serve`'s command line.
+#[derive(Debug)]
+struct ServeArgs {
+    addr: SocketAddr,
+    seed: u64,
+    quota_per_second: u64,
+    error_rate: f64,
+    outage: bool,
+}
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
+#[derive(Debug)]
+enum Args {
+    Demo(DemoArgs),
+    Serve(ServeArgs),
+}
+
+const USAGE: &str = "usage: grpc [--addr 127.0.0.1:0] [--requests 200] [--seed N] [--json]
+       grpc serve [--addr 127.0.0.1:50051] [--quota 20] [--error-rate 0.01] [--outage] [--seed N]";
+
+fn value<T: std::str::FromStr>(
+    it: &mut impl Iterator<Item = String>,
+    flag: &str,
+    what: &str,
+) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let v = it.next().ok_or_else(|| format!("{flag} needs {what}"))?;
+    v.parse().map_err(|e| format!("{flag}: {e}"))
+}
+
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Args, String> {
+    let mut it = args.into_iter().peekable();
+    if it.peek().is_some_and(|a| a == "serve") {
+        it.next();
+        return parse_serve(it).map(Args::Serve);
+    }
+    let mut args = DemoArgs {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         requests: 200,
         seed: 42,
         json: false,
     };
-    let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
-            "--addr" => {
-                let v = it.next().ok_or("--addr needs host:port")?;
-                args.addr = v.parse().map_err(|e| format!("--addr: {e}"))?;
-            }
+            "--addr" => args.addr = value(&mut it, "--addr", "host:port")?,
             "--requests" => {
-                let v = it.next().ok_or("--requests needs a number")?;
-                args.requests = v.parse().map_err(|e| format!("--requests: {e}"))?;
+                args.requests = value(&mut it, "--requests", "a number")?;
                 if !(20..=100_000).contains(&args.requests) {
                     return Err("--requests: 20 to 100000".into());
                 }
             }
-            "--seed" => {
-                let v = it.next().ok_or("--seed needs a number")?;
-                args.seed = v.parse().map_err(|e| format!("--seed: {e}"))?;
-            }
+            "--seed" => args.seed = value(&mut it, "--seed", "a number")?,
             "--json" => args.json = true,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(Args::Demo(args))
+}
+
+fn parse_serve(mut it: impl Iterator<Item = String>) -> Result<ServeArgs, String> {
+    let mut args = ServeArgs {
+        addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+        seed: 42,
+        quota_per_second: ServerSettings::default().quota_per_second,
+        error_rate: Phase::Normal.faults().error_rate,
+        outage: false,
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--addr" => args.addr = value(&mut it, "--addr", "host:port")?,
+            "--seed" => args.seed = value(&mut it, "--seed", "a number")?,
+            "--quota" => {
+                args.quota_per_second = value(&mut it, "--quota", "calls per second")?;
+                if !(1..=1_000_000).contains(&args.quota_per_second) {
+                    return Err("--quota: 1 to 1000000 calls per second".into());
+                }
+            }
+            "--error-rate" => {
+                args.error_rate = value(&mut it, "--error-rate", "a share")?;
+                if !(0.0..=1.0).contains(&args.error_rate) {
+                    return Err("--error-rate: 0 to 1".into());
+                }
+            }
+            "--outage" => args.outage = true,
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -442,9 +208,65 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
+/// Completes on Ctrl-C or (on Unix) SIGTERM, the stop signals of a terminal and of a
+/// process manager.
+async fn stop_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+/// `grpc serve`: the server alone, over an upstream that fails `error_rate` of its calls
+/// (every call with `--outage`), until a stop signal. Calls in flight then finish.
+async fn serve(args: &ServeArgs) -> Result<(), BoxError> {
+    let upstream = Upstream::new(args.seed);
+    upstream.set_faults(FaultSettings {
+        error_rate: args.error_rate,
+        outage: args.outage,
+        ..faults(Phase::Normal)
+    });
+    let settings = ServerSettings {
+        quota_per_second: args.quota_per_second,
+        ..ServerSettings::default()
+    };
+    let (server, serving) = bind(args.addr, upstream.clone(), &settings, stop_signal())?;
+    println!(
+        "prices server on {addr}: {quota} calls/s per x-api-key (or IP), breaker opens after \
+         {failures} failures in a row, reflection on; Ctrl-C stops\n\
+         try: grpcurl -plaintext {addr} list",
+        addr = server.addr,
+        quota = settings.quota_per_second,
+        failures = settings.breaker_failures,
+    );
+    serving.await?;
+    let breaker = server.breaker.breaker().snapshot();
+    println!(
+        "stopped: RESOURCE_EXHAUSTED sent {}, UNAVAILABLE sent {} (breaker open), upstream \
+         calls {} (failed {})",
+        server.limiter.snapshot().rejected,
+        breaker.rejections,
+        upstream.calls(Source::Dex),
+        upstream.failures(Source::Dex),
+    );
+    Ok(())
+}
+
 /// The scripted session: steady calls paced a few milliseconds apart; at 30 % a noisy
 /// client bursts past its quota; from 45 % to 65 % the upstream is down; then it recovers.
-async fn run(args: &Args) -> Result<Value, BoxError> {
+async fn run(args: &DemoArgs) -> Result<Value, BoxError> {
     let upstream = Upstream::new(args.seed);
     upstream.set_faults(faults(Phase::Normal));
     let settings = ServerSettings::default();
@@ -505,26 +327,26 @@ async fn run(args: &Args) -> Result<Value, BoxError> {
         "unavailable": totals("unavailable"),
         "resource_exhausted": totals("resource_exhausted"),
         "other": totals("other"),
-        "client_retries": steady.retry.snapshot().retries
-            + noisy.retry.snapshot().retries,
+        "client_retries": steady.retry().snapshot().retries
+            + noisy.retry().snapshot().retries,
         "clients": {
             "steady-client": {
                 "tally": steady_calls,
-                "retries": steady.retry.snapshot().retries,
-                "breaker": breaker_json(&steady.breaker),
-                "sla": sla_json(&steady.sla),
+                "retries": steady.retry().snapshot().retries,
+                "breaker": breaker_json(steady.breaker()),
+                "sla": sla_json(steady.sla()),
             },
             "noisy-client": {
                 "tally": noisy_calls,
-                "retries": noisy.retry.snapshot().retries,
-                "breaker": breaker_json(&noisy.breaker),
-                "sla": sla_json(&noisy.sla),
+                "retries": noisy.retry().snapshot().retries,
+                "breaker": breaker_json(noisy.breaker()),
+                "sla": sla_json(noisy.sla()),
             },
         },
         "server": {
             "resource_exhausted_sent": limits.rejected,
             "unavailable_sent_by_breaker": server_breaker.rejections,
-            "upstream_failures": upstream.failures(examples::upstream::Source::Dex),
+            "upstream_failures": upstream.failures(Source::Dex),
             "breaker": breaker_json(server.breaker.breaker()),
             "sla": sla_json(&server.sla),
         },
@@ -627,19 +449,25 @@ fn print_summary(s: &Value) {
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
+    let args = match parse_args(std::env::args().skip(1)) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("{e}");
             std::process::exit(2);
         }
     };
-    match run(&args).await {
-        Ok(summary) if args.json => println!("{summary}"),
-        Ok(summary) => print_summary(&summary),
-        Err(e) => {
-            eprintln!("grpc demo failed: {e}");
-            std::process::exit(1);
-        }
+    let outcome = match &args {
+        Args::Serve(serve_args) => serve(serve_args).await,
+        Args::Demo(demo) => run(demo).await.map(|summary| {
+            if demo.json {
+                println!("{summary}");
+            } else {
+                print_summary(&summary);
+            }
+        }),
+    };
+    if let Err(e) = outcome {
+        eprintln!("grpc failed: {e}");
+        std::process::exit(1);
     }
 }

@@ -1,23 +1,5 @@
-//! Local batching: lease units from a shared backend in chunks to cut round trips.
-//!
-//! [`Leased`] wraps any backend (normally [`RedisBackend`](super::RedisBackend)). A request
-//! of cost `c` for a key without a live lease asks the shared backend for `lease` units at
-//! once; when granted, the process keeps `lease − c` units for that key for up to `lease_ttl`
-//! and admits later requests from them without a round trip. When the chunk is refused, the
-//! request asks for what is left (at least its own cost); when that is refused too, the
-//! refusal is remembered until its `retry_after` (at most `lease_ttl`): a refusal stays true
-//! until then, because other processes can only consume more.
-//!
-//! Concurrent requests that miss the lease at the same time each fetch a chunk; the chunks
-//! are merged, and a process holds at most `4 × (lease − 1)` units per key (the rest are
-//! dropped: an under-admission, never an over-admission).
-//!
-//! **Over-admission bound.** Units are counted in the shared store when leased, before they
-//! are spent. Over any interval, the units actually admitted across all processes are at most
-//! what the quota admits (its GCRA/sliding-window bound) **plus `P × 4 × (lease − 1)`** for
-//! `P` processes: the units that may be held unspent when the interval starts. Unspent units
-//! are dropped when the lease expires (under-admission). With `lease = 10`, the shared store
-//! sees about a tenth of the decisions below the limit.
+//! Local batching: lease units from a shared backend in chunks to cut round trips (see
+//! [`Leased`]).
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -37,8 +19,8 @@ use crate::quota::{Decision, Mode, Quota};
 const SHARDS: usize = 16;
 /// Most leases held per shard; expired ones are swept first, then new leases are skipped.
 const MAX_LEASES_PER_SHARD: usize = 4096;
-/// Chunks a process may hold per key at once (see the bound in the module docs).
-pub const MAX_HELD_CHUNKS: u64 = 4;
+/// Chunks a process may hold per key at once (the 4 of the bound in [`Leased`]'s docs).
+const MAX_HELD_CHUNKS: u64 = 4;
 
 type LeaseMap = Mutex<HashMap<Box<str>, Lease>>;
 
@@ -50,7 +32,26 @@ struct Lease {
     decision: Decision,
 }
 
-/// A backend that leases units from `B` in chunks (see the module docs for the bound).
+/// Local batching: a backend that leases units from `B` in chunks to cut round trips.
+///
+/// `Leased` wraps any backend (normally `RedisBackend`). A request of cost `c` for a key
+/// without a live lease asks the shared backend for `lease` units at once; when granted, the
+/// process keeps `lease − c` units for that key for up to `lease_ttl` and admits later
+/// requests from them without a round trip. When the chunk is refused, the request asks for
+/// what is left (at least its own cost); when that is refused too, the refusal is remembered
+/// until its `retry_after` (at most `lease_ttl`): a refusal stays true until then, because
+/// other processes can only consume more.
+///
+/// Concurrent requests that miss the lease at the same time each fetch a chunk; the chunks
+/// are merged, and a process holds at most `4 × (lease − 1)` units per key (the rest are
+/// dropped: an under-admission, never an over-admission).
+///
+/// **Over-admission bound.** Units are counted in the shared store when leased, before they
+/// are spent. Over any interval, the units actually admitted across all processes are at most
+/// what the quota admits (its GCRA/sliding-window bound) **plus `P × 4 × (lease − 1)`** for
+/// `P` processes: the units that may be held unspent when the interval starts. Unspent units
+/// are dropped when the lease expires (under-admission). With `lease = 10`, the shared store
+/// sees about a tenth of the decisions below the limit.
 #[derive(Debug)]
 pub struct Leased<B> {
     inner: Arc<Inner<B>>,

@@ -1,16 +1,5 @@
-//! The in-process backend: sharded maps, bounded memory, idle keys reclaimed.
-//!
-//! Keys are spread over 64 shards, each behind its own mutex held for one map lookup and
-//! one [`decide`](crate::quota::decide()): there is no global lock. A key is *idle* once its
-//! state equals a fresh key's (GCRA: TAT in the past; sliding window: two periods without
-//! traffic); forgetting it then changes no decision, so idle keys are dropped by a sweep
-//! that runs when a shard doubles in size, once per `sweep_interval`, at the cap, and on
-//! [`MemoryBackend::purge_idle`].
-//!
-//! **Bound.** At most `max_keys` keys are held, each in at most
-//! [`BYTES_PER_KEY`] plus 258 bytes of key text (longer keys are stored as a digest). When a shard is full of keys that are all
-//! still active, the key closest to idle among the shard's 4 oldest is evicted (it restarts
-//! fresh, a bounded over-admission that is counted in [`MemoryBackend::evicted`]).
+//! The in-process backend: sharded maps, bounded memory, idle keys reclaimed (see
+//! [`MemoryBackend`]).
 
 use std::hash::BuildHasher;
 
@@ -31,9 +20,6 @@ use crate::quota::{Cell, Decision, MAX_WINDOWS, Mode, Quota, decide, idle_after}
 
 const SHARDS: usize = 64;
 const EVICTION_SAMPLE: usize = 4;
-
-/// Approximate bytes held per key besides the key text (entry, map slot, box).
-pub const BYTES_PER_KEY: usize = std::mem::size_of::<Slot>() + 1 + 8;
 
 #[derive(Debug)]
 struct Slot {
@@ -63,7 +49,21 @@ struct Shard {
     key_bytes: usize,
 }
 
-/// The in-process backend. Cheap to clone (one `Arc`).
+/// The in-process backend: sharded maps, bounded memory, idle keys reclaimed. Cheap to
+/// clone (one `Arc`).
+///
+/// Keys are spread over 64 shards, each behind its own mutex held for one map lookup and
+/// one [`decide`](crate::quota::decide()): there is no global lock. A key is *idle* once its
+/// state equals a fresh key's (GCRA: TAT in the past; sliding window: two periods without
+/// traffic); forgetting it then changes no decision, so idle keys are dropped by a sweep
+/// that runs when a shard doubles in size, once per `sweep_interval`, at the cap, and on
+/// [`MemoryBackend::purge_idle`].
+///
+/// **Bound.** At most `max_keys` keys are held, each in at most
+/// [`MemoryBackend::BYTES_PER_KEY`] plus 258 bytes of key text (longer keys are stored as a
+/// digest). When a shard is full of keys that are all still active, the key closest to idle
+/// among the shard's 4 oldest is evicted (it restarts fresh, a bounded over-admission that
+/// is counted in [`MemoryBackend::evicted`]).
 #[derive(Debug, Clone)]
 pub struct MemoryBackend {
     inner: Arc<Inner>,
@@ -179,6 +179,9 @@ fn shard_of(hash: u64) -> usize {
 }
 
 impl MemoryBackend {
+    /// Approximate bytes held per key besides the key text (entry, map slot, box).
+    pub const BYTES_PER_KEY: usize = std::mem::size_of::<Slot>() + 1 + 8;
+
     /// A backend with defaults (1,000,000 keys, tokio clock).
     pub fn new() -> Self {
         Self::builder().build().expect("defaults are valid")
@@ -211,7 +214,7 @@ impl MemoryBackend {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.map.capacity() * BYTES_PER_KEY + s.order.capacity() * 8 + s.key_bytes
+                s.map.capacity() * Self::BYTES_PER_KEY + s.order.capacity() * 8 + s.key_bytes
             })
             .sum()
     }

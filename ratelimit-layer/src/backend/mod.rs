@@ -1,9 +1,6 @@
-//! Where the per-key state lives: in this process ([`MemoryBackend`]) or in Redis
-//! ([`RedisBackend`], single node or cluster, with a local fallback).
-//!
-//! A backend answers one question: decide this quota for this key, atomically. The
-//! in-process backend answers right away (no allocation, no `Box`); a remote backend
-//! answers with a boxed future, which is small next to a network round trip.
+//! Where the per-key state lives: the [`Backend`] trait and its implementations, one file
+//! each: `memory` (in process), `redis` (single node or cluster, feature `redis`) and
+//! `lease` (local batching over another backend).
 
 use std::fmt;
 use std::future::Future;
@@ -12,12 +9,14 @@ use std::task::{Context, Poll};
 
 use crate::quota::{Decision, Mode, Quota};
 
-pub mod lease;
-pub mod memory;
-pub mod redis;
+mod lease;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 pub use self::lease::Leased;
 pub use self::memory::{MemoryBackend, MemoryBackendBuilder};
+#[cfg(feature = "redis")]
 pub use self::redis::{FailureMode, RedisBackend, RedisBackendBuilder};
 
 /// The backend could not decide (Redis unreachable or answering nonsense).
@@ -74,7 +73,15 @@ impl<T> Future for Pending<T> {
     }
 }
 
-/// Storage and atomic decision of rate-limit state.
+/// Storage and atomic decision of rate-limit state: where the per-key state lives, in this
+/// process ([`MemoryBackend`]) or in Redis (`RedisBackend`, single node or cluster, with a
+/// local fallback; feature `redis`).
+///
+/// A backend answers one question: decide this quota for this key, atomically. The
+/// in-process backend answers right away (no allocation, no `Box`); a remote backend
+/// answers with a boxed future, which is small next to a network round trip. A custom
+/// backend can run the same pure decision, [`quota::decide`](crate::quota::decide), on
+/// state it keeps elsewhere.
 ///
 /// `key` is an opaque subject string (any bytes a user may send); implementations must
 /// namespace it safely. A decision must be atomic across all windows of `quota`.

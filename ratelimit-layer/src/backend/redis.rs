@@ -1,45 +1,5 @@
-//! The Redis backend (single node or Redis Cluster), with a local fallback.
-//!
-//! Every decision is one `EVALSHA` of a constant Lua script (reloaded on `NOSCRIPT` by
-//! [`redis::Script`]) that reads Redis' own clock (`TIME`), evaluates every window and
-//! writes them only if all admit the request: one round trip, atomic, no client clock.
-//! The keys of one subject are `prefix:{subject}:<window>` built by
-//! [`reliability_core::key::KeySpace`]: the escaped subject is the hash tag, so a
-//! multi-window decision touches one cluster slot, and no user string can break out of it.
-//! Keys expire when their state is back to fresh (GCRA: at the TAT).
-//!
-//! **Redis down.** A failed or timed-out round trip marks the backend down for
-//! `recheck_interval` (default 250 ms); meanwhile decisions are made by
-//! - [`FailureMode::Open`] (default): a local [`MemoryBackend`] applying each window's
-//!   share `limit / fallback_share` (set `fallback_share` to the number of processes). One
-//!   process then admits at most its share plus one burst per window (the local state
-//!   starts fresh), so `N` processes stay within about `(1 + 1/N)×` the limit;
-//! - [`FailureMode::Closed`]: nothing is admitted (the limiter answers
-//!   [`Reason::BackendUnavailable`](crate::Reason::BackendUnavailable)).
-//!
-//! After the interval the next decision tries Redis again: the backend returns to Redis
-//! within `recheck_interval` plus one reconnect of it coming back. Both transitions are
-//! logged (`tracing` warn/info) and visible in the snapshot (`fallback_active`).
-//!
-//! # Example
-//!
-//! ```no_run
-//! use ratelimit_layer::{FailureMode, RateLimiter, RedisBackend};
-//! use reliability_core::redis::RedisConfig;
-//!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let backend = RedisBackend::builder(RedisConfig::single("redis://127.0.0.1:6379").key_prefix("api"))
-//!     .failure_mode(FailureMode::Open)
-//!     .fallback_share(4) // four processes share the limit
-//!     .build()
-//!     .await?;
-//! let limiter = RateLimiter::builder().backend(backend).build()?;
-//! limiter.set_tier("key-123", "pro")?;
-//! let decision = limiter.check("key-123", 1).await?;
-//! assert!(decision.allowed);
-//! # Ok(())
-//! # }
-//! ```
+//! The Redis backend (single node or Redis Cluster), with a local fallback (see
+//! [`RedisBackend`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,9 +14,6 @@ use serde::{Deserialize, Serialize};
 use super::{Backend, BackendUnavailable, MemoryBackend, Pending};
 use crate::quota::{Algorithm, Decision, MAX_WINDOWS, Mode, Quota, WindowStatus};
 
-/// The decision script (constant text).
-pub const DECIDE_SCRIPT: &str = include_str!("decide.lua");
-
 /// What to do while Redis is unreachable.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -68,7 +25,48 @@ pub enum FailureMode {
     Closed,
 }
 
-/// The Redis backend; cheap to clone.
+/// The Redis backend (single node or Redis Cluster), with a local fallback; cheap to clone.
+///
+/// Every decision is one `EVALSHA` of a constant Lua script (reloaded on `NOSCRIPT` by
+/// `redis::Script`) that reads Redis' own clock (`TIME`), evaluates every window and
+/// writes them only if all admit the request: one round trip, atomic, no client clock.
+/// The keys of one subject are `prefix:{subject}:<window>` built by
+/// [`reliability_core::key::KeySpace`]: the escaped subject is the hash tag, so a
+/// multi-window decision touches one cluster slot, and no user string can break out of it.
+/// Keys expire when their state is back to fresh (GCRA: at the TAT).
+///
+/// **Redis down.** A failed or timed-out round trip marks the backend down for
+/// `recheck_interval` (default 250 ms); meanwhile decisions are made by
+/// - [`FailureMode::Open`] (default): a local [`MemoryBackend`] applying each window's
+///   share `limit / fallback_share` (set `fallback_share` to the number of processes). One
+///   process then admits at most its share plus one burst per window (the local state
+///   starts fresh), so `N` processes stay within about `(1 + 1/N)×` the limit;
+/// - [`FailureMode::Closed`]: nothing is admitted (the limiter answers
+///   [`Reason::BackendUnavailable`](crate::Reason::BackendUnavailable)).
+///
+/// After the interval the next decision tries Redis again: the backend returns to Redis
+/// within `recheck_interval` plus one reconnect of it coming back. Both transitions are
+/// logged (`tracing` warn/info) and visible in the snapshot (`fallback_active`).
+///
+/// # Example
+///
+/// ```no_run
+/// use ratelimit_layer::{FailureMode, RateLimiter, RedisBackend};
+/// use reliability_core::redis::RedisConfig;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let backend = RedisBackend::builder(RedisConfig::single("redis://127.0.0.1:6379").key_prefix("api"))
+///     .failure_mode(FailureMode::Open)
+///     .fallback_share(4) // four processes share the limit
+///     .build()
+///     .await?;
+/// let limiter = RateLimiter::builder().backend(backend).build()?;
+/// limiter.set_tier("key-123", "pro")?;
+/// let decision = limiter.check("key-123", 1).await?;
+/// assert!(decision.allowed);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RedisBackend {
     inner: Arc<Inner>,
@@ -157,7 +155,7 @@ impl RedisBackendBuilder {
             inner: Arc::new(Inner {
                 conn,
                 keys,
-                script: redis::Script::new(DECIDE_SCRIPT),
+                script: redis::Script::new(RedisBackend::DECIDE_SCRIPT),
                 failure_mode: self.failure_mode,
                 fallback: self.fallback.unwrap_or_default(),
                 fallback_share: self.fallback_share,
@@ -220,6 +218,9 @@ fn parse(quota: &Quota, value: Value) -> Result<Decision, BackendUnavailable> {
 }
 
 impl RedisBackend {
+    /// The decision script (constant text), the Lua twin of [`quota::decide`](crate::quota::decide()).
+    pub const DECIDE_SCRIPT: &str = include_str!("decide.lua");
+
     /// A builder for `config` (single node or cluster).
     pub fn builder(config: RedisConfig) -> RedisBackendBuilder {
         RedisBackendBuilder {

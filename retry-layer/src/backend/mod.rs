@@ -7,10 +7,11 @@
 //! stores request bodies on its own).
 //!
 //! Two sinks ship: [`MemorySink`], a bounded in-process buffer (oldest letters go first),
-//! and [`RedisStreamSink`], durable in a Redis Stream until a consumer group acknowledges
-//! each entry, read back through [`DeadLetterStream`].
+//! and (feature `redis`) `RedisStreamSink`, durable in a Redis Stream until a consumer
+//! group acknowledges each entry, read back through `DeadLetterStream`.
 
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::time::{Duration, SystemTime};
@@ -18,6 +19,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemorySink;
+#[cfg(feature = "redis")]
 pub use self::redis::{DeadLetterStream, RedisSinkOptions, RedisStreamSink, StoredDeadLetter};
 use crate::schedule::StopReason;
 

@@ -32,6 +32,10 @@
 //! one load, a probe is taken with one compare-and-swap, and only transitions take the
 //! breaker's mutex (and then re-check the epoch, so a transition happens once).
 
+mod counts;
+mod transition;
+mod word;
+
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 use std::time::Duration;
 
@@ -41,46 +45,16 @@ use reliability_core::classify::Outcome;
 use reliability_core::clock::Instant;
 use reliability_core::health::BreakerState;
 
+use self::counts::Counters;
+pub use self::counts::Counts;
+pub use self::transition::{Transition, TransitionCause};
+pub use self::word::MAX_HALF_OPEN_PROBES;
+use self::word::{
+    CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, PROBE_SHIFT, encode, epoch_of, probes_of, public_state,
+    state_of,
+};
 use crate::config::{CircuitBreakerConfig, WindowConfig};
 use crate::window::{CountWindow, Tally, TimeWindow, Window};
-
-const CLOSED: u64 = 0;
-const OPEN: u64 = 1;
-const HALF_OPEN: u64 = 2;
-const FORCED_OPEN: u64 = 3;
-const STATE_MASK: u64 = 0b11;
-const PROBE_SHIFT: u32 = 2;
-const PROBE_BITS: u32 = 22;
-const PROBE_MASK: u64 = ((1 << PROBE_BITS) - 1) << PROBE_SHIFT;
-const EPOCH_SHIFT: u32 = PROBE_SHIFT + PROBE_BITS;
-/// Most probes a HALF_OPEN period can admit (they share the state word).
-pub const MAX_HALF_OPEN_PROBES: u32 = (1 << PROBE_BITS) - 1;
-
-#[inline]
-fn encode(epoch: u64, probes: u64, state: u64) -> u64 {
-    (epoch << EPOCH_SHIFT) | (probes << PROBE_SHIFT) | state
-}
-#[inline]
-fn state_of(word: u64) -> u64 {
-    word & STATE_MASK
-}
-#[inline]
-fn probes_of(word: u64) -> u64 {
-    (word & PROBE_MASK) >> PROBE_SHIFT
-}
-#[inline]
-fn epoch_of(word: u64) -> u64 {
-    word >> EPOCH_SHIFT
-}
-
-fn public_state(state: u64) -> BreakerState {
-    match state {
-        CLOSED => BreakerState::Closed,
-        OPEN => BreakerState::Open,
-        HALF_OPEN => BreakerState::HalfOpen,
-        _ => BreakerState::ForcedOpen,
-    }
-}
 
 /// The right to make one call, handed out by [`StateMachine::try_acquire`].
 ///
@@ -108,76 +82,6 @@ pub struct Rejected {
     pub state: BreakerState,
     /// When an OPEN circuit will admit a probe.
     pub retry_at: Option<Instant>,
-}
-
-/// Why the state changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TransitionCause {
-    /// The window's failure rate reached its threshold.
-    FailureRate,
-    /// The window's slow-call rate reached its threshold.
-    SlowCallRate,
-    /// Too many failures in a row.
-    ConsecutiveFailures,
-    /// The open wait passed.
-    OpenWaitElapsed,
-    /// A probe failed or was slow.
-    ProbeFailed,
-    /// Enough probes succeeded.
-    ProbesSucceeded,
-    /// HALF_OPEN lasted longer than `max_half_open`.
-    HalfOpenTimeout,
-    /// An operator called `reset`, `force_open`, `isolate` or `release`.
-    Manual,
-}
-
-/// One state change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transition {
-    /// The state left.
-    pub from: BreakerState,
-    /// The state entered.
-    pub to: BreakerState,
-    /// When.
-    pub at: Instant,
-    /// Why.
-    pub cause: TransitionCause,
-}
-
-/// Counts since the breaker was made; they only grow.
-#[derive(Debug, Default)]
-struct Counters {
-    /// Successes and failures not counted by a count window's ring (time windows,
-    /// probes, outcomes of a past epoch). Successes are then derived: the CLOSED path
-    /// pays for no success counter of its own.
-    recorded_elsewhere: AtomicU64,
-    failures: AtomicU64,
-    ignored: AtomicU64,
-    cancelled: AtomicU64,
-    slow: AtomicU64,
-    rejections: AtomicU64,
-    state_changes: AtomicU64,
-}
-
-/// Totals of a breaker since it was made.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Counts {
-    /// Admitted calls that finished or were cancelled: the sum of the four below.
-    pub calls: u64,
-    /// Calls that succeeded.
-    pub successes: u64,
-    /// Calls that failed.
-    pub failures: u64,
-    /// Calls whose outcome counted neither way.
-    pub ignored: u64,
-    /// Calls dropped before they finished.
-    pub cancelled: u64,
-    /// Successes and failures slower than `slow_call_duration`.
-    pub slow: u64,
-    /// Calls rejected without reaching the service.
-    pub rejections: u64,
-    /// State transitions.
-    pub state_changes: u64,
 }
 
 /// What the state machine looks like now.
@@ -485,122 +389,6 @@ impl StateMachine {
         None
     }
 
-    /// Moves from the period `seen` to `to`, unless another thread already left it.
-    fn transition(
-        &self,
-        seen: u64,
-        to: u64,
-        now: Instant,
-        cause: TransitionCause,
-    ) -> Option<Transition> {
-        let mut periods = self.periods.lock();
-        let current = self.word.load(Acquire);
-        (epoch_of(current) == epoch_of(seen))
-            .then(|| self.enter(&mut periods, current, to, now, cause))
-    }
-
-    fn enter(
-        &self,
-        periods: &mut Periods,
-        current: u64,
-        to: u64,
-        now: Instant,
-        cause: TransitionCause,
-    ) -> Transition {
-        let mut probes = 0;
-        match to {
-            CLOSED => {
-                periods.trips = 0;
-                self.window.clear();
-                self.consecutive_failures.store(0, Relaxed);
-            }
-            OPEN => {
-                periods.trips = periods.trips.saturating_add(1);
-                let wait = self.config.open_wait_after(periods.trips);
-                let until = self
-                    .nanos(now)
-                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
-                self.open_until.store(until, Release);
-            }
-            HALF_OPEN => {
-                probes = u64::from(self.config.half_open_probes.min(MAX_HALF_OPEN_PROBES));
-                periods.probe_successes = 0;
-                self.half_open_since.store(self.nanos(now), Release);
-            }
-            _ => {}
-        }
-        periods.since = now;
-        let epoch = (epoch_of(current) + 1) & (u64::MAX >> EPOCH_SHIFT);
-        self.word.store(encode(epoch, probes, to), Release);
-        self.counters.state_changes.fetch_add(1, Relaxed);
-        Transition {
-            from: public_state(state_of(current)),
-            to: public_state(to),
-            at: now,
-            cause,
-        }
-    }
-
-    fn manual(&self, to: u64, now: Instant, only_from: Option<u64>) -> Option<Transition> {
-        let mut periods = self.periods.lock();
-        let current = self.word.load(Acquire);
-        if only_from.is_some_and(|from| state_of(current) != from) {
-            return None;
-        }
-        if to == CLOSED && state_of(current) == CLOSED {
-            // Already closed: start over with an empty window, no state change.
-            self.window.clear();
-            self.consecutive_failures.store(0, Relaxed);
-            return None;
-        }
-        if to == FORCED_OPEN && state_of(current) == FORCED_OPEN {
-            return None;
-        }
-        Some(self.enter(&mut periods, current, to, now, TransitionCause::Manual))
-    }
-
-    /// Closes the circuit with an empty window, from any state.
-    pub fn reset(&self, now: Instant) -> Option<Transition> {
-        self.manual(CLOSED, now, None)
-    }
-
-    /// Opens the circuit now, as a trip would (it probes after the open wait).
-    pub fn force_open(&self, now: Instant) -> Option<Transition> {
-        self.manual(OPEN, now, None)
-    }
-
-    /// Holds the circuit open until [`release`](Self::release).
-    pub fn isolate(&self, now: Instant) -> Option<Transition> {
-        self.manual(FORCED_OPEN, now, None)
-    }
-
-    /// Ends an isolation: the circuit closes. Does nothing unless isolated.
-    pub fn release(&self, now: Instant) -> Option<Transition> {
-        self.manual(CLOSED, now, Some(FORCED_OPEN))
-    }
-
-    /// Totals since creation.
-    pub fn counts(&self) -> Counts {
-        let c = &self.counters;
-        // Exact once calls are quiet; a reading taken while calls finish may be off by
-        // the calls finishing at that moment (and never wraps).
-        let failures = c.failures.load(Relaxed);
-        let recorded = self.window.recorded().unwrap_or(0) + c.recorded_elsewhere.load(Relaxed);
-        let successes = recorded.saturating_sub(failures);
-        let ignored = c.ignored.load(Relaxed);
-        let cancelled = c.cancelled.load(Relaxed);
-        Counts {
-            calls: successes + failures + ignored + cancelled,
-            successes,
-            failures,
-            ignored,
-            cancelled,
-            slow: c.slow.load(Relaxed),
-            rejections: c.rejections.load(Relaxed),
-            state_changes: c.state_changes.load(Relaxed),
-        }
-    }
-
     /// The state, its start, the window and the totals, as of `now`.
     pub fn view(&self, now: Instant) -> StateView {
         let since = self.periods.lock().since;
@@ -620,12 +408,12 @@ impl StateMachine {
 mod tests {
     use super::*;
 
-    fn machine(config: CircuitBreakerConfig) -> (StateMachine, Instant) {
+    pub(super) fn machine(config: CircuitBreakerConfig) -> (StateMachine, Instant) {
         let t0 = Instant::now();
         (StateMachine::new(config, t0), t0)
     }
 
-    fn call(m: &StateMachine, t: Instant, outcome: Outcome) -> Result<(), Rejected> {
+    pub(super) fn call(m: &StateMachine, t: Instant, outcome: Outcome) -> Result<(), Rejected> {
         let permit = m.try_acquire(|| t, |_| {})?;
         m.record(permit, outcome, || t, |_| {});
         Ok(())
@@ -672,38 +460,5 @@ mod tests {
         assert_eq!(m.state(), BreakerState::HalfOpen);
         m.record(probe, Outcome::Success, || t, |_| {});
         assert_eq!(m.counts().failures, 2);
-    }
-
-    #[test]
-    fn isolate_holds_until_release() {
-        let (m, t0) = machine(CircuitBreakerConfig::default());
-        assert!(m.release(t0).is_none());
-        let tr = m.isolate(t0).unwrap();
-        assert_eq!(
-            (tr.from, tr.to),
-            (BreakerState::Closed, BreakerState::ForcedOpen)
-        );
-        let later = t0 + Duration::from_secs(86_400);
-        let r = call(&m, later, Outcome::Success).unwrap_err();
-        assert_eq!(
-            r,
-            Rejected {
-                state: BreakerState::ForcedOpen,
-                retry_at: None
-            }
-        );
-        assert!(m.reset(later).is_some());
-        assert_eq!(m.state(), BreakerState::Closed);
-        m.isolate(later);
-        assert_eq!(m.release(later).unwrap().to, BreakerState::Closed);
-    }
-
-    #[test]
-    fn word_round_trips() {
-        let w = encode(12345, 77, HALF_OPEN);
-        assert_eq!(
-            (epoch_of(w), probes_of(w), state_of(w)),
-            (12345, 77, HALF_OPEN)
-        );
     }
 }

@@ -1,16 +1,18 @@
-//! L2 wiring: read-through on L1 misses, write-behind through a bounded queue, and
-//! cross-instance invalidation over Redis pub/sub.
+//! L2 on Redis, wired into a cache: read-through on L1 misses, write-behind through a
+//! bounded queue, cross-instance invalidation over pub/sub, and the distributed
+//! single-flight lock.
 //!
 //! **Writes** (stores after upstream calls, explicit writes, invalidations) go to Redis
 //! from one background task through a bounded queue: the caller never waits for Redis,
 //! and when the queue is full the write is dropped and counted (`l2_queue_overflow`), never
 //! blocking. Order is kept: an explicit write's `SET` precedes its eviction notice.
 //!
-//! **Distributed single-flight** (opt-in): after an L2 miss, the instance takes the key's
-//! lock in Redis (`SET NX PX` with a random token). The holder calls upstream, writes L2
-//! before answering, and releases the lock by compare-and-delete. Other instances poll L2
-//! for the value while the lock exists, at most the lock's TTL; a crashed holder therefore
-//! blocks nobody beyond that TTL, after which the waiter calls upstream itself.
+//! **Distributed single-flight** (opt-in, [`RedisLock`]): after an L2 miss, the instance
+//! takes the key's lock in Redis (`SET NX PX` with a random token). The holder calls
+//! upstream, writes L2 before answering, and releases the lock by compare-and-delete.
+//! Other instances poll L2 for the value while the lock exists, at most the lock's TTL; a
+//! crashed holder therefore blocks nobody beyond that TTL, after which the waiter calls
+//! upstream itself.
 //!
 //! **Coherence**: explicit writes and invalidations are published on
 //! `<prefix>:cache:invalidate`; every other instance evicts the matching L1 entries (and
@@ -26,18 +28,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use reliability_core::error::ConfigError;
+use reliability_core::health::CacheLevelSnapshot;
 use tokio::sync::mpsc;
 
-use crate::backend::memory::Entry;
+use super::{FlightLock, LowerTier};
 use crate::backend::redis::RedisTier;
-use crate::backend::{Invalidation, Stored};
+use crate::backend::{EntryMeta, Invalidation, Stored, Tier, TierError};
 use crate::codec::Codec;
 use crate::engine::Engine;
+use crate::handle::CacheStats;
+use crate::metrics::read;
 
 /// Writes queued for Redis, at most.
-pub(crate) const QUEUE: usize = 10_000;
+const QUEUE: usize = 10_000;
 
-pub(crate) enum Op {
+enum Op {
     Set {
         key: String,
         entry: Stored<Bytes>,
@@ -46,64 +53,167 @@ pub(crate) enum Op {
     Invalidate(Invalidation),
 }
 
-pub(crate) struct Lower<V> {
-    pub(crate) tier: Arc<RedisTier>,
-    pub(crate) codec: Arc<dyn Codec<V>>,
-    queue: mpsc::Sender<Op>,
-    pub(crate) queue_overflow: AtomicU64,
-    pub(crate) resyncs: AtomicU64,
-    pub(crate) messages: AtomicU64,
-    /// Distributed single-flight: how long a lock holder may take.
-    pub(crate) lock_ttl: Option<Duration>,
-    pub(crate) lock_waits: AtomicU64,
+/// The pub/sub subscriber's counters.
+#[derive(Debug, Default)]
+struct Coherence {
+    /// Invalidations received from other instances.
+    messages: AtomicU64,
+    /// Re-subscriptions (each flushed L1).
+    resyncs: AtomicU64,
 }
 
-impl<V: 'static> Lower<V> {
-    pub(crate) fn new(
-        tier: Arc<RedisTier>,
-        codec: Arc<dyn Codec<V>>,
-        lock_ttl: Option<Duration>,
-    ) -> (Self, mpsc::Receiver<Op>) {
+/// Redis as a cache's L2.
+pub(crate) struct RedisL2<V> {
+    tier: Arc<RedisTier>,
+    codec: Arc<dyn Codec<V>>,
+    queue: mpsc::Sender<Op>,
+    queue_overflow: AtomicU64,
+    coherence: Arc<Coherence>,
+    /// Where the subscriber runs once the engine exists (the runtime the cache was built
+    /// in).
+    runtime: tokio::runtime::Handle,
+}
+
+impl<V: 'static> RedisL2<V> {
+    /// The wiring, with its writer task started on the current tokio runtime.
+    pub(crate) fn start(tier: RedisTier, codec: Arc<dyn Codec<V>>) -> Result<Self, ConfigError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            ConfigError::new("l2", "a cache with L2 must be built inside a tokio runtime")
+        })?;
+        let tier = Arc::new(tier);
         let (queue, rx) = mpsc::channel(QUEUE);
-        (
-            Self {
-                tier,
-                codec,
-                queue,
-                queue_overflow: AtomicU64::new(0),
-                resyncs: AtomicU64::new(0),
-                messages: AtomicU64::new(0),
-                lock_ttl,
-                lock_waits: AtomicU64::new(0),
-            },
-            rx,
-        )
+        // Ends when the cache (the only sender) is dropped.
+        runtime.spawn(writer(tier.clone(), rx));
+        Ok(Self {
+            tier,
+            codec,
+            queue,
+            queue_overflow: AtomicU64::new(0),
+            coherence: Arc::default(),
+            runtime,
+        })
     }
 
-    pub(crate) fn enqueue(&self, op: Op) {
+    /// The distributed single-flight lock on this tier, held at most `ttl`.
+    pub(crate) fn lock(&self, ttl: Duration) -> RedisLock<V> {
+        RedisLock {
+            tier: self.tier.clone(),
+            codec: self.codec.clone(),
+            ttl,
+        }
+    }
+
+    fn enqueue(&self, op: Op) {
         if self.queue.try_send(op).is_err() {
             self.queue_overflow.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
 
-    /// Queues the write of an L1 entry (when the codec accepts the value).
-    pub(crate) fn write(
-        &self,
-        key: &str,
-        entry: &Entry<V>,
-        meta: crate::backend::EntryMeta,
-        notify: bool,
-    ) {
-        if !entry.shared {
-            return;
-        }
-        if let Some(value) = self.codec.encode(&entry.value) {
+impl<V: Clone + Send + Sync + 'static> LowerTier<V> for RedisL2<V> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Option<Stored<V>>> {
+        Box::pin(async move {
+            let found = self.tier.get_blob(key).await.ok()??;
+            let value = self.codec.decode(&found.value)?;
+            Some(Stored {
+                value,
+                meta: found.meta,
+            })
+        })
+    }
+
+    fn write_behind(&self, key: &str, value: &V, meta: EntryMeta, explicit: bool) {
+        if let Some(value) = self.codec.encode(value) {
             self.enqueue(Op::Set {
                 key: key.to_owned(),
                 entry: Stored { value, meta },
-                notify,
+                notify: explicit,
             });
         }
+    }
+
+    fn write_now<'a>(&'a self, key: &'a str, value: &V, meta: EntryMeta) -> BoxFuture<'a, ()> {
+        let encoded = self.codec.encode(value);
+        Box::pin(async move {
+            if let Some(value) = encoded {
+                let _ = self.tier.set_blob(key, &Stored { value, meta }).await;
+            }
+        })
+    }
+
+    fn invalidate(&self, scope: &Invalidation) {
+        self.enqueue(Op::Invalidate(scope.clone()));
+    }
+
+    fn attach(&self, engine: &Arc<Engine<V>>) {
+        self.runtime.spawn(subscriber(
+            Arc::downgrade(engine),
+            self.tier.clone(),
+            self.coherence.clone(),
+        ));
+    }
+
+    fn report(&self, s: &mut CacheStats) {
+        let m = &self.tier.metrics;
+        s.l2_hits = read(&m.hits);
+        s.l2_misses = read(&m.misses);
+        s.l2_errors = read(&m.errors);
+        s.l2_queue_overflow = read(&self.queue_overflow);
+        s.pubsub_messages = read(&self.coherence.messages);
+        s.pubsub_resyncs = read(&self.coherence.resyncs);
+    }
+
+    fn snapshot(&self) -> CacheLevelSnapshot {
+        self.tier.stats()
+    }
+
+    fn available(&self) -> Option<bool> {
+        Some(self.tier.available())
+    }
+}
+
+/// Distributed single-flight through a Redis lock per key.
+pub(crate) struct RedisLock<V> {
+    tier: Arc<RedisTier>,
+    codec: Arc<dyn Codec<V>>,
+    ttl: Duration,
+}
+
+impl<V: Clone + Send + Sync + 'static> FlightLock<V> for RedisLock<V> {
+    fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn try_lock<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<bool, TierError>> {
+        Box::pin(self.tier.try_lock(key, token, self.ttl))
+    }
+
+    fn is_locked<'a>(&'a self, key: &'a str) -> BoxFuture<'a, bool> {
+        Box::pin(self.tier.is_locked(key))
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        token: &'a str,
+        answer: Option<(&V, EntryMeta)>,
+    ) -> BoxFuture<'a, ()> {
+        let answer = answer.and_then(|(value, meta)| {
+            Some(Stored {
+                value: self.codec.encode(value)?,
+                meta,
+            })
+        });
+        Box::pin(async move {
+            if let Some(stored) = answer {
+                let _ = self.tier.set_blob(key, &stored).await;
+            }
+            self.tier.unlock(key, token).await;
+        })
     }
 }
 
@@ -135,7 +245,7 @@ fn parse(msg: &str) -> Option<(u64, Invalidation, u64)> {
 }
 
 /// Drains the write queue into Redis until the cache is dropped.
-pub(crate) async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>) {
+async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>) {
     while let Some(op) = rx.recv().await {
         match op {
             Op::Set { key, entry, notify } => {
@@ -156,9 +266,10 @@ pub(crate) async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>) {
 
 /// Listens for other instances' invalidations until the cache is dropped; flushes L1 on
 /// every re-subscription (messages may have been lost meanwhile).
-pub(crate) async fn subscriber<V: Clone + Send + Sync + 'static>(
+async fn subscriber<V: Clone + Send + Sync + 'static>(
     engine: Weak<Engine<V>>,
     tier: Arc<RedisTier>,
+    coherence: Arc<Coherence>,
 ) {
     let mut first = true;
     loop {
@@ -184,10 +295,9 @@ pub(crate) async fn subscriber<V: Clone + Send + Sync + 'static>(
             let Some(engine) = engine.upgrade() else {
                 return;
             };
-            let lower = engine.lower.as_ref().expect("subscriber runs with L2");
             tier.refresh_generation().await;
             if !first {
-                lower.resyncs.fetch_add(1, Ordering::Relaxed);
+                coherence.resyncs.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(cache = %engine.settings.name, "pub/sub reconnected: flushing L1");
                 engine.invalidate_local(&Invalidation::All);
             }
@@ -215,9 +325,7 @@ pub(crate) async fn subscriber<V: Clone + Send + Sync + 'static>(
             if from == tier.instance {
                 continue;
             }
-            if let Some(lower) = &engine.lower {
-                lower.messages.fetch_add(1, Ordering::Relaxed);
-            }
+            coherence.messages.fetch_add(1, Ordering::Relaxed);
             engine.invalidate_local(&scope);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -1,9 +1,20 @@
 //! Preset stacks for CEX, DEX and social data sources.
 //!
-//! A preset is a builder: [`cex`], [`dex`] and [`social`] start from the defaults of
-//! MISSION.md's tables (see [`SourceSettings::preset`]); every value can be changed in
-//! code ([`Preset::configure`]), or come from a loaded [`Settings`]
-//! ([`Preset::from_settings`]). [`Preset::wrap`] then builds the stack around a service.
+//! A preset is a builder: [`cex`], [`dex`] and [`social`] start from the preset tables
+//! ([`defaults`], one function per layer returning the layer's own configuration); every
+//! value can be changed in code ([`Preset::configure`]), or come from a loaded
+//! [`Settings`] ([`Preset::from_settings`]). [`Preset::wrap`] then builds the stack around
+//! a service, each layer from its configuration, and each layer checks its own.
+//!
+//! # The preset tables
+//!
+//! | source | SLA p95 / p99 | min success | max consecutive failures | breaker: consecutive failures / open wait / successes | cache TTL default (min..max) |
+//! |---|---|---|---|---|---|
+//! | CEX | 1 s / 2 s | 95 % | 3 | 5 / 30 s / 2 | 5 s (2..15 s) |
+//! | DEX | 3 s / 5 s | 90 % | 5 | 10 / 60 s / 3 | 30 s (10..120 s) |
+//! | Social | 5 s / 10 s | 85 % | 3 | 3 / 120 s / 1 | 300 s (60..900 s) |
+//!
+//! Retries, the client quota and the attempt timeout: see [`defaults`].
 //!
 //! # The order of the stack
 //!
@@ -51,32 +62,31 @@
 //! # }
 //! ```
 
+pub mod defaults;
+mod handles;
+mod http_client;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
-use breaker_layer::{Breaker, BreakerRegistry, CircuitBreakerBuilder, CircuitBreakerLayer};
-use bytes::Bytes;
-use cache_layer::http::HttpCacheLayer;
-use cache_layer::{CacheHandle, CacheKey, CacheLayer, CacheLayerBuilder};
+use breaker_layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
+use cache_layer::http::{HttpCacheLayer, HttpCacheLayerBuilder};
+use cache_layer::{CacheConfig, CacheHandle, CacheKey, CacheLayer, CacheLayerBuilder};
 use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{Quota, RateLimitLayer, RateLimiter, RedisBackend, Subject};
-use reliability_core::classify::{Classify, ErrorClassifier, HttpClassifier};
+use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject};
+use reliability_core::classify::{Classify, ErrorClassifier};
 use reliability_core::clock::SharedClock;
 use reliability_core::error::ConfigError;
-use reliability_core::health::{
-    BreakerState, ComponentDetail, ComponentHealth, HealthSource, HealthStatus,
-};
-use retry_layer::backoff::Backoff;
-use retry_layer::budget::{BudgetConfig, RatioBudgetConfig};
-use retry_layer::http::Idempotent;
-use retry_layer::{ClassifierPolicy, RetryBuilder, RetryHandle, RetryLayer, RetryPolicy};
+use reliability_core::health::BreakerState;
+use retry_layer::{ClassifierPolicy, RetryConfig, RetryHandle, RetryLayer, RetryPolicy};
 use sla_layer::{SlaLayer, SlaMonitor, SlaRegistry};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
+use self::handles::Breakers;
+pub use self::handles::{Handles, ReliableService};
+pub use self::http_client::HttpReliableClient;
 use crate::config::{Settings, SourceKind, SourceSettings};
 
 /// The CEX preset (order books, prices): fast and strict.
@@ -119,6 +129,9 @@ impl fmt::Debug for Preset {
 
 impl Preset {
     /// A preset of `kind` named `name` (the source, e.g. `binance`), with the defaults.
+    ///
+    /// The name is every layer's name in health reports and metrics; it replaces the
+    /// `name` of the cache, retry and SLA configurations.
     pub fn new(kind: SourceKind, name: impl Into<String>) -> Self {
         Self {
             kind,
@@ -161,7 +174,7 @@ impl Preset {
         self
     }
 
-    /// Seeds the retry jitter, for reproducible runs.
+    /// Seeds the retry jitter, for reproducible runs (it replaces `retry.seed`).
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -230,56 +243,54 @@ impl Preset {
         Ok(self.finish(service, parts, breakers, Some(cache_handle)))
     }
 
-    /// One line for an HTTP client: wraps a buffered client (hyper-util's
-    /// [`HttpClient`](crate::client::HttpClient), [`ReqwestClient`](crate::client), or any
-    /// `Service<http::Request<Bytes>, Response = http::Response<Bytes>>`) in this
-    /// preset's stack.
-    ///
-    /// - `GET` and `HEAD` requests are cached by method and URI; requests carrying
-    ///   `Authorization` or `Cookie` are never cached (one user's answer is not served to
-    ///   another); answers marked `Cache-Control: no-store` or `private` are not stored;
-    ///   only 2xx answers are stored, and a 5xx or 429 answer counts as a failure, so a
-    ///   stale copy is served instead where one exists.
-    /// - Statuses are judged by reliability-core's `HttpClassifier` (5xx, 429, 408 and
-    ///   transport errors fail), and `Retry-After` is honoured.
-    /// - One circuit breaker **per host** (a bounded registry): one failing host does not
-    ///   open the circuit of another.
-    pub fn http_client<S>(self, client: S) -> Result<HttpReliableClient, ConfigError>
+    /// The stack without its cache, for use behind a cache of its own (an HTTP server's
+    /// [`http_cache_layer`](Self::http_cache_layer), which keys by URI and writes
+    /// `Cache-Status`).
+    pub fn wrap_uncached<S, Req, C>(
+        self,
+        inner: S,
+        classifier: C,
+    ) -> Result<ReliableService<Req, S::Response>, ConfigError>
     where
-        S: Service<http::Request<Bytes>, Response = http::Response<Bytes>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
+        S: Service<Req> + Clone + Send + Sync + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError> + 'static,
+        S::Response: Clone + Send + Sync + 'static,
+        Req: Clone + Send + Sync + 'static,
+        C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
     {
-        let classifier = HttpClassifier::new();
-        // `ClassifierPolicy` clones any request, POST included: `Idempotent` applies the
-        // HTTP rule (`retry_layer::http::may_replay`).
-        let (parts, breaker) = self.parts_with(classifier, Idempotent::new)?;
-        let cache = self.cache_layer(http_cache_key, |b| {
-            b.store_if(|res: &http::Response<Bytes>| {
-                res.status().is_success() && !forbids_shared_storage(res.headers())
-            })
-            .failure_when(|res: &http::Response<Bytes>| {
-                res.status().is_server_error()
-                    || res.status() == http::StatusCode::TOO_MANY_REQUESTS
-            })
-        })?;
-        let cache_handle = cache.handle();
-        let breaker = breaker
-            .build_per_key(|req: &http::Request<Bytes>| {
-                req.uri().host().unwrap_or_default().to_owned()
-            })
-            .map_err(|e| e.within("breaker"))?;
-        let breakers = Breakers::PerHost(breaker.registry().clone());
-        let below = self.below_cache(client, &parts, classifier, breaker);
-        let service = BoxCloneSyncService::new(InvalidateOnUnsafe {
-            inner: ServiceBuilder::new().layer(cache).service(below),
-            cache: cache_handle.clone(),
-        });
-        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+        let (parts, breaker) = self.parts(classifier.clone())?;
+        let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::One(breaker.breaker().clone());
+        let service = self.below_cache(inner, &parts, classifier, breaker);
+        Ok(self.finish(service, parts, breakers, None))
+    }
+
+    /// An HTTP response cache of this preset's cache settings, for the routes of a server
+    /// (it writes RFC 9211 `Cache-Status` and never shares credentialed answers).
+    pub fn http_cache_layer(&self) -> Result<HttpCacheLayer, ConfigError> {
+        self.http_cache_builder()
+            .build()
+            .map_err(|e| e.within("cache"))
+    }
+
+    /// The builder behind [`http_cache_layer`](Self::http_cache_layer), to add what the
+    /// settings cannot say (an L2 tier, `Vary` headers). Its `build()` checks the cache
+    /// settings.
+    ///
+    /// `cache.adaptive` does not apply: an HTTP answer keeps the preset's TTL, or the
+    /// `max-age` its upstream gave it.
+    pub fn http_cache_builder(&self) -> HttpCacheLayerBuilder {
+        let config = CacheConfig {
+            name: self.name.clone(),
+            adaptive: None,
+            ..self.settings.cache.clone()
+        };
+        let builder = HttpCacheLayer::builder().config(config);
+        match &self.clock {
+            Some(clock) => builder.clock(clock.clone()),
+            None => builder,
+        }
     }
 
     /// One line for a gRPC client: wraps a tonic [`Channel`](tonic::transport::Channel) in
@@ -299,9 +310,7 @@ impl Preset {
         use retry_layer::grpc::GrpcRetryLayer;
 
         let (parts, breaker) = self.parts_but_retry(GrpcClassifier)?;
-        let retry = self
-            .tune_retry(GrpcRetryLayer::grpc_builder())
-            .build()
+        let retry = GrpcRetryLayer::from_grpc_config(&self.retry_config())
             .map_err(|e| e.within("retry"))?;
         let parts = parts.with_retry(retry);
         let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
@@ -340,59 +349,13 @@ impl Preset {
         K: CacheKey<Req>,
         V: Clone + Send + Sync + 'static,
     {
-        let c = &self.settings.cache;
         let mut cache = CacheLayer::builder(key)
-            .name(self.name.clone())
-            .ttl(c.ttl)
-            .adaptive_ttl(c.min_ttl, c.max_ttl)
-            .stale_while_revalidate(c.stale_while_revalidate)
-            .stale_if_error(c.stale_if_error)
-            .max_entries(c.max_entries);
+            .config(self.settings.cache.clone())
+            .name(self.name.clone());
         if let Some(clock) = &self.clock {
             cache = cache.clock(clock.clone());
         }
         customize(cache).build().map_err(|e| e.within("cache"))
-    }
-
-    /// The stack without its cache, for use behind a cache of its own (an HTTP server's
-    /// [`http_cache_layer`](Self::http_cache_layer), which keys by URI and writes
-    /// `Cache-Status`).
-    pub fn wrap_uncached<S, Req, C>(
-        self,
-        inner: S,
-        classifier: C,
-    ) -> Result<ReliableService<Req, S::Response>, ConfigError>
-    where
-        S: Service<Req> + Clone + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<BoxError> + 'static,
-        S::Response: Clone + Send + Sync + 'static,
-        Req: Clone + Send + Sync + 'static,
-        C: Classify<S::Response, BoxError> + Clone + Send + Sync + 'static,
-    {
-        let (parts, breaker) = self.parts(classifier.clone())?;
-        let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
-        let breakers = Breakers::One(breaker.breaker().clone());
-        let service = self.below_cache(inner, &parts, classifier, breaker);
-        Ok(self.finish(service, parts, breakers, None))
-    }
-
-    /// An HTTP response cache with this preset's TTL, stale-while-revalidate and
-    /// stale-if-error windows and size, for the routes of a server (it writes RFC 9211
-    /// `Cache-Status` and never shares credentialed answers).
-    pub fn http_cache_layer(&self) -> Result<HttpCacheLayer, ConfigError> {
-        self.settings.validate()?;
-        let c = &self.settings.cache;
-        let mut builder = HttpCacheLayer::builder()
-            .name(self.name.clone())
-            .ttl(c.ttl)
-            .stale_while_revalidate(c.stale_while_revalidate)
-            .stale_if_error(c.stale_if_error)
-            .max_entries(c.max_entries);
-        if let Some(clock) = &self.clock {
-            builder = builder.clock(clock.clone());
-        }
-        builder.build().map_err(|e| e.within("cache"))
     }
 
     /// Retry → `breaker` → rate limit → SLA → timeout → `inner`, boxed.
@@ -444,10 +407,7 @@ impl Preset {
         breakers: Breakers,
         cache: Option<CacheHandle<V>>,
     ) -> ReliableService<Req, V> {
-        ReliableService {
-            service,
-            handles: Arc::new(self.into_handles(parts, breakers, cache)),
-        }
+        ReliableService::new(service, Arc::new(self.into_handles(parts, breakers, cache)))
     }
 
     fn into_handles<W, R: RetryParts>(
@@ -497,27 +457,20 @@ impl Preset {
         C: Clone + Send + Sync + 'static,
     {
         let (parts, breaker) = self.parts_but_retry(classifier.clone())?;
-        let retry = self
-            .tune_retry(RetryLayer::builder().policy(wrap(ClassifierPolicy::new(classifier))))
+        let retry = RetryLayer::builder()
+            .config(self.retry_config())
+            .policy(wrap(ClassifierPolicy::new(classifier)))
             .build()
             .map_err(|e| e.within("retry"))?;
         Ok((parts.with_retry(retry), breaker))
     }
 
-    /// The preset's attempts, backoff, budget and seed on a retry builder.
-    fn tune_retry<P, M>(&self, builder: RetryBuilder<P, M>) -> RetryBuilder<P, M> {
-        let s = &self.settings.retry;
-        let builder = builder
-            .name(self.name.clone())
-            .max_attempts(s.max_attempts)
-            .backoff(Backoff::exponential(s.base, s.cap, s.jitter))
-            .budget(BudgetConfig::Ratio(RatioBudgetConfig {
-                ratio: s.budget_ratio,
-                ..RatioBudgetConfig::default()
-            }));
-        match self.seed {
-            Some(seed) => builder.seed(seed),
-            None => builder,
+    /// The retry settings, with the preset's name and seed.
+    fn retry_config(&self) -> RetryConfig {
+        RetryConfig {
+            name: self.name.clone(),
+            seed: self.seed.or(self.settings.retry.seed),
+            ..self.settings.retry.clone()
         }
     }
 
@@ -529,17 +482,12 @@ impl Preset {
     where
         C: Clone + Send + Sync + 'static,
     {
+        // Every layer's checks before anything is registered; the builders below run the
+        // same checks again, so they cannot fail on the settings.
         self.settings.validate()?;
         let s = &self.settings;
 
-        let mut monitor = SlaMonitor::builder(self.name.clone())
-            .p95(s.sla.p95)
-            .p99(s.sla.p99)
-            .min_success_rate(s.sla.min_success_rate)
-            .max_consecutive_failures(u64::from(s.sla.max_consecutive_failures))
-            .count_window(s.sla.window as usize)
-            .time_window(s.sla.time_window, time_interval(s.sla.time_window))
-            .status_window(s.sla.status_window);
+        let mut monitor = SlaMonitor::builder(self.name.clone()).config(s.sla.clone());
         if let Some(clock) = &self.clock {
             monitor = monitor.clock(clock.clone());
         }
@@ -553,25 +501,18 @@ impl Preset {
         let trips = Arc::new(AtomicU64::new(0));
         let counter = trips.clone();
         let mut breaker = CircuitBreakerLayer::builder(self.name.clone())
+            .config(s.breaker.clone())
             .on_state_change(move |_, t| {
                 if t.to == BreakerState::Open {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-            .consecutive_failures(s.breaker.failure_threshold)
-            .failure_rate(s.breaker.failure_rate)
-            .count_window(s.breaker.window)
-            .minimum_calls(s.breaker.min_calls)
-            .open_wait(s.breaker.open_wait)
-            .success_threshold(s.breaker.success_threshold)
-            .half_open_probes(s.breaker.success_threshold);
+            });
         if let Some(clock) = &self.clock {
             breaker = breaker.clock(clock.clone());
         }
         let breaker = breaker.classifier(classifier);
 
-        let quota = client_quota(s.rate_limit.per_second, s.rate_limit.burst)
-            .map_err(|e| e.within("rate_limit"))?;
+        let quota = s.rate_limit.quota().map_err(|e| e.within("rate_limit"))?;
         let mut limiter = RateLimiter::builder().name(self.name.clone()).quota(quota);
         if let Some(backend) = &self.limiter_backend {
             limiter = limiter.backend(backend.clone());
@@ -588,24 +529,6 @@ impl Preset {
             breaker,
         ))
     }
-}
-
-/// The interval of an SLA time window: a twelfth of it in whole milliseconds, or a
-/// divisor close to that, so the window is a whole number of intervals.
-fn time_interval(window: Duration) -> Duration {
-    let ms = window.as_millis().max(1) as u64;
-    let target = (ms / 12).max(1);
-    let step = (1..=target)
-        .rev()
-        .find(|d| ms.is_multiple_of(*d))
-        .unwrap_or(1);
-    Duration::from_millis(step)
-}
-
-/// A GCRA quota allowing `burst` calls at once and `per_second` on average.
-fn client_quota(per_second: f64, burst: u32) -> Result<Quota, ConfigError> {
-    let period = Duration::from_secs_f64(f64::from(burst) / per_second);
-    Quota::per(u64::from(burst), period)
 }
 
 struct Parts<R> {
@@ -640,225 +563,5 @@ impl<P: Send + Sync + 'static> RetryParts for RetryLayer<P> {
 impl<C: Send + Sync + 'static> RetryParts for retry_layer::http::HttpRetryLayer<C> {
     fn retry_handle(&self) -> RetryHandle {
         self.handle()
-    }
-}
-
-/// One breaker, or one per host.
-#[derive(Clone)]
-enum Breakers {
-    One(Breaker),
-    PerHost(BreakerRegistry<String>),
-}
-
-/// A stack around an HTTP client (see [`Preset::http_client`]).
-pub type HttpReliableClient = ReliableService<http::Request<Bytes>, http::Response<Bytes>>;
-
-/// The cache key of an HTTP request: method and URI for `GET`/`HEAD` without
-/// credentials; `None` (bypass) otherwise.
-fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
-    let cacheable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
-    let credentialed = req.headers().contains_key(http::header::AUTHORIZATION)
-        || req.headers().contains_key(http::header::COOKIE);
-    (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
-}
-
-/// Evicts the cached `GET`/`HEAD` answers of a URI when an unsafe request to it succeeds
-/// (RFC 9111 §4.4): after a `PUT /orders/7` the next `GET /orders/7` reaches the upstream.
-#[derive(Clone)]
-struct InvalidateOnUnsafe<S> {
-    inner: S,
-    cache: CacheHandle<http::Response<Bytes>>,
-}
-
-impl<S> Service<http::Request<Bytes>> for InvalidateOnUnsafe<S>
-where
-    S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Bytes>;
-    type Error = BoxError;
-    type Future = futures_util::future::Either<
-        S::Future,
-        futures_util::future::BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
-        use futures_util::future::Either;
-        if req.method().is_safe() {
-            return Either::Left(self.inner.call(req));
-        }
-        let keys = [http::Method::GET, http::Method::HEAD].map(|m| format!("{m} {}", req.uri()));
-        let cache = self.cache.clone();
-        let future = self.inner.call(req);
-        Either::Right(Box::pin(async move {
-            let res = future.await?;
-            if res.status().as_u16() < 400 {
-                for key in &keys {
-                    cache.invalidate(key);
-                }
-            }
-            Ok(res)
-        }))
-    }
-}
-
-/// Whether `Cache-Control` forbids storing an answer in a shared cache.
-fn forbids_shared_storage(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .any(|d| d == "no-store" || d == "private" || d.starts_with("private="))
-}
-
-/// The live parts of a built stack, for monitoring and operations.
-pub struct Handles<V> {
-    kind: SourceKind,
-    name: String,
-    monitor: SlaMonitor,
-    breakers: Breakers,
-    retry: RetryHandle,
-    limiter: RateLimiter,
-    cache: Option<CacheHandle<V>>,
-    trips: Arc<AtomicU64>,
-}
-
-impl<V> fmt::Debug for Handles<V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handles")
-            .field("kind", &self.kind)
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<V: Clone + Send + Sync + 'static> Handles<V> {
-    /// The source's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The kind of source.
-    pub fn kind(&self) -> SourceKind {
-        self.kind
-    }
-
-    /// The SLA monitor.
-    pub fn sla(&self) -> &SlaMonitor {
-        &self.monitor
-    }
-
-    /// The circuit breaker, for stacks with one (`None` for per-host breakers: see
-    /// [`breaker_registry`](Self::breaker_registry)).
-    pub fn breaker(&self) -> Option<&Breaker> {
-        match &self.breakers {
-            Breakers::One(b) => Some(b),
-            Breakers::PerHost(_) => None,
-        }
-    }
-
-    /// The per-host breakers of an HTTP client stack.
-    pub fn breaker_registry(&self) -> Option<&BreakerRegistry<String>> {
-        match &self.breakers {
-            Breakers::One(_) => None,
-            Breakers::PerHost(r) => Some(r),
-        }
-    }
-
-    /// The retry layer's figures.
-    pub fn retry(&self) -> &RetryHandle {
-        &self.retry
-    }
-
-    /// The client-side rate limiter.
-    pub fn limiter(&self) -> &RateLimiter {
-        &self.limiter
-    }
-
-    /// The cache (`None` for a stack built by [`Preset::wrap_uncached`]).
-    pub fn cache(&self) -> Option<&CacheHandle<V>> {
-        self.cache.as_ref()
-    }
-
-    /// Times the breaker opened.
-    pub fn breaker_trips(&self) -> u64 {
-        self.trips.load(Ordering::Relaxed)
-    }
-
-    /// Requests answered from the cache.
-    pub fn cache_hits(&self) -> u64 {
-        self.cache.as_ref().map_or(0, |c| c.stats().hits)
-    }
-}
-
-impl<V: Clone + Send + Sync + 'static> HealthSource for Handles<V> {
-    fn health(&self) -> Vec<ComponentHealth> {
-        let mut all = Vec::with_capacity(5);
-        all.extend(self.monitor.health());
-        match &self.breakers {
-            Breakers::One(b) => all.extend(b.health()),
-            Breakers::PerHost(r) => all.extend(r.health()),
-        }
-        if let Some(cache) = &self.cache {
-            all.extend(cache.health());
-        }
-        all.extend(self.limiter.health());
-        let retry = self.retry.snapshot();
-        all.push(ComponentHealth::new(
-            self.name.clone(),
-            HealthStatus::Healthy,
-            ComponentDetail::Retry(retry),
-        ));
-        all
-    }
-}
-
-/// A service wrapped by a preset stack. Cheap to clone; clones share every layer's state.
-pub struct ReliableService<Req, V> {
-    service: BoxCloneSyncService<Req, V, BoxError>,
-    handles: Arc<Handles<V>>,
-}
-
-impl<Req, V> Clone for ReliableService<Req, V> {
-    fn clone(&self) -> Self {
-        Self {
-            service: self.service.clone(),
-            handles: self.handles.clone(),
-        }
-    }
-}
-
-impl<Req, V> fmt::Debug for ReliableService<Req, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReliableService")
-            .field("handles", &self.handles)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<Req, V> ReliableService<Req, V> {
-    /// The live parts: SLA monitor, breaker, retry figures, limiter, cache.
-    pub fn handles(&self) -> &Arc<Handles<V>> {
-        &self.handles
-    }
-}
-
-impl<Req, V> Service<Req> for ReliableService<Req, V> {
-    type Response = V;
-    type Error = BoxError;
-    type Future = <BoxCloneSyncService<Req, V, BoxError> as Service<Req>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.service.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        self.service.call(req)
     }
 }

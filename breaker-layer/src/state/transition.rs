@@ -1,0 +1,179 @@
+//! State changes: why they happen ([`TransitionCause`]), what they report
+//! ([`Transition`]), and the one place that makes them, under the breaker's lock.
+
+use std::sync::atomic::Ordering::*;
+
+use reliability_core::clock::Instant;
+use reliability_core::health::BreakerState;
+
+use super::word::{
+    CLOSED, EPOCH_SHIFT, FORCED_OPEN, HALF_OPEN, MAX_HALF_OPEN_PROBES, OPEN, encode, epoch_of,
+    public_state, state_of,
+};
+use super::{Periods, StateMachine};
+
+/// Why the state changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransitionCause {
+    /// The window's failure rate reached its threshold.
+    FailureRate,
+    /// The window's slow-call rate reached its threshold.
+    SlowCallRate,
+    /// Too many failures in a row.
+    ConsecutiveFailures,
+    /// The open wait passed.
+    OpenWaitElapsed,
+    /// A probe failed or was slow.
+    ProbeFailed,
+    /// Enough probes succeeded.
+    ProbesSucceeded,
+    /// HALF_OPEN lasted longer than `max_half_open`.
+    HalfOpenTimeout,
+    /// An operator called `reset`, `force_open`, `isolate` or `release`.
+    Manual,
+}
+
+/// One state change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    /// The state left.
+    pub from: BreakerState,
+    /// The state entered.
+    pub to: BreakerState,
+    /// When.
+    pub at: Instant,
+    /// Why.
+    pub cause: TransitionCause,
+}
+
+impl StateMachine {
+    /// Moves from the period `seen` to `to`, unless another thread already left it.
+    pub(super) fn transition(
+        &self,
+        seen: u64,
+        to: u64,
+        now: Instant,
+        cause: TransitionCause,
+    ) -> Option<Transition> {
+        let mut periods = self.periods.lock();
+        let current = self.word.load(Acquire);
+        (epoch_of(current) == epoch_of(seen))
+            .then(|| self.enter(&mut periods, current, to, now, cause))
+    }
+
+    pub(super) fn enter(
+        &self,
+        periods: &mut Periods,
+        current: u64,
+        to: u64,
+        now: Instant,
+        cause: TransitionCause,
+    ) -> Transition {
+        let mut probes = 0;
+        match to {
+            CLOSED => {
+                periods.trips = 0;
+                self.window.clear();
+                self.consecutive_failures.store(0, Relaxed);
+            }
+            OPEN => {
+                periods.trips = periods.trips.saturating_add(1);
+                let wait = self.config.open_wait_after(periods.trips);
+                let until = self
+                    .nanos(now)
+                    .saturating_add(u64::try_from(wait.as_nanos()).unwrap_or(u64::MAX));
+                self.open_until.store(until, Release);
+            }
+            HALF_OPEN => {
+                probes = u64::from(self.config.half_open_probes.min(MAX_HALF_OPEN_PROBES));
+                periods.probe_successes = 0;
+                self.half_open_since.store(self.nanos(now), Release);
+            }
+            _ => {}
+        }
+        periods.since = now;
+        let epoch = (epoch_of(current) + 1) & (u64::MAX >> EPOCH_SHIFT);
+        self.word.store(encode(epoch, probes, to), Release);
+        self.counters.state_changes.fetch_add(1, Relaxed);
+        Transition {
+            from: public_state(state_of(current)),
+            to: public_state(to),
+            at: now,
+            cause,
+        }
+    }
+
+    fn manual(&self, to: u64, now: Instant, only_from: Option<u64>) -> Option<Transition> {
+        let mut periods = self.periods.lock();
+        let current = self.word.load(Acquire);
+        if only_from.is_some_and(|from| state_of(current) != from) {
+            return None;
+        }
+        if to == CLOSED && state_of(current) == CLOSED {
+            // Already closed: start over with an empty window, no state change.
+            self.window.clear();
+            self.consecutive_failures.store(0, Relaxed);
+            return None;
+        }
+        if to == FORCED_OPEN && state_of(current) == FORCED_OPEN {
+            return None;
+        }
+        Some(self.enter(&mut periods, current, to, now, TransitionCause::Manual))
+    }
+
+    /// Closes the circuit with an empty window, from any state.
+    pub fn reset(&self, now: Instant) -> Option<Transition> {
+        self.manual(CLOSED, now, None)
+    }
+
+    /// Opens the circuit now, as a trip would (it probes after the open wait).
+    pub fn force_open(&self, now: Instant) -> Option<Transition> {
+        self.manual(OPEN, now, None)
+    }
+
+    /// Holds the circuit open until [`release`](Self::release).
+    pub fn isolate(&self, now: Instant) -> Option<Transition> {
+        self.manual(FORCED_OPEN, now, None)
+    }
+
+    /// Ends an isolation: the circuit closes. Does nothing unless isolated.
+    pub fn release(&self, now: Instant) -> Option<Transition> {
+        self.manual(CLOSED, now, Some(FORCED_OPEN))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use reliability_core::classify::Outcome;
+
+    use super::super::Rejected;
+    use super::super::tests::{call, machine};
+    use super::*;
+    use crate::config::CircuitBreakerConfig;
+
+    #[test]
+    fn isolate_holds_until_release() {
+        let (m, t0) = machine(CircuitBreakerConfig::default());
+        assert!(m.release(t0).is_none());
+        let tr = m.isolate(t0).unwrap();
+        assert_eq!(
+            (tr.from, tr.to),
+            (BreakerState::Closed, BreakerState::ForcedOpen)
+        );
+        let later = t0 + Duration::from_secs(86_400);
+        let r = call(&m, later, Outcome::Success).unwrap_err();
+        assert_eq!(
+            r,
+            Rejected {
+                state: BreakerState::ForcedOpen,
+                retry_at: None
+            }
+        );
+        assert!(m.reset(later).is_some());
+        assert_eq!(m.state(), BreakerState::Closed);
+        m.isolate(later);
+        assert_eq!(m.release(later).unwrap().to, BreakerState::Closed);
+    }
+}

@@ -1,0 +1,377 @@
+//! The rules of a shared cache (RFC 9111): which responses are stored and for how long
+//! (`Cache-Control`, `Vary`, status), and what an unsafe request invalidates.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_LOCATION, LOCATION, SET_COOKIE, VARY};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+
+use super::key::{push_origin, push_path, request_origin};
+use super::{CachedResponse, HttpKey};
+use crate::CacheHandle;
+use crate::engine::{Directive, StoreAction};
+use crate::freshness::StaleWindows;
+use crate::service::Cache;
+
+/// The directives of every `Cache-Control` header: `(name, value)`.
+pub(super) fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| {
+            let d = d.trim();
+            match d.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+                None => (d, None),
+            }
+        })
+}
+
+/// Statuses a shared cache may store by default (RFC 9110 §15.1, heuristically cacheable).
+const CACHEABLE: [u16; 11] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501];
+
+/// The storage rules of one HTTP cache, from its builder.
+#[derive(Debug, Clone)]
+pub(super) struct Rules {
+    /// The request headers in the key: a response varying on others is not stored.
+    pub(super) vary: Arc<[HeaderName]>,
+    /// Whether `max-age`, `s-maxage` and the stale directives set TTLs and windows.
+    pub(super) honor_cache_control: bool,
+    /// Whether negative answers (404, 410) may be stored.
+    pub(super) negative: bool,
+    /// The cache's stale windows, which response directives override one by one.
+    pub(super) windows: StaleWindows,
+}
+
+fn seconds(v: Option<&str>) -> Option<Duration> {
+    // Bounded: a hostile `max-age=99999999999` cannot overflow anything.
+    v?.parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(365 * 24 * 3600)))
+}
+
+/// The directive for `resp` under `rules`, refining the cache's default `d`.
+pub(super) fn http_directive(resp: &CachedResponse, mut d: Directive, rules: &Rules) -> Directive {
+    let status = resp.status().as_u16();
+    if resp.body().is_streaming() || resp.headers().contains_key(SET_COOKIE) {
+        d.action = StoreAction::DoNotShare;
+        return d;
+    }
+    if status >= 500 {
+        d.action = StoreAction::Failure;
+        return d;
+    }
+    d.negative = matches!(status, 404 | 410);
+    if !CACHEABLE.contains(&status) || (d.negative && !rules.negative) {
+        d.action = StoreAction::Skip;
+        return d;
+    }
+    let varies_elsewhere = resp
+        .headers()
+        .get_all(VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|name| {
+            name == "*"
+                || !rules
+                    .vary
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(name))
+        });
+    if varies_elsewhere {
+        d.action = StoreAction::Skip;
+        return d;
+    }
+    let mut windows = rules.windows;
+    let (mut max_age, mut s_maxage) = (None, None);
+    for (name, value) in cache_control(resp.headers()) {
+        match name.to_ascii_lowercase().as_str() {
+            // A server-side cache is a shared cache (RFC 9111 §5.2.2.7).
+            "no-store" | "private" => {
+                d.action = StoreAction::DoNotShare;
+                d.shared = false;
+                return d;
+            }
+            "no-cache" => d.action = StoreAction::Skip,
+            "max-age" => max_age = seconds(value),
+            "s-maxage" => s_maxage = seconds(value),
+            "stale-while-revalidate" => {
+                if let Some(w) = seconds(value) {
+                    windows.stale_while_revalidate = w;
+                }
+            }
+            "stale-if-error" => {
+                if let Some(w) = seconds(value) {
+                    windows.stale_if_error = w;
+                }
+            }
+            _ => {}
+        }
+    }
+    if !rules.honor_cache_control {
+        return d;
+    }
+    match s_maxage.or(max_age) {
+        Some(ttl) if ttl.is_zero() => d.action = StoreAction::Skip,
+        Some(ttl) if !d.negative => d.ttl = Some(ttl),
+        _ => {}
+    }
+    d.windows = Some(windows);
+    d
+}
+
+/// Safe methods (RFC 9110 §9.2.1) do not change the resource: their answers invalidate
+/// nothing. Every other method, known or not, is unsafe (RFC 9111 §4.4).
+pub(super) fn is_safe(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD || m == Method::OPTIONS || m == Method::TRACE
+}
+
+/// What an unsafe request invalidates once its answer is a 2xx or 3xx (RFC 9111 §4.4):
+/// the GET and HEAD entries of its target URI and of same-origin `Location` and
+/// `Content-Location` URIs, in every variant (Vary values, identities).
+pub(super) struct Invalidate {
+    handle: CacheHandle<CachedResponse>,
+    /// `scheme://authority` as in the keys: an invalidated URI must have this origin.
+    origin: String,
+    /// Escaped `path?query` of each URI to invalidate.
+    paths: Vec<String>,
+    /// Keys may be `METHOD origin path` exactly (no Vary header configured).
+    exact: bool,
+    /// Keys may continue with `|` (Vary headers or per-user identities).
+    suffixed: bool,
+}
+
+impl Invalidate {
+    pub(super) fn new<S, B>(
+        cache: &Cache<S, HttpKey, CachedResponse>,
+        req: &Request<B>,
+    ) -> Option<Self> {
+        // CONNECT's authority-form target and OPTIONS' `*` name no cached resource.
+        if !req.uri().path().starts_with('/') {
+            return None;
+        }
+        // A malformed Host has no entries: its GETs bypass the cache.
+        let (scheme, authority) = request_origin(req)?;
+        let mut origin = String::with_capacity(32);
+        push_origin(&mut origin, scheme, authority)?;
+        let mut path = String::with_capacity(32);
+        push_path(&mut path, req.uri());
+        let key = &cache.shared.key;
+        Some(Self {
+            handle: cache.handle(),
+            origin,
+            paths: vec![path],
+            exact: key.vary.is_empty(),
+            suffixed: !key.vary.is_empty() || key.identity.is_some(),
+        })
+    }
+
+    pub(super) fn run(mut self, headers: &HeaderMap) {
+        for value in headers
+            .get_all(LOCATION)
+            .iter()
+            .chain(headers.get_all(CONTENT_LOCATION))
+        {
+            if let Some(path) = self.same_origin_path(value)
+                && !self.paths.contains(&path)
+            {
+                self.paths.push(path);
+            }
+        }
+        for path in &self.paths {
+            for method in [Method::GET, Method::HEAD] {
+                let mut key = format!("{method} {}{path}", self.origin);
+                if self.exact {
+                    self.handle.invalidate(&key);
+                }
+                if self.suffixed {
+                    // Ends at the separator: `/a|` cannot reach the entries of `/ab`.
+                    key.push('|');
+                    self.handle.invalidate_prefix(&key);
+                }
+            }
+        }
+    }
+
+    /// The escaped `path?query` of a `Location` / `Content-Location` value when it names
+    /// a URI of the same origin: an absolute path, or an absolute URI whose normalised
+    /// origin matches. Relative references (`item/2`, `//host/x`) are not resolved.
+    fn same_origin_path(&self, value: &HeaderValue) -> Option<String> {
+        let value = value.to_str().ok()?;
+        let value = value.split_once('#').map_or(value, |(v, _)| v);
+        let uri: Uri = if value.starts_with('/') && !value.starts_with("//") {
+            value.parse().ok()?
+        } else if value.contains("://") {
+            let uri: Uri = value.parse().ok()?;
+            let authority = uri.authority()?.as_str();
+            let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+            let mut origin = String::with_capacity(self.origin.len());
+            push_origin(&mut origin, uri.scheme_str()?, authority)?;
+            if origin != self.origin {
+                return None;
+            }
+            uri
+        } else {
+            return None;
+        };
+        let mut path = String::with_capacity(value.len());
+        push_path(&mut path, &uri);
+        Some(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http::Response;
+    use http::header::HOST;
+    use tower_layer::Layer;
+
+    use super::*;
+    use crate::http::{CachedBody, HttpCacheLayer};
+
+    #[test]
+    fn unsafe_requests_invalidate_their_uri_and_same_origin_locations() {
+        let layer = HttpCacheLayer::builder().vary(["accept"]).build().unwrap();
+        let svc = layer.layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(CachedBody::default()))
+        }));
+        let post = |uri: &str| {
+            Request::post(uri)
+                .header("host", "A.example:80")
+                .body(())
+                .unwrap()
+        };
+        let inv = Invalidate::new(&svc.inner, &post("/items?x=%7C|")).unwrap();
+        assert_eq!(inv.origin, "http://a.example");
+        assert_eq!(inv.paths, ["/items?x=%257C%7C"]);
+        assert!(inv.suffixed && !inv.exact);
+        let loc = |v: &str| inv.same_origin_path(&HeaderValue::from_str(v).unwrap());
+        assert_eq!(loc("/items/7#top").as_deref(), Some("/items/7"));
+        assert_eq!(
+            loc("http://a.EXAMPLE:80/items/7").as_deref(),
+            Some("/items/7")
+        );
+        for other in [
+            "https://a.example/items/7",
+            "http://b.example/items/7",
+            "http://a.example:8080/items/7",
+            "//a.example/items/7",
+            "items/7",
+            "",
+        ] {
+            assert_eq!(loc(other), None, "{other}");
+        }
+        assert!(
+            Invalidate::new(
+                &svc.inner,
+                &Request::connect("a.example:443").body(()).unwrap()
+            )
+            .is_none()
+        );
+        let mut two_hosts = post("/a");
+        two_hosts
+            .headers_mut()
+            .append(HOST, HeaderValue::from_static("b.example"));
+        assert!(Invalidate::new(&svc.inner, &two_hosts).is_none());
+        for (m, safe) in [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::OPTIONS, true),
+            (Method::TRACE, true),
+            (Method::POST, false),
+            (Method::PUT, false),
+            (Method::DELETE, false),
+            (Method::PATCH, false),
+            (Method::from_bytes(b"PURGE").unwrap(), false),
+        ] {
+            assert_eq!(is_safe(&m), safe, "{m}");
+        }
+    }
+
+    fn directive(resp: Response<CachedBody>) -> Directive {
+        let rules = Rules {
+            vary: Arc::from(vec![HeaderName::from_static("accept")]),
+            honor_cache_control: true,
+            negative: false,
+            windows: StaleWindows::NONE,
+        };
+        let base = Directive {
+            action: StoreAction::Store,
+            ttl: None,
+            windows: None,
+            negative: false,
+            shared: true,
+            tags: Vec::new(),
+        };
+        http_directive(&resp, base, &rules)
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)]) -> Response<CachedBody> {
+        let mut b = Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(CachedBody::full("x")).unwrap()
+    }
+
+    #[test]
+    fn storage_rules() {
+        let d = directive(resp(
+            200,
+            &[("cache-control", "max-age=30, stale-while-revalidate=5")],
+        ));
+        assert_eq!(d.action, StoreAction::Store);
+        assert_eq!(d.ttl, Some(Duration::from_secs(30)));
+        assert_eq!(
+            d.windows.unwrap().stale_while_revalidate,
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            directive(resp(200, &[("cache-control", "max-age=30, s-maxage=7")])).ttl,
+            Some(Duration::from_secs(7))
+        );
+        for (status, headers, action) in [
+            (
+                200,
+                vec![("cache-control", "private")],
+                StoreAction::DoNotShare,
+            ),
+            (
+                200,
+                vec![("cache-control", "no-store")],
+                StoreAction::DoNotShare,
+            ),
+            (200, vec![("set-cookie", "a=b")], StoreAction::DoNotShare),
+            (200, vec![("cache-control", "no-cache")], StoreAction::Skip),
+            (200, vec![("cache-control", "max-age=0")], StoreAction::Skip),
+            (200, vec![("vary", "accept-language")], StoreAction::Skip),
+            (200, vec![("vary", "*")], StoreAction::Skip),
+            (200, vec![("vary", "Accept")], StoreAction::Store),
+            (503, vec![], StoreAction::Failure),
+            (404, vec![], StoreAction::Skip),
+            (201, vec![], StoreAction::Skip),
+        ] {
+            assert_eq!(
+                directive(resp(status, &headers)).action,
+                action,
+                "{status} {headers:?}"
+            );
+        }
+        let huge = directive(resp(
+            200,
+            &[("cache-control", "max-age=99999999999999999999")],
+        ));
+        assert_eq!(
+            huge.action,
+            StoreAction::Store,
+            "unparsable max-age falls back to the default TTL"
+        );
+    }
+}

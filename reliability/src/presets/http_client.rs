@@ -1,0 +1,137 @@
+//! [`Preset::http_client`]: the preset's stack around a buffered HTTP client, with one
+//! breaker per host, an HTTP cache key, and eviction after unsafe requests.
+
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use cache_layer::CacheHandle;
+use reliability_core::classify::HttpClassifier;
+use reliability_core::error::ConfigError;
+use retry_layer::http::Idempotent;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, Service, ServiceBuilder};
+
+use super::{Breakers, Preset, ReliableService};
+
+/// A stack around an HTTP client (see [`Preset::http_client`]).
+pub type HttpReliableClient = ReliableService<http::Request<Bytes>, http::Response<Bytes>>;
+
+impl Preset {
+    /// One line for an HTTP client: wraps a buffered client (hyper-util's
+    /// [`HttpClient`](crate::client::HttpClient), [`ReqwestClient`](crate::client), or any
+    /// `Service<http::Request<Bytes>, Response = http::Response<Bytes>>`) in this
+    /// preset's stack.
+    ///
+    /// - `GET` and `HEAD` requests are cached by method and URI; requests carrying
+    ///   `Authorization` or `Cookie` are never cached (one user's answer is not served to
+    ///   another); answers marked `Cache-Control: no-store` or `private` are not stored;
+    ///   only 2xx answers are stored, and a 5xx or 429 answer counts as a failure, so a
+    ///   stale copy is served instead where one exists.
+    /// - Statuses are judged by reliability-core's `HttpClassifier` (5xx, 429, 408 and
+    ///   transport errors fail), and `Retry-After` is honoured.
+    /// - One circuit breaker **per host** (a bounded registry): one failing host does not
+    ///   open the circuit of another.
+    pub fn http_client<S>(self, client: S) -> Result<HttpReliableClient, ConfigError>
+    where
+        S: Service<http::Request<Bytes>, Response = http::Response<Bytes>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError> + 'static,
+    {
+        let classifier = HttpClassifier::new();
+        // `ClassifierPolicy` clones any request, POST included: `Idempotent` applies the
+        // HTTP rule (`retry_layer::http::may_replay`).
+        let (parts, breaker) = self.parts_with(classifier, Idempotent::new)?;
+        let cache = self.cache_layer(http_cache_key, |b| {
+            b.store_if(|res: &http::Response<Bytes>| {
+                res.status().is_success() && !forbids_shared_storage(res.headers())
+            })
+            .failure_when(|res: &http::Response<Bytes>| {
+                res.status().is_server_error()
+                    || res.status() == http::StatusCode::TOO_MANY_REQUESTS
+            })
+        })?;
+        let cache_handle = cache.handle();
+        let breaker = breaker
+            .build_per_key(|req: &http::Request<Bytes>| {
+                req.uri().host().unwrap_or_default().to_owned()
+            })
+            .map_err(|e| e.within("breaker"))?;
+        let breakers = Breakers::PerHost(breaker.registry().clone());
+        let below = self.below_cache(client, &parts, classifier, breaker);
+        let service = BoxCloneSyncService::new(InvalidateOnUnsafe {
+            inner: ServiceBuilder::new().layer(cache).service(below),
+            cache: cache_handle.clone(),
+        });
+        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+    }
+}
+
+/// The cache key of an HTTP request: method and URI for `GET`/`HEAD` without
+/// credentials; `None` (bypass) otherwise.
+fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
+    let cacheable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+    let credentialed = req.headers().contains_key(http::header::AUTHORIZATION)
+        || req.headers().contains_key(http::header::COOKIE);
+    (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
+}
+
+/// Evicts the cached `GET`/`HEAD` answers of a URI when an unsafe request to it succeeds
+/// (RFC 9111 §4.4): after a `PUT /orders/7` the next `GET /orders/7` reaches the upstream.
+#[derive(Clone)]
+struct InvalidateOnUnsafe<S> {
+    inner: S,
+    cache: CacheHandle<http::Response<Bytes>>,
+}
+
+impl<S> Service<http::Request<Bytes>> for InvalidateOnUnsafe<S>
+where
+    S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Bytes>;
+    type Error = BoxError;
+    type Future = futures_util::future::Either<
+        S::Future,
+        futures_util::future::BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Bytes>) -> Self::Future {
+        use futures_util::future::Either;
+        if req.method().is_safe() {
+            return Either::Left(self.inner.call(req));
+        }
+        let keys = [http::Method::GET, http::Method::HEAD].map(|m| format!("{m} {}", req.uri()));
+        let cache = self.cache.clone();
+        let future = self.inner.call(req);
+        Either::Right(Box::pin(async move {
+            let res = future.await?;
+            if res.status().as_u16() < 400 {
+                for key in &keys {
+                    cache.invalidate(key);
+                }
+            }
+            Ok(res)
+        }))
+    }
+}
+
+/// Whether `Cache-Control` forbids storing an answer in a shared cache.
+// cache-layer parses `Cache-Control` for its HTTP mode, but privately (not in its public API);
+// this stays until it exposes a parser.
+fn forbids_shared_storage(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(http::header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|d| d.trim().to_ascii_lowercase())
+        .any(|d| d == "no-store" || d == "private" || d.starts_with("private="))
+}
