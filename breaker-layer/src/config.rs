@@ -114,14 +114,6 @@ fn rate(field: &str, value: f64) -> Result<(), ConfigError> {
     }
 }
 
-fn positive(field: &str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::new(field, "must be longer than zero"))
-    } else {
-        Ok(())
-    }
-}
-
 impl CircuitBreakerConfig {
     /// Checks every setting; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -157,7 +149,7 @@ impl CircuitBreakerConfig {
         rate("failure_rate", self.failure_rate)?;
         rate("slow_call_rate", self.slow_call_rate)?;
         if let Some(d) = self.slow_call_duration {
-            positive("slow_call_duration", d)?;
+            ConfigError::check_positive("slow_call_duration", d)?;
         }
         if self.minimum_calls == 0 {
             return Err(ConfigError::out_of_range("minimum_calls", "[1, ∞)", 0));
@@ -169,7 +161,7 @@ impl CircuitBreakerConfig {
                 0,
             ));
         }
-        positive("open_wait", self.open_wait)?;
+        ConfigError::check_positive("open_wait", self.open_wait)?;
         if !(1.0..=100.0).contains(&self.open_wait_multiplier) {
             return Err(ConfigError::out_of_range(
                 "open_wait_multiplier",
@@ -201,7 +193,7 @@ impl CircuitBreakerConfig {
             ));
         }
         if let Some(d) = self.max_half_open {
-            positive("max_half_open", d)?;
+            ConfigError::check_positive("max_half_open", d)?;
         }
         Ok(())
     }
@@ -266,7 +258,7 @@ impl RegistryConfig {
         if self.max_breakers == 0 {
             return Err(ConfigError::out_of_range("max_breakers", "[1, ∞)", 0));
         }
-        positive("idle_timeout", self.idle_timeout)
+        ConfigError::check_positive("idle_timeout", self.idle_timeout)
     }
 }
 

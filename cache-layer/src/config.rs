@@ -135,18 +135,6 @@ impl Default for CacheConfig {
 
 const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
-fn check_duration(field: &str, d: Duration, allow_zero: bool) -> Result<(), ConfigError> {
-    if (!allow_zero && d.is_zero()) || d > YEAR {
-        let range = if allow_zero {
-            "[0s, 365d]"
-        } else {
-            "(0s, 365d]"
-        };
-        return Err(ConfigError::out_of_range(field, range, format!("{d:?}")));
-    }
-    Ok(())
-}
-
 impl CacheConfig {
     /// The stale-if-error window in force (twice the TTL unless set).
     pub fn effective_stale_if_error(&self) -> Duration {
@@ -168,10 +156,18 @@ impl CacheConfig {
                 "must be 1 to 64 ASCII letters, digits or `_ - .`",
             ));
         }
-        check_duration("ttl", self.ttl, false)?;
-        check_duration("stale_while_revalidate", self.stale_while_revalidate, true)?;
-        check_duration("stale_if_error", self.effective_stale_if_error(), true)?;
-        check_duration("max_staleness", self.max_staleness, true)?;
+        ConfigError::check_duration("ttl", self.ttl, YEAR)?;
+        ConfigError::check_duration_or_zero(
+            "stale_while_revalidate",
+            self.stale_while_revalidate,
+            YEAR,
+        )?;
+        ConfigError::check_duration_or_zero(
+            "stale_if_error",
+            self.effective_stale_if_error(),
+            YEAR,
+        )?;
+        ConfigError::check_duration_or_zero("max_staleness", self.max_staleness, YEAR)?;
         if !(0.0..1.0).contains(&self.ttl_jitter) {
             return Err(ConfigError::out_of_range(
                 "ttl_jitter",
@@ -187,8 +183,8 @@ impl CacheConfig {
             ));
         }
         if let Some(a) = &self.adaptive {
-            check_duration("adaptive.min", a.min, false)?;
-            check_duration("adaptive.max", a.max, false)?;
+            ConfigError::check_duration("adaptive.min", a.min, YEAR)?;
+            ConfigError::check_duration("adaptive.max", a.max, YEAR)?;
             if a.min > a.max {
                 return Err(ConfigError::new(
                     "adaptive.min",
@@ -197,7 +193,7 @@ impl CacheConfig {
             }
         }
         if let Some(n) = self.negative_ttl {
-            check_duration("negative_ttl", n, false)?;
+            ConfigError::check_duration("negative_ttl", n, YEAR)?;
         }
         if self.max_entries == Some(0) {
             return Err(ConfigError::out_of_range("max_entries", "[1, 2^64)", 0));

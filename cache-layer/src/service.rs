@@ -1,5 +1,6 @@
 //! [`Cache`], the service.
 
+use reliability_core::service::take_ready;
 use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -167,11 +168,4 @@ where
             }
         }
     }
-}
-
-/// Takes the ready service, leaving a clone in its place (tower's idiom: the clone has
-/// not been polled ready, so the next `poll_ready` drives it).
-fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
 }

@@ -169,6 +169,41 @@ impl ConfigError {
         }
     }
 
+    /// `Ok` when the duration is zero or at most `max` (a window that may be off).
+    pub fn check_duration_or_zero(
+        field: &str,
+        value: Duration,
+        max: Duration,
+    ) -> Result<(), ConfigError> {
+        if value > max {
+            let shown = format!("[0s, {}]", humantime::format_duration(max));
+            Err(Self::out_of_range(
+                field,
+                &shown,
+                humantime::format_duration(value),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// `Ok` when the duration is longer than zero (no upper bound).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use reliability_core::error::ConfigError;
+    ///
+    /// let err = ConfigError::check_positive("open_wait", Duration::ZERO).unwrap_err();
+    /// assert_eq!(err.to_string(), "invalid `open_wait`: 0s is outside (0s, ∞)");
+    /// ```
+    pub fn check_positive(field: &str, value: Duration) -> Result<(), ConfigError> {
+        if value.is_zero() {
+            Err(Self::out_of_range(field, "(0s, ∞)", "0s"))
+        } else {
+            Ok(())
+        }
+    }
+
     /// The same error, with its field nested under `parent` (`cex.breaker.open_wait`).
     #[must_use]
     pub fn within(mut self, parent: &str) -> Self {

@@ -1,5 +1,6 @@
 //! [`RateLimit`]: the service.
 
+use reliability_core::service::take_ready;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -207,11 +208,4 @@ where
             },
         }
     }
-}
-
-/// tower's "clone, then swap" idiom: the ready service goes with the request, the layer's
-/// service keeps a fresh clone that the next `poll_ready` drives to readiness.
-fn take_ready<S: Clone>(inner: &mut S) -> S {
-    let clone = inner.clone();
-    std::mem::replace(inner, clone)
 }

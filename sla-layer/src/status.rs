@@ -64,14 +64,6 @@ impl Default for SlaThresholds {
     }
 }
 
-fn unit_interval(field: &str, v: f64) -> Result<(), ConfigError> {
-    if (0.0..=1.0).contains(&v) {
-        Ok(())
-    } else {
-        Err(ConfigError::out_of_range(field, "[0, 1]", v))
-    }
-}
-
 impl SlaThresholds {
     /// Checks every field; the error names the field and its allowed range.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -80,8 +72,12 @@ impl SlaThresholds {
                 return Err(ConfigError::new(field, "must be > 0 (or unset)"));
             }
         }
-        unit_interval("min_success_rate", self.min_success_rate)?;
-        unit_interval("degraded_success_rate", self.degraded_success_rate)?;
+        ConfigError::check_range("min_success_rate", self.min_success_rate, 0.0..=1.0)?;
+        ConfigError::check_range(
+            "degraded_success_rate",
+            self.degraded_success_rate,
+            0.0..=1.0,
+        )?;
         if self.degraded_success_rate < self.min_success_rate {
             return Err(ConfigError::new(
                 "degraded_success_rate",
@@ -99,7 +95,7 @@ impl SlaThresholds {
             ));
         }
         if let Some(q) = self.min_data_quality {
-            unit_interval("min_data_quality", q)?;
+            ConfigError::check_range("min_data_quality", q, 0.0..=1.0)?;
         }
         Ok(())
     }
