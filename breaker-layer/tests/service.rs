@@ -3,11 +3,11 @@
 //! metrics, fallback and per-key breakers. Time is paused.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use breaker_layer::{
-    CircuitBreakerConfig, CircuitBreakerLayer, CircuitOpen, FallbackCause, TransitionCause,
+    Breaker, CircuitBreakerConfig, CircuitBreakerLayer, CircuitOpen, FallbackCause, TransitionCause,
 };
 use reliability_core::classify::{Classification, Outcome, fn_classifier};
 use reliability_core::error::is_do_not_retry;
@@ -432,24 +432,70 @@ async fn manual_controls() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_listener_may_call_the_breaker() {
-    let layer = CircuitBreakerLayer::builder("reentrant")
-        .consecutive_failures(1)
-        .on_state_change(|_, tr| assert_ne!(tr.from, tr.to))
-        .build()
-        .unwrap();
-    let b = layer.breaker().clone();
-    let hook = CircuitBreakerLayer::builder("hooked")
-        .consecutive_failures(1)
-        .on_state_change(move |_, _| {
-            let _ = b.metrics(); // no deadlock: listeners run outside the lock
-        })
-        .build()
-        .unwrap();
-    let (mut svc, _) = stack(&hook);
-    call(&mut svc, Req::Fail).await.unwrap_err();
-    assert_eq!(hook.breaker().state(), BreakerState::Open);
+/// A listener may call back into the very breaker that fired the event (listeners run
+/// outside its lock): it reads the new state through `state`, `metrics` and `snapshot`
+/// on a trip and on a manual reset. Runs on its own thread so that a deadlock fails
+/// the test on the timeout instead of hanging it.
+#[test]
+fn a_listener_may_call_the_breaker() {
+    type Seen = (BreakerState, BreakerState, BreakerState, BreakerState);
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let handle: Arc<OnceLock<Breaker>> = Arc::new(OnceLock::new());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::new(Mutex::new(Vec::new()));
+        let layer = CircuitBreakerLayer::builder("reentrant")
+            .consecutive_failures(1)
+            .on_state_change({
+                let (handle, ran, seen) = (handle.clone(), ran.clone(), seen.clone());
+                move |_, tr| {
+                    let b = handle.get().expect("the handle is set before any call");
+                    let (state, metrics, snapshot) = (b.state(), b.metrics(), b.snapshot());
+                    seen.lock()
+                        .unwrap()
+                        .push((tr.to, state, metrics.state, snapshot.state));
+                    ran.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+            .build()
+            .unwrap();
+        handle.set(layer.breaker().clone()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut svc, _) = stack(&layer);
+            call(&mut svc, Req::Fail).await.unwrap_err();
+        });
+        assert_eq!(layer.breaker().state(), BreakerState::Open);
+        layer.breaker().reset();
+        assert_eq!(layer.breaker().state(), BreakerState::Closed);
+        let seen = seen.lock().unwrap().clone();
+        done_tx.send((ran.load(Ordering::SeqCst), seen)).unwrap();
+    });
+    let (ran, seen) = done_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the breaker deadlocked (or panicked) when its listener called back into it");
+    assert_eq!(ran, 2, "the listener ran on the trip and on the reset");
+    assert_eq!(
+        seen,
+        [
+            (
+                BreakerState::Open,
+                BreakerState::Open,
+                BreakerState::Open,
+                BreakerState::Open
+            ),
+            (
+                BreakerState::Closed,
+                BreakerState::Closed,
+                BreakerState::Closed,
+                BreakerState::Closed
+            ),
+        ],
+        "the listener saw the state it was told about"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -161,8 +161,42 @@ async fn xfetch_refreshes_early_with_the_formulas_probability() {
         "early refreshes {early}, expected {expected:.0} ± {:.0}",
         4.0 * sd
     );
-    // Far from expiry nobody refreshes early (P = e^-4 per key is tiny but not zero).
-    assert!(handle.stats().hits >= KEYS);
+
+    // Far from expiry nobody refreshes early. With these 2 s fetches even a fresh entry
+    // has P = e^-5 per key (a few of 600), so this part uses 1 ms fetches: the largest
+    // lead XFetch can draw is delta·β·(-ln f64::MIN_POSITIVE) ≈ 708 ms, so at 2 s
+    // before expiry an early refresh is impossible, not merely unlikely.
+    let cheap_up = Upstream::default();
+    let (cheap, cheap_handle) = stack(
+        builder().ttl(secs(10)).xfetch(1.0),
+        &cheap_up,
+        Duration::from_millis(1),
+    );
+    let fills: Vec<_> = (0..KEYS)
+        .map(|i| cheap.clone().oneshot(format!("k{i}")))
+        .collect();
+    let fills = tokio::spawn(futures_util::future::join_all(fills));
+    advance(Duration::from_millis(2)).await;
+    fills.await.unwrap();
+    assert_eq!(cheap_up.calls(), KEYS);
+    advance(secs(8)).await;
+    for i in 0..KEYS {
+        cheap.clone().oneshot(format!("k{i}")).await.unwrap();
+    }
+    let s = cheap_handle.stats();
+    assert_eq!(s.early_refreshes, 0, "no early refresh 2 s before expiry");
+    assert_eq!(cheap_up.calls(), KEYS, "no upstream call far from expiry");
+    assert_eq!(s.hits, KEYS);
+    // The same entries close to expiry (a few ms, about delta, left): XFetch is on.
+    advance(secs(2) - Duration::from_millis(3)).await;
+    for i in 0..KEYS {
+        cheap.clone().oneshot(format!("k{i}")).await.unwrap();
+    }
+    assert!(
+        cheap_handle.stats().early_refreshes > 0,
+        "close to expiry some refresh early: {:?}",
+        cheap_handle.stats()
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -322,8 +322,10 @@ proptest! {
 
 const CHILD_ENV: &str = "RATELIMIT_CHILD_REDIS_URL";
 
-/// One of the processes of `processes_share_one_limit` (does nothing when run directly).
+/// One of the processes of `processes_share_one_limit`, which runs it with `--ignored
+/// --exact` (it does nothing when run directly without the parent's environment).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "child side of processes_share_one_limit"]
 async fn multi_process_child() {
     let Ok(url) = std::env::var(CHILD_ENV) else {
         return;
@@ -368,8 +370,9 @@ fn processes_share_one_limit() {
         .map(|i| {
             std::process::Command::new(&exe)
                 .args([
-                    "--exact",
                     "multi_process_child",
+                    "--exact",
+                    "--ignored",
                     "--nocapture",
                     "--test-threads",
                     "1",

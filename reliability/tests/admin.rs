@@ -394,11 +394,31 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
     assert_eq!(cache[2], "250");
 
     let shot = std::env::temp_dir().join("reliability-dashboard.png");
+    // A screenshot left by an earlier run must not pass for this one.
+    match std::fs::remove_file(&shot) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing the old screenshot {}: {e}", shot.display()),
+    }
     render(&url, Some(&shot)).await;
-    assert!(shot.exists(), "screenshot written");
-    println!("dashboard screenshot: {}", shot.display());
+    let size = std::fs::metadata(&shot)
+        .unwrap_or_else(|e| panic!("screenshot {} written: {e}", shot.display()))
+        .len();
+    assert!(size > 1024, "screenshot is a real image, not {size} bytes");
+    println!("dashboard screenshot: {} ({size} bytes)", shot.display());
 
-    // Without the token the page shows the login form and no figures.
+    // Without the token the page shows the login form and no figures. The page must
+    // really have rendered (an empty DOM would pass the negative checks): the tables are
+    // there and the script has un-hidden the login form.
     let anonymous = render(&format!("http://{addr}/dashboard"), None).await;
-    assert!(!anonymous.contains("data-name=\"cex\""));
+    assert!(
+        anonymous.contains("<table id=\"sources\""),
+        "the dashboard rendered: {anonymous}"
+    );
+    assert!(
+        anonymous.contains("<form id=\"login\">"),
+        "the script ran and shows the login form: {anonymous}"
+    );
+    assert!(!anonymous.contains("data-name=\"cex\""), "no figures");
+    assert!(!anonymous.contains(TOKEN), "no token in the page");
 }

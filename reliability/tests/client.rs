@@ -1,6 +1,7 @@
 //! The buffered HTTP client adapters against a real axum server on loopback.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::routing::get;
 use bytes::Bytes;
@@ -89,6 +90,11 @@ async fn dead_server_is_an_error_not_a_hang() {
     let addr = listener.local_addr().unwrap();
     drop(listener);
     let mut client = HttpClient::new();
-    let err = client.ready().await.unwrap().call(get_req(addr, "/")).await;
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.ready().await.unwrap().call(get_req(addr, "/")),
+    )
+    .await
+    .expect("no hang");
     assert!(err.is_err());
 }

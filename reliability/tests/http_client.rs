@@ -14,6 +14,7 @@ use bytes::Bytes;
 use reliability::cache::AdaptiveConfig;
 use reliability::cache::adaptive::AdaptiveRule;
 use reliability::client::HttpClient;
+use reliability::core::clock::ManualClock;
 use reliability::core::health::BreakerState;
 use reliability::presets;
 use reliability::retry::backoff::{Backoff, Jitter};
@@ -71,8 +72,10 @@ fn get_req(addr: SocketAddr, path: &str) -> http::Request<Bytes> {
 async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
     let upstream = Upstream::default();
     let addr = serve(upstream.clone()).await;
+    let clock = ManualClock::new();
     let client = presets::dex("aggregator")
         .seed(1)
+        .clock(clock.shared())
         .configure(|s| {
             s.cache.ttl = Duration::from_millis(100);
             s.cache.adaptive = Some(AdaptiveConfig {
@@ -119,9 +122,15 @@ async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
     }
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 5);
 
-    // Outage: the cached quote is served stale instead of the 503.
+    // Outage: the cached quote is served stale instead of the 503. The manual clock
+    // moves past the longest adaptive TTL (200 ms) and the stale-while-revalidate window
+    // (1 ms), well inside the preset's stale-if-error window (60 s), so the entry is
+    // expired for certain and only a failed upstream call may serve it.
     upstream.down.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    clock.advance(Duration::from_secs(1));
+    let cache = h.cache().expect("the preset has a cache");
+    let stale_before = cache.stats().stale_if_error;
+    let calls_before = upstream.calls.load(Ordering::SeqCst);
     let stale = client
         .clone()
         .oneshot(get_req(addr, "/quote"))
@@ -129,6 +138,15 @@ async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
         .unwrap();
     assert_eq!(stale.status(), 200);
     assert_eq!(stale.body(), first.body(), "stale-if-error");
+    assert_eq!(
+        cache.stats().stale_if_error,
+        stale_before + 1,
+        "served stale because the upstream failed, not a fresh hit"
+    );
+    assert!(
+        upstream.calls.load(Ordering::SeqCst) > calls_before,
+        "the expired entry went to the (failing) upstream"
+    );
 
     // Uncached paths fail with retries until this host's breaker opens.
     let mut open = false;

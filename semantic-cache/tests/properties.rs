@@ -8,7 +8,13 @@ use std::sync::Arc;
 use common::{Ask, TestEmbedder, Upstream, ask, prompt_of};
 use proptest::prelude::*;
 use semantic_cache::{Lookup, Prompt, SemanticCacheLayer};
-use tower::{ServiceBuilder, ServiceExt};
+use tower::{BoxError, ServiceBuilder, ServiceExt, service_fn};
+
+/// An upstream that answers `answer:<namespace>:<text>`, so that an answer served to the
+/// wrong namespace shows.
+async fn namespaced_answer(req: Ask) -> Result<String, BoxError> {
+    Ok(format!("answer:{}:{}", req.namespace, req.text))
+}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -49,7 +55,9 @@ proptest! {
     }
 
     /// Whatever the sequence of distinct texts and namespaces, the entries held never
-    /// exceed `max_entries`, and each namespace only answers its own texts.
+    /// exceed `max_entries`, and each namespace only answers its own texts: the upstream
+    /// answers with the namespace and the text, so an answer cached for one namespace
+    /// and served to another carries the wrong namespace.
     #[test]
     fn bounded_and_isolated(
         texts in proptest::collection::vec((0usize..3, 0u32..40), 1..40),
@@ -64,11 +72,17 @@ proptest! {
             .build()
             .unwrap();
             let handle = layer.handle();
-            let svc = ServiceBuilder::new().layer(layer).service(Upstream::default());
+            let svc = ServiceBuilder::new().layer(layer).service(service_fn(namespaced_answer));
             const NS: [&str; 3] = ["a", "b", "c"];
             for (ns, t) in texts {
                 let r = svc.clone().oneshot(ask(NS[ns], &format!("t{t}"))).await.unwrap();
-                assert_eq!(r.value, format!("answer:t{t}"), "never another text's answer");
+                let (answered_ns, answered_text) = r
+                    .value
+                    .strip_prefix("answer:")
+                    .and_then(|rest| rest.split_once(':'))
+                    .unwrap_or_else(|| panic!("malformed answer {:?}", r.value));
+                assert_eq!(answered_ns, NS[ns], "never another namespace's answer ({:?})", r.lookup);
+                assert_eq!(answered_text, format!("t{t}"), "never another text's answer");
                 assert!(handle.stats().entries <= max);
             }
         });
