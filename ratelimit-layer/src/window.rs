@@ -171,4 +171,200 @@ mod tests {
             prop_assert!(per_window.values().all(|&n| n <= limit));
         }
     }
+
+    /// The sliding bound for an arbitrary (unaligned) window, derived from the estimate in
+    /// the module docs. Take `[t, t + period)` with `t = k·period + s`: it covers the tail of
+    /// aligned window `k` (`A` admissions) and the head of window `k + 1` (`B`). At the last
+    /// admission counted in `B`, at `u < s` into window `k + 1`, the estimate held
+    /// `⌊C_k·(P − u_ms)/P⌋ + B ≤ limit` (`C_k` = total of window `k`, `P` = period in ms),
+    /// and `u_ms ≤ s_ms`, so `B ≤ limit − ⌊C_k·(P − s_ms)/P⌋` and, with `A ≤ C_k`:
+    ///
+    /// `admitted in [t, t + period) ≤ limit + C_k − ⌊C_k·(P − s_ms)/P⌋`.
+    ///
+    /// The slack is `⌈C_k·s_ms/P⌉`: 0 for an aligned window, near 0 for a window starting
+    /// just after a boundary (where a fixed window admits `2·limit`). The approximation
+    /// assumes the previous window was spread evenly, so for `s` near `period` the slack
+    /// really does approach `limit`; no tighter arbitrary-window bound holds.
+    ///
+    /// Checks every window start where the count can step up or the slack resets (each
+    /// admission, each admission minus `period` plus 1 µs, each aligned boundary), which
+    /// covers every real-valued start. `admitted` must be sorted, cost 1 each.
+    fn check_sliding_bound(admitted: &[u64], limit: u64, period: u64) -> Result<(), String> {
+        let period_ms = period / 1_000;
+        let mut totals = std::collections::BTreeMap::<u64, u64>::new();
+        for &a in admitted {
+            *totals.entry(a / period).or_default() += 1;
+        }
+        let mut starts = Vec::with_capacity(admitted.len() * 4);
+        for &a in admitted {
+            starts.extend([a, a + 1, (a + 1).saturating_sub(period)]);
+            starts.push(a - a % period);
+            starts.push(a - a % period + period);
+        }
+        for t in starts {
+            let k = t / period;
+            let s_ms = (t - k * period) / 1_000;
+            let c_k = totals.get(&k).copied().unwrap_or(0);
+            let bound = limit + c_k - c_k * (period_ms - s_ms) / period_ms;
+            let lo = admitted.partition_point(|&a| a < t);
+            let hi = admitted.partition_point(|&a| a < t + period);
+            let n = (hi - lo) as u64;
+            if n > bound {
+                return Err(format!(
+                    "window [{t}, {}) admitted {n} > bound {bound} (limit {limit}, C_k {c_k}, s_ms {s_ms})",
+                    t + period
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `evaluate` (cost 1) over `times`, returning the admitted instants.
+    fn sliding_admits(times: &[u64], limit: u64, period: u64) -> Vec<u64> {
+        let mut c = WindowCounts::default();
+        let mut admitted = Vec::new();
+        for &now in times {
+            let o = evaluate(c, now, 1, limit, period);
+            if o.allowed {
+                c = o.counts;
+                admitted.push(now);
+            }
+        }
+        admitted
+    }
+
+    /// A tiny fixed-window limiter: at most `limit` per aligned window, nothing carried over.
+    fn fixed_admits(times: &[u64], limit: u64, period: u64) -> Vec<u64> {
+        let (mut window, mut count) = (u64::MAX, 0);
+        let mut admitted = Vec::new();
+        for &now in times {
+            if now / period != window {
+                (window, count) = (now / period, 0);
+            }
+            if count < limit {
+                count += 1;
+                admitted.push(now);
+            }
+        }
+        admitted
+    }
+
+    /// Request instants: per step, move on (freely, or to just before / just after the next
+    /// aligned boundary), then fire a burst with sub-millisecond gaps.
+    fn schedule(period: u64, steps: &[(u8, u64, u64, Vec<u64>)]) -> Vec<u64> {
+        let mut now = 7 * period + 123;
+        let mut times = Vec::new();
+        for (kind, a, _, burst) in steps {
+            let next = now - now % period + period;
+            now = match kind % 3 {
+                0 => now + a % (2 * period),
+                1 => (next - 1 - a % (period / 20)).max(now),
+                _ => next + a % (period / 20),
+            };
+            for gap in burst {
+                now += gap;
+                times.push(now);
+            }
+        }
+        times
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn no_unaligned_window_exceeds_the_sliding_bound(
+            period_ms in 100u64..3_000,
+            limit in 1u64..30,
+            steps in proptest::collection::vec(
+                (0u8..3, any::<u64>(), 0u64..1, proptest::collection::vec(0u64..1_000, 1..40)),
+                10..60,
+            ),
+        ) {
+            let period = period_ms * 1_000;
+            let times = schedule(period, &steps);
+            let admitted = sliding_admits(&times, limit, period);
+            if let Err(e) = check_sliding_bound(&admitted, limit, period) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+
+        /// A full burst at the end of a window, then another just after the boundary: the
+        /// second burst only gets `⌈limit·u_ms/P⌉` more (a fixed window gives `limit`).
+        #[test]
+        fn boundary_burst_admits_far_fewer_than_twice_the_limit(
+            period_ms in 100u64..3_000,
+            limit in 10u64..200,
+            before_us in 0u64..20_000,
+            after_us in 0u64..20_000,
+        ) {
+            let period = period_ms * 1_000;
+            let boundary = 42 * period;
+            let before = boundary - 1 - before_us.min(period / 10);
+            let after = boundary + after_us.min(period / 10);
+            let times: Vec<u64> = std::iter::repeat_n(before, limit as usize)
+                .chain(std::iter::repeat_n(after, limit as usize))
+                .collect();
+            let admitted = sliding_admits(&times, limit, period);
+            let second = admitted.iter().filter(|&&a| a >= boundary).count() as u64;
+            let u_ms = (after - boundary) / 1_000;
+            prop_assert_eq!(admitted.len() as u64 - second, limit);
+            prop_assert!(second <= (limit * u_ms).div_ceil(period_ms));
+            prop_assert!(second <= limit / 10 + 1);
+            prop_assert_eq!(fixed_admits(&times, limit, period).len() as u64, 2 * limit);
+            if let Err(e) = check_sliding_bound(&admitted, limit, period) {
+                return Err(TestCaseError::fail(e));
+            }
+            prop_assert!(check_sliding_bound(&fixed_admits(&times, limit, period), limit, period).is_err());
+        }
+    }
+
+    /// The check can fail: a fixed window passes the aligned bound but not the sliding one.
+    #[test]
+    fn fixed_window_fails_the_sliding_check() {
+        let (limit, period) = (10, SEC);
+        let times: Vec<u64> = (0..limit)
+            .map(|i| 8 * SEC - 1_000 + i)
+            .chain((0..limit).map(|i| 8 * SEC + 1_000 + i))
+            .collect();
+        let fixed = fixed_admits(&times, limit, period);
+        assert_eq!(fixed.len() as u64, 2 * limit);
+        // Aligned bound holds for the fixed window…
+        assert!(fixed.iter().filter(|&&a| a < 8 * SEC).count() as u64 <= limit);
+        assert!(fixed.iter().filter(|&&a| a >= 8 * SEC).count() as u64 <= limit);
+        // …but not the sliding one: a window starting early in window 7 holds all of its
+        // first burst plus two of the second, 12 > limit + ⌈10·1/1000⌉ = 11.
+        let err = check_sliding_bound(&fixed, limit, period).unwrap_err();
+        assert!(err.contains("admitted 12 > bound 11"), "{err}");
+        // The sliding window, same requests, passes.
+        let sliding = sliding_admits(&times, limit, period);
+        assert_eq!(sliding.len() as u64, limit + 1);
+        check_sliding_bound(&sliding, limit, period).unwrap();
+    }
+
+    proptest! {
+        /// Over the random schedules with bursts at boundaries, the fixed-window model is
+        /// caught whenever it puts a full burst each side of a boundary.
+        #[test]
+        fn fixed_window_fails_on_boundary_bursts(
+            period_ms in 100u64..3_000,
+            limit in 2u64..30,
+            steps in proptest::collection::vec(
+                (0u8..3, any::<u64>(), 0u64..1, proptest::collection::vec(0u64..1_000, 1..40)),
+                10..60,
+            ),
+        ) {
+            let period = period_ms * 1_000;
+            let mut steps = steps;
+            // Force one full burst just before a boundary and one just after.
+            let burst = vec![0u64; limit as usize];
+            steps.push((1, 0, 0, burst.clone()));
+            steps.push((2, 0, 0, burst));
+            let times = schedule(period, &steps);
+            prop_assert!(check_sliding_bound(&fixed_admits(&times, limit, period), limit, period).is_err());
+            let admitted = sliding_admits(&times, limit, period);
+            if let Err(e) = check_sliding_bound(&admitted, limit, period) {
+                return Err(TestCaseError::fail(e));
+            }
+        }
+    }
 }
