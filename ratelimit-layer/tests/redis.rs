@@ -240,9 +240,12 @@ async fn fail_open_falls_back_and_returns_to_redis() {
         if !limiter.snapshot().fallback_active && backend.round_trips() > trips {
             break;
         }
+        // The promise is "after `recheck_interval` (250 ms) plus one reconnect"; a
+        // reconnect on a loaded 2-core machine can take seconds, so the margin is 10 s,
+        // measured from the restart.
         assert!(
-            back.elapsed() < Duration::from_secs(1),
-            "back on Redis within 1 s"
+            back.elapsed() < Duration::from_secs(10),
+            "back on Redis within 10 s of the restart"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -347,6 +350,13 @@ async fn multi_process_child() {
     }
     .build()
     .unwrap();
+    let unix_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis()
+    };
+    let began = unix_ms();
     let start = Instant::now();
     let mut admitted = 0;
     while start.elapsed() < Duration::from_secs(secs) {
@@ -355,6 +365,9 @@ async fn multi_process_child() {
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // The parent bounds the total over the span all children were running, since a
+    // loaded machine does not start four processes at the same instant.
+    println!("SPAN_MS={began}-{}", unix_ms());
     println!("ADMITTED={admitted}");
 }
 
@@ -393,6 +406,7 @@ fn processes_share_one_limit() {
         })
         .collect();
     let mut total = 0;
+    let (mut first, mut last) = (u128::MAX, 0u128);
     for child in children {
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success());
@@ -404,14 +418,24 @@ fn processes_share_one_limit() {
             .trim()
             .parse()
             .unwrap();
+        let (began, ended) = text
+            .lines()
+            .find_map(|l| l.split("SPAN_MS=").nth(1))
+            .and_then(|span| span.trim().split_once('-'))
+            .expect("child span");
+        first = first.min(began.parse().unwrap());
+        last = last.max(ended.parse().unwrap());
         assert!(n > 0, "every process got some");
         total += n;
     }
-    // R = 20/s for 5 s, plus the GCRA burst of 20, plus the batching bound of the two
-    // leasing processes: 2 × 4 × (5 − 1) = 32.
+    // R = 20/s over the span in which any child was running (measured, not assumed to be
+    // 5 s: the children start one after another), plus the GCRA burst of 20, plus the
+    // batching bound of the two leasing processes: 2 × 4 × (5 − 1) = 32.
+    let span_secs = (last - first) as f64 / 1000.0;
+    let bound = (20.0 * span_secs).ceil() as u64 + 20 + 32;
     assert!(
-        total <= 20 * secs + 20 + 32,
-        "{total} admitted by 4 processes"
+        total <= bound,
+        "{total} admitted by 4 processes over {span_secs:.2} s (at most {bound})"
     );
     assert!(total >= 20 * secs / 2, "{total}: the limit was reachable");
 }
