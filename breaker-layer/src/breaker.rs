@@ -15,7 +15,8 @@ use reliability_core::health::{
 
 use crate::config::CircuitBreakerConfig;
 use crate::error::CircuitOpen;
-use crate::state::{Counts, Permit, StateMachine, Transition};
+use crate::metrics::Instruments;
+use crate::state::{Counts, Permit, StateMachine, Transition, state_name};
 
 /// A state-change listener: the breaker's name and the transition.
 pub type Listener = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
@@ -27,6 +28,14 @@ struct Shared {
     machine: CachePadded<StateMachine>,
     clock: SharedClock,
     listeners: Box<[Listener]>,
+    /// The layer's metric handles, shared by the breakers of a per-key layer.
+    instruments: Arc<Instruments>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.instruments.died(self.machine.state());
+    }
 }
 
 /// One circuit breaker: a handle to the state shared by a layer, its services and their
@@ -85,14 +94,17 @@ impl Breaker {
         config: CircuitBreakerConfig,
         clock: SharedClock,
         listeners: Box<[Listener]>,
+        instruments: Arc<Instruments>,
     ) -> Self {
         let machine = CachePadded::new(StateMachine::new(config, clock.now()));
+        instruments.born();
         Self {
             shared: Arc::new(Shared {
                 name,
                 machine,
                 clock,
                 listeners,
+                instruments,
             }),
         }
     }
@@ -119,36 +131,40 @@ impl Breaker {
         let s = &*self.shared;
         s.machine
             .try_acquire(|| s.clock.now(), |tr| self.notify(&tr))
-            .map_err(|r| CircuitOpen::new(s.name.clone(), r.state, r.retry_at, s.clock.now()))
+            .map_err(|r| {
+                s.instruments.rejected();
+                CircuitOpen::new(s.name.clone(), r.state, r.retry_at, s.clock.now())
+            })
     }
 
     /// Records how an admitted call ended.
     #[inline]
     pub(crate) fn record(&self, permit: Permit, outcome: Outcome) {
         let s = &*self.shared;
-        s.machine
+        let recorded = s
+            .machine
             .record(permit, outcome, || s.clock.now(), |tr| self.notify(&tr));
+        s.instruments.recorded(outcome, recorded);
     }
 
     pub(crate) fn cancel(&self, permit: Permit) {
         self.shared.machine.cancel(permit);
+        self.shared.instruments.cancelled();
     }
 
     fn notify(&self, tr: &Transition) {
         let name = &*self.shared.name;
+        self.shared.instruments.transition(tr);
+        let (from, to, cause) = (state_name(tr.from), state_name(tr.to), tr.cause.as_str());
         match tr.to {
-            BreakerState::Open | BreakerState::ForcedOpen => tracing::warn!(
-                breaker = name,
-                from = ?tr.from,
-                to = ?tr.to,
-                cause = ?tr.cause,
-                "circuit breaker opened"
-            ),
+            BreakerState::Open | BreakerState::ForcedOpen => {
+                tracing::warn!(source = name, from, to, cause, "circuit breaker opened")
+            }
             _ => tracing::info!(
-                breaker = name,
-                from = ?tr.from,
-                to = ?tr.to,
-                cause = ?tr.cause,
+                source = name,
+                from,
+                to,
+                cause,
                 "circuit breaker state changed"
             ),
         }

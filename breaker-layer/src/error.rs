@@ -113,6 +113,21 @@ impl StdError for CircuitOpen {
     }
 }
 
+impl reliability_core::answer::Refusal for CircuitOpen {
+    fn failure(&self) -> Failure {
+        self.failure
+    }
+}
+
+/// The gRPC status of an open circuit: UNAVAILABLE, the [`CircuitOpen`] as its source (so it
+/// is not retried) and, when the circuit knows when it will probe, `grpc-retry-pushback-ms`.
+#[cfg(feature = "grpc")]
+impl From<CircuitOpen> for tonic::Status {
+    fn from(open: CircuitOpen) -> Self {
+        reliability_core::answer::grpc_status(open)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use std::fmt;
 use reliability_core::classify::Outcome;
 
 use crate::error::CircuitOpen;
-use crate::respond::Respond;
+use reliability_core::answer::Answer;
 
 /// Why the fallback was asked for an answer.
 #[derive(Debug)]
@@ -55,13 +55,13 @@ impl<F> fmt::Debug for WithFallback<F> {
     }
 }
 
-impl<T, E, F> Respond<T, E> for WithFallback<F>
+impl<T, E, F> Answer<CircuitOpen, T, E> for WithFallback<F>
 where
     F: Fn(FallbackCause<T, E>) -> Result<T, E>,
 {
     type Error = E;
 
-    fn open(&self, open: CircuitOpen) -> Result<T, E> {
+    fn refused(&self, open: CircuitOpen) -> Result<T, E> {
         (self.0)(FallbackCause::Open(open))
     }
 
@@ -74,7 +74,7 @@ where
         }
     }
 
-    fn not_ready(&self, err: E) -> E {
+    fn inner_error(&self, err: E) -> E {
         err
     }
 }

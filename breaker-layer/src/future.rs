@@ -6,11 +6,12 @@ use std::task::{Context, Poll, ready};
 
 use pin_project_lite::pin_project;
 use reliability_core::classify::{Classify, Outcome};
+use tracing::Span;
 
 use crate::breaker::Breaker;
 use crate::error::CircuitOpen;
-use crate::respond::Respond;
 use crate::state::Permit;
+use reliability_core::answer::Answer;
 
 /// An admitted call's permit; dropped unfinished (the caller gave up), it is cancelled so
 /// that a HALF_OPEN probe place is not lost.
@@ -40,6 +41,11 @@ impl Drop for PermitGuard {
 
 pin_project! {
     /// The future of [`CircuitBreaker`](crate::CircuitBreaker).
+    ///
+    /// It carries the call's `debug` span `circuit_breaker` (fields `source`, and
+    /// `outcome` = success, failure, ignored or rejected once known), entered while the
+    /// inner service is called and polled. With no subscriber interested the span is
+    /// disabled: a check of tracing's callsite cache, no allocation.
     #[project = Proj]
     #[derive(Debug)]
     pub struct ResponseFuture<F, C, R> {
@@ -47,6 +53,7 @@ pin_project! {
         kind: Kind<F>,
         classifier: C,
         respond: R,
+        span: Span,
     }
 }
 
@@ -78,20 +85,29 @@ impl<F, C: Clone, R: Clone> ResponseFuture<F, C, R> {
     where
         S: tower_service::Service<Req, Future = F>,
     {
+        let span = tracing::debug_span!(
+            "circuit_breaker",
+            source = breaker.name(),
+            outcome = tracing::field::Empty
+        );
         let kind = match breaker.acquire() {
             Ok(permit) => Kind::Called {
-                future: inner.call(req),
+                future: span.in_scope(|| inner.call(req)),
                 guard: PermitGuard {
                     breaker: breaker.clone(),
                     permit: Some(permit),
                 },
             },
-            Err(open) => Kind::Rejected { open: Some(open) },
+            Err(open) => {
+                span.record("outcome", "rejected");
+                Kind::Rejected { open: Some(open) }
+            }
         };
         Self {
             kind,
             classifier: classifier.clone(),
             respond: respond.clone(),
+            span,
         }
     }
 }
@@ -100,7 +116,7 @@ impl<F, T, E, C, R> Future for ResponseFuture<F, C, R>
 where
     F: Future<Output = Result<T, E>>,
     C: Classify<T, E>,
-    R: Respond<T, E>,
+    R: Answer<CircuitOpen, T, E>,
 {
     type Output = Result<T, R::Error>;
 
@@ -109,8 +125,9 @@ where
         let this = self.project();
         match this.kind.project() {
             KindProj::Called { future, guard } => {
-                let result = ready!(future.poll(cx));
+                let result = ready!(this.span.in_scope(|| future.poll(cx)));
                 let outcome = this.classifier.classify(result.as_ref());
+                this.span.record("outcome", outcome_name(outcome));
                 guard.finish(outcome);
                 Poll::Ready(this.respond.finished(result, outcome))
             }
@@ -118,8 +135,17 @@ where
                 let open = open
                     .take()
                     .expect("breaker ResponseFuture polled after completion");
-                Poll::Ready(this.respond.open(open))
+                Poll::Ready(this.respond.refused(open))
             }
         }
+    }
+}
+
+/// The `outcome` field of the call's span.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Ignore => "ignored",
     }
 }

@@ -12,9 +12,10 @@ use tower_layer::Layer;
 use crate::breaker::{Breaker, Listener};
 use crate::config::{CircuitBreakerConfig, RegistryConfig, WindowConfig};
 use crate::fallback::{FallbackCause, WithFallback};
-use crate::respond::AsError;
+use crate::metrics::Instruments;
 use crate::service::CircuitBreaker;
 use crate::state::Transition;
+use reliability_core::answer::AsError;
 
 /// Applies one circuit breaker to a service. Every service the layer makes, and every
 /// clone of the layer, shares the same [`Breaker`].
@@ -229,7 +230,9 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
         }
     }
 
-    /// How the service answers an open circuit (see [`Respond`](crate::Respond)).
+    /// How the service answers an open circuit (see [`reliability_core::answer`]):
+    /// [`AsError`] by default, `AsHttp` from `.http()` (feature `http`), `AsGrpc` from
+    /// `.grpc()` (feature `grpc`).
     pub fn respond<R2>(self, respond: R2) -> CircuitBreakerBuilder<C, R2> {
         CircuitBreakerBuilder {
             name: self.name,
@@ -256,10 +259,12 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
     #[cfg(feature = "http")]
     pub fn http(
         self,
-    ) -> CircuitBreakerBuilder<reliability_core::classify::HttpClassifier, crate::http::AsHttp>
-    {
+    ) -> CircuitBreakerBuilder<
+        reliability_core::classify::HttpClassifier,
+        reliability_core::answer::AsHttp,
+    > {
         self.classifier(reliability_core::classify::HttpClassifier::new())
-            .respond(crate::http::AsHttp)
+            .respond(reliability_core::answer::AsHttp)
     }
 
     /// tonic mode: UNAVAILABLE, DEADLINE_EXCEEDED and other server-side codes fail; an
@@ -267,26 +272,32 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
     #[cfg(feature = "grpc")]
     pub fn grpc(
         self,
-    ) -> CircuitBreakerBuilder<reliability_core::classify::GrpcClassifier, crate::grpc::AsGrpc>
-    {
+    ) -> CircuitBreakerBuilder<
+        reliability_core::classify::GrpcClassifier,
+        reliability_core::answer::AsGrpc,
+    > {
         self.classifier(reliability_core::classify::GrpcClassifier)
-            .respond(crate::grpc::AsGrpc)
+            .respond(reliability_core::answer::AsGrpc)
     }
 
-    pub(crate) fn make_breaker(&self, name: Arc<str>) -> Breaker {
+    pub(crate) fn make_breaker(&self, name: Arc<str>, instruments: Arc<Instruments>) -> Breaker {
         Breaker::new(
             name,
             self.config.clone(),
             self.clock.clone(),
             self.listeners.clone().into_boxed_slice(),
+            instruments,
         )
     }
 
-    /// Validates the settings and builds the layer.
+    /// Validates the settings and builds the layer. With the `metrics` feature, this is
+    /// when the layer's metric handles are registered (`source` = the breaker's name), with
+    /// the recorder installed at that moment.
     pub fn build(self) -> Result<CircuitBreakerLayer<C, R>, ConfigError> {
         self.config.validate()?;
+        let instruments = Instruments::new(&self.name);
         Ok(CircuitBreakerLayer {
-            breaker: self.make_breaker(self.name.clone()),
+            breaker: self.make_breaker(self.name.clone(), instruments),
             classifier: self.classifier,
             respond: self.respond,
         })

@@ -5,13 +5,9 @@ pub mod config;
 mod error;
 pub mod fallback;
 mod future;
-#[cfg(feature = "grpc")]
-pub mod grpc;
-#[cfg(feature = "http")]
-pub mod http;
 mod layer;
+mod metrics;
 pub mod registry;
-mod respond;
 mod service;
 pub mod state;
 pub mod window;
@@ -23,6 +19,5 @@ pub use fallback::{FallbackCause, WithFallback};
 pub use future::ResponseFuture;
 pub use layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
 pub use registry::{BreakerRegistry, KeyedCircuitBreaker, KeyedCircuitBreakerLayer};
-pub use respond::{AsError, Respond};
 pub use service::CircuitBreaker;
 pub use state::{Transition, TransitionCause};

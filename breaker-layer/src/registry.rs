@@ -49,9 +49,11 @@ use tower_service::Service;
 
 use crate::breaker::Breaker;
 use crate::config::RegistryConfig;
+use crate::error::CircuitOpen;
 use crate::future::ResponseFuture;
 use crate::layer::CircuitBreakerBuilder;
-use crate::respond::{AsError, Respond};
+use crate::metrics::Instruments;
+use reliability_core::answer::{Answer, AsError};
 
 struct Entry {
     breaker: Breaker,
@@ -65,6 +67,9 @@ struct Inner<K> {
     origin: Instant,
     map: RwLock<HashMap<K, Entry>>,
     evictions: AtomicU64,
+    /// One set of metric handles for every breaker of the registry: `source` is the
+    /// layer's name, never a key (keys come from requests, and labels must stay bounded).
+    instruments: Arc<Instruments>,
 }
 
 /// The breakers of a per-key layer. Cloning is one `Arc` increment.
@@ -119,7 +124,10 @@ impl<K: Hash + Eq + Clone + fmt::Display> BreakerRegistry<K> {
             self.trim(&mut map, now);
         }
         let name: Arc<str> = format!("{}/{key}", self.inner.template.name).into();
-        let breaker = self.inner.template.make_breaker(name);
+        let breaker = self
+            .inner
+            .template
+            .make_breaker(name, Arc::clone(&self.inner.instruments));
         map.insert(
             key.clone(),
             Entry {
@@ -245,6 +253,7 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
         self.config.validate()?;
         self.limits.validate()?;
         let origin = self.clock.now();
+        let instruments = Instruments::new(&self.name);
         let template = CircuitBreakerBuilder {
             name: self.name,
             config: self.config,
@@ -262,6 +271,7 @@ impl<C, R> CircuitBreakerBuilder<C, R> {
                     origin,
                     map: RwLock::new(HashMap::new()),
                     evictions: AtomicU64::new(0),
+                    instruments,
                 }),
             },
             key,
@@ -348,7 +358,7 @@ where
     F: Fn(&Req) -> K,
     K: Hash + Eq + Clone + fmt::Display,
     C: Classify<S::Response, S::Error> + Clone,
-    R: Respond<S::Response, S::Error> + Clone,
+    R: Answer<CircuitOpen, S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = R::Error;
@@ -357,7 +367,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|e| self.respond.not_ready(e))
+            .map_err(|e| self.respond.inner_error(e))
     }
 
     fn call(&mut self, req: Req) -> Self::Future {

@@ -7,7 +7,9 @@ use tower_service::Service;
 
 use crate::breaker::Breaker;
 use crate::future::ResponseFuture;
-use crate::respond::{AsError, Respond};
+use reliability_core::answer::{Answer, AsError};
+
+use crate::error::CircuitOpen;
 
 /// Wraps a service with a circuit breaker. Made by
 /// [`CircuitBreakerLayer`](crate::CircuitBreakerLayer).
@@ -57,7 +59,7 @@ impl<S, C, R, Req> Service<Req> for CircuitBreaker<S, C, R>
 where
     S: Service<Req>,
     C: Classify<S::Response, S::Error> + Clone,
-    R: Respond<S::Response, S::Error> + Clone,
+    R: Answer<CircuitOpen, S::Response, S::Error> + Clone,
 {
     type Response = S::Response;
     type Error = R::Error;
@@ -67,7 +69,7 @@ where
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner
             .poll_ready(cx)
-            .map_err(|e| self.respond.not_ready(e))
+            .map_err(|e| self.respond.inner_error(e))
     }
 
     #[inline]

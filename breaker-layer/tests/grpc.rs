@@ -100,7 +100,7 @@ async fn start(
     server: PingServer,
     layer: CircuitBreakerLayer<
         reliability_core::classify::GrpcClassifier,
-        breaker_layer::grpc::AsGrpc,
+        reliability_core::answer::AsGrpc,
     >,
 ) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

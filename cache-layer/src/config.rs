@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reliability_core::error::ConfigError;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::adaptive::AdaptiveRule;
 
@@ -21,7 +21,7 @@ use crate::adaptive::AdaptiveRule;
 /// assert_eq!(c.effective_stale_if_error(), Duration::from_secs(10));
 /// assert!(c.validate().is_ok());
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CacheConfig {
     /// Name in metrics, health and `Cache-Status` (ASCII letters, digits, `_ - .`).
@@ -62,7 +62,7 @@ pub struct CacheConfig {
 }
 
 /// Which entries L1 evicts first when full.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EvictionPolicy {
     /// TinyLFU admission with LRU eviction: keeps frequently used keys under scans.
@@ -73,7 +73,7 @@ pub enum EvictionPolicy {
 }
 
 /// How strict the key and value limits are (the table in [`validation`](crate::validation)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ValidationMode {
     /// Small limits, printable ASCII keys.
@@ -86,7 +86,7 @@ pub enum ValidationMode {
 }
 
 /// How upstream answers reach the tiers below L1.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WritePolicy {
     /// Through a bounded queue, after answering (overflow counted, never blocking).
@@ -98,7 +98,7 @@ pub enum WritePolicy {
 }
 
 /// Adaptive TTL settings.
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdaptiveConfig {
     /// Which rule.

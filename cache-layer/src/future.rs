@@ -28,6 +28,9 @@ pin_project! {
         state: State<F, S, Req, V>,
         // `None` on a hit: the hit path takes no reference count on the cache.
         engine: Option<Arc<Engine<V>>>,
+        // The layer's span, entered while polled; `Span::none()` on a hit (recorded and
+        // closed in `call`) and whenever the span is disabled.
+        span: tracing::Span,
     }
 }
 
@@ -92,13 +95,21 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
         Self {
             state: State::Ready { value: Some(value) },
             engine: None,
+            span: tracing::Span::none(),
         }
+    }
+
+    /// This future carries the layer's span `span` until it answers.
+    pub(crate) fn in_span(mut self, span: tracing::Span) -> Self {
+        self.span = span;
+        self
     }
 
     pub(crate) fn bypass(engine: Arc<Engine<V>>, fut: F) -> Self {
         Self {
             state: State::Bypass { fut },
             engine: Some(engine),
+            span: tracing::Span::none(),
         }
     }
 
@@ -106,6 +117,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
         Self {
             state: State::Lower { fut },
             engine: Some(engine),
+            span: tracing::Span::none(),
         }
     }
 
@@ -126,6 +138,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
                 started,
             },
             engine: Some(engine),
+            span: tracing::Span::none(),
         }
     }
 
@@ -146,6 +159,7 @@ impl<F, S, Req, V> ResponseFuture<F, S, Req, V> {
                 prior,
             },
             engine: Some(engine),
+            span: tracing::Span::none(),
         }
     }
 }
@@ -171,12 +185,15 @@ where
             .engine
             .as_deref()
             .expect("every state but Ready carries the cache");
+        let span: &tracing::Span = this.span;
+        let _entered = span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Ready { .. } => unreachable!("handled above"),
                 StateProj::Bypass { fut } => {
                     let r = ready!(fut.poll(cx));
                     this.state.set(State::Done);
+                    CacheStatus::Bypass.record(span, r.is_ok());
                     return Poll::Ready(r.map_err(Into::into).map(|mut v| {
                         engine.annotate(&mut v, &CacheStatus::Bypass);
                         v
@@ -185,6 +202,7 @@ where
                 StateProj::Lower { fut } => {
                     let (r, status) = ready!(fut.as_mut().poll(cx));
                     this.state.set(State::Done);
+                    status.record(span, r.is_ok());
                     return Poll::Ready(r.map(|mut v| {
                         engine.annotate(&mut v, &status);
                         v
@@ -207,6 +225,7 @@ where
                         Origin::Request,
                     );
                     this.state.set(State::Done);
+                    status.record(span, r.is_ok());
                     return Poll::Ready(r.map(|mut v| {
                         engine.annotate(&mut v, &status);
                         v
@@ -220,6 +239,7 @@ where
                                 stored: false,
                                 collapsed: true,
                             };
+                            status.record(span, r.is_ok());
                             return Poll::Ready(match r {
                                 Ok(mut v) => {
                                     engine.annotate(&mut v, &status);
@@ -261,6 +281,7 @@ where
                     if let Err(e) = ready!(svc.poll_ready(cx)) {
                         // Dropping the guard (if any) releases this flight's followers.
                         this.state.set(State::Done);
+                        MISS.record(span, false);
                         return Poll::Ready(Err(e.into()));
                     }
                     let req = req.take().expect("request present until called");
@@ -294,6 +315,12 @@ where
         }
     }
 }
+
+/// The status of a call that went upstream (for its span).
+const MISS: CacheStatus = CacheStatus::Miss {
+    stored: false,
+    collapsed: false,
+};
 
 /// Runs a background refresh of `guard`'s key on the current tokio runtime. Without a
 /// runtime there is no background: the refresh is skipped (the guard's drop releases

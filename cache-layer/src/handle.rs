@@ -78,6 +78,8 @@ pub struct CacheStats {
     pub l2_queue_overflow: u64,
     /// Invalidations received from other instances over pub/sub.
     pub pubsub_messages: u64,
+    /// Invalidations published for other instances over pub/sub.
+    pub pubsub_published: u64,
     /// Pub/sub re-subscriptions (each flushed L1: messages may have been lost).
     pub pubsub_resyncs: u64,
     /// Misses that waited for another instance's distributed single-flight lock.
@@ -220,6 +222,23 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
     /// Redis is skipped after an error).
     pub fn l2_available(&self) -> Option<bool> {
         self.engine.lower.iter().find_map(|tier| tier.available())
+    }
+
+    /// Sets the exported gauges `cache_entries` and `cache_size_bytes` of each tier whose
+    /// size is known (L1, L3) from its figures now: call it before rendering a scrape.
+    /// Counters need no such call. Does nothing without feature `metrics`.
+    pub fn publish_metrics(&self) {
+        if !cfg!(feature = "metrics") {
+            return;
+        }
+        let l1 = &self.engine.l1;
+        l1.sync();
+        l1.metrics
+            .exported
+            .size(l1.entry_count(), l1.weighted_size());
+        for tier in &self.engine.lower {
+            tier.publish_metrics();
+        }
     }
 
     /// The health snapshot's figures.

@@ -252,7 +252,7 @@ where
     /// Validates the settings and builds the layer.
     pub fn build(self) -> Result<CacheLayer<K, V>, ConfigError> {
         self.config.validate()?;
-        let (lower, flight_lock) = self.lower.start()?;
+        let (lower, flight_lock) = self.lower.start(&self.config.name)?;
         let settings = Settings::new(&self.config, self.hooks);
         let bounds = MemoryBounds {
             max_entries: self.config.max_entries,

@@ -109,14 +109,25 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let engine = &self.shared.engine;
+        // A disabled span is `Span::none()`: no allocation, no field evaluated.
+        let span = tracing::debug_span!(
+            "cache",
+            source = engine.settings.name.as_str(),
+            outcome = tracing::field::Empty,
+            cache.status = tracing::field::Empty,
+        );
         let Some(key) = self.shared.key.key(&req) else {
             bump(&engine.metrics.bypassed);
-            return ResponseFuture::bypass(engine.clone(), self.inner.call(req));
+            let fut = span.in_scope(|| self.inner.call(req));
+            return ResponseFuture::bypass(engine.clone(), fut).in_span(span);
         };
         if let Err(e) = engine.settings.limits.check_key(&key) {
             bump(&engine.metrics.rejected_key);
+            let entered = span.enter();
             tracing::debug!(cache = %engine.settings.name, error = %e, "request bypasses the cache");
-            return ResponseFuture::bypass(engine.clone(), self.inner.call(req));
+            let fut = self.inner.call(req);
+            drop(entered);
+            return ResponseFuture::bypass(engine.clone(), fut).in_span(span);
         }
         let now = engine.clock.now();
         match engine.lookup(&key, now) {
@@ -133,12 +144,13 @@ where
                 }
                 let mut value = value;
                 engine.annotate(&mut value, &status);
+                status.record(&span, true);
                 ResponseFuture::ready(value)
             }
             Lookup::Miss { prior } => {
                 let guard = match engine.flights.join(&key, engine.epoch()) {
                     Join::Follow(waiter) => {
-                        bump(&engine.metrics.coalesced);
+                        engine.metrics.coalesced();
                         // The follower keeps an unready clone: it waits without holding
                         // the inner service's capacity, and readies it only if it must
                         // call.
@@ -149,7 +161,8 @@ where
                             req,
                             key,
                             prior,
-                        );
+                        )
+                        .in_span(span);
                     }
                     Join::Lead(guard) => Some(guard),
                     Join::Full => {
@@ -160,11 +173,11 @@ where
                 if !engine.lower.is_empty() {
                     let svc = take_ready(&mut self.inner);
                     let fut = read_through(engine.clone(), guard, key, prior, svc, req);
-                    return ResponseFuture::lower(engine.clone(), fut);
+                    return ResponseFuture::lower(engine.clone(), fut).in_span(span);
                 }
                 bump(&engine.metrics.misses);
-                let fut = self.inner.call(req);
-                ResponseFuture::leading(engine.clone(), fut, guard, key, prior, now)
+                let fut = span.in_scope(|| self.inner.call(req));
+                ResponseFuture::leading(engine.clone(), fut, guard, key, prior, now).in_span(span)
             }
         }
     }

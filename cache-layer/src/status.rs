@@ -34,6 +34,22 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// The `cache.status` field of the layer's span: `hit`, `stale`, `miss` or `bypass`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Hit { .. } => "hit",
+            Self::Stale { .. } | Self::StaleIfError { .. } => "stale",
+            Self::Miss { .. } => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+
+    /// Records this status and the call's outcome on the layer's span.
+    pub(crate) fn record(&self, span: &tracing::Span, ok: bool) {
+        span.record("cache.status", self.label());
+        span.record("outcome", if ok { "ok" } else { "error" });
+    }
+
     /// Whether the answer came from the cache.
     pub fn is_hit(&self) -> bool {
         matches!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use cache_layer::backend::redis::RedisTier;
 use cache_layer::{Cache, CacheHandle, CacheLayer};
-use common::{Key, Upstream, key, secs, u64_codec};
+use common::{Key, Upstream, key, pttl, secs, subscribers, u64_codec, within};
 use reliability_core::harness::{RedisCluster, RedisServer};
 use reliability_core::health::{HealthSource, HealthStatus};
 use reliability_core::redis::RedisConfig;
@@ -50,48 +50,6 @@ async fn instance_with(
 
 async fn get(svc: &Svc, k: &str) -> u64 {
     svc.clone().oneshot(k.to_owned()).await.unwrap()
-}
-
-/// Polls `check` every 5 ms until it holds or `limit` passes; the time it took.
-async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
-}
-
-async fn pttl(config: &RedisConfig, redis_key: &str) -> i64 {
-    let mut conn = config.connect().await.unwrap();
-    redis::cmd("PTTL")
-        .arg(redis_key)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or(-2)
-}
-
-async fn subscribers(config: &RedisConfig) -> i64 {
-    let Ok(mut conn) = config.connect().await else {
-        return 0;
-    };
-    let channel = format!("{}:cache:invalidate", config.key_prefix);
-    let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(&channel)
-        .query_async(&mut conn)
-        .await
-        .unwrap_or_default();
-    match reply.get(1) {
-        Some(redis::Value::Int(n)) => *n,
-        _ => 0,
-    }
 }
 
 #[tokio::test]

@@ -118,6 +118,101 @@ impl Clock for ManualClock {
     }
 }
 
+/// The fast time source of hot paths that read the clock on every call (an SLA monitor times
+/// each call twice, a rate limiter's in-process backend reads it per decision).
+///
+/// [`quanta`] reads the CPU's time-stamp counter and scales it, several times cheaper than
+/// `clock_gettime`; it is deaf to `tokio::time::pause`, so tests (and stacks that want every
+/// layer on one clock) inject a [`Clock`] instead.
+///
+/// ```
+/// use reliability_core::clock::{ManualClock, Ticker};
+/// use std::time::Duration;
+///
+/// let manual = ManualClock::new();
+/// let ticker = Ticker::new(Some(manual.shared()));
+/// manual.advance(Duration::from_micros(3));
+/// assert_eq!(ticker.now_ns(), 3_000);
+/// assert!(Ticker::new(None).now_ns() < 1_000_000_000);
+/// ```
+#[cfg(feature = "fast-clock")]
+pub use ticker::Ticker;
+
+#[cfg(feature = "fast-clock")]
+mod ticker {
+    use std::fmt;
+    use std::time::SystemTime;
+
+    use super::{Instant, SharedClock};
+
+    /// A monotonic nanosecond count from either source.
+    pub enum Ticker {
+        /// The CPU's time-stamp counter, scaled by `quanta` (calibrated against the OS clock).
+        Fast {
+            /// The calibrated counter.
+            clock: quanta::Clock,
+            /// A raw counter reading: scaling only the difference saves a conversion a read.
+            origin_raw: u64,
+        },
+        /// An injected [`Clock`](super::Clock) (tokio's, which follows `tokio::time::pause`, or a
+        /// [`ManualClock`](super::ManualClock)).
+        Injected {
+            /// The clock.
+            clock: SharedClock,
+            /// Its reading when the ticker was made.
+            origin: Instant,
+        },
+    }
+
+    impl fmt::Debug for Ticker {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            match self {
+                Self::Fast { .. } => f.write_str("Ticker::Fast"),
+                Self::Injected { clock, .. } => {
+                    f.debug_tuple("Ticker::Injected").field(clock).finish()
+                }
+            }
+        }
+    }
+
+    impl Ticker {
+        /// The injected clock if given, else the fast counter.
+        pub fn new(injected: Option<SharedClock>) -> Self {
+            match injected {
+                Some(clock) => {
+                    let origin = clock.now();
+                    Self::Injected { clock, origin }
+                }
+                None => {
+                    let clock = quanta::Clock::new();
+                    let origin_raw = clock.raw();
+                    Self::Fast { clock, origin_raw }
+                }
+            }
+        }
+
+        /// Nanoseconds since the ticker was made; saturates after ~584 years.
+        #[inline]
+        pub fn now_ns(&self) -> u64 {
+            match self {
+                Self::Fast { clock, origin_raw } => clock.delta_as_nanos(*origin_raw, clock.raw()),
+                Self::Injected { clock, origin } => {
+                    let elapsed = clock.now().saturating_duration_since(*origin);
+                    u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
+                }
+            }
+        }
+
+        /// Wall-clock time, for snapshots and events.
+        pub fn wall(&self) -> SystemTime {
+            match self {
+                Self::Fast { .. } => SystemTime::now(),
+                Self::Injected { clock, .. } => clock.wall(),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

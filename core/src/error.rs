@@ -157,16 +157,7 @@ impl ConfigError {
     /// assert_eq!(err.to_string(), "invalid `ttl`: 0s is outside (0s, 1h]");
     /// ```
     pub fn check_duration(field: &str, value: Duration, max: Duration) -> Result<(), ConfigError> {
-        if value.is_zero() || value > max {
-            let shown = format!("(0s, {}]", humantime::format_duration(max));
-            Err(Self::out_of_range(
-                field,
-                &shown,
-                humantime::format_duration(value),
-            ))
-        } else {
-            Ok(())
-        }
+        Self::check_duration_in(field, value, max, false)
     }
 
     /// `Ok` when the duration is zero or at most `max` (a window that may be off).
@@ -175,8 +166,18 @@ impl ConfigError {
         value: Duration,
         max: Duration,
     ) -> Result<(), ConfigError> {
-        if value > max {
-            let shown = format!("[0s, {}]", humantime::format_duration(max));
+        Self::check_duration_in(field, value, max, true)
+    }
+
+    fn check_duration_in(
+        field: &str,
+        value: Duration,
+        max: Duration,
+        zero_allowed: bool,
+    ) -> Result<(), ConfigError> {
+        if (value.is_zero() && !zero_allowed) || value > max {
+            let open = if zero_allowed { '[' } else { '(' };
+            let shown = format!("{open}0s, {}]", humantime::format_duration(max));
             Err(Self::out_of_range(
                 field,
                 &shown,

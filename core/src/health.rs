@@ -36,6 +36,9 @@ pub enum HealthStatus {
     /// Within every threshold.
     #[default]
     Healthy,
+    /// Not measured: too few calls in the window to judge (at start, or while an open
+    /// breaker keeps calls from the upstream). Better than DEGRADED, never HEALTHY.
+    Unknown,
     /// Working, outside some threshold (slow, some failures, a half-open breaker).
     Degraded,
     /// Not working (an open breaker, success rate under its floor).
@@ -49,10 +52,11 @@ impl HealthStatus {
         self.max(other)
     }
 
-    /// `HEALTHY`, `DEGRADED` or `FAILED`.
+    /// `HEALTHY`, `UNKNOWN`, `DEGRADED` or `FAILED`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Healthy => "HEALTHY",
+            Self::Unknown => "UNKNOWN",
             Self::Degraded => "DEGRADED",
             Self::Failed => "FAILED",
         }
@@ -106,6 +110,44 @@ pub enum ComponentDetail {
     RateLimit(RateLimitSnapshot),
     /// A retry layer.
     Retry(RetrySnapshot),
+    /// A concurrency limit.
+    Concurrency(ConcurrencySnapshot),
+}
+
+/// Figures of a concurrency limit (a bulkhead or an adaptive limiter).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConcurrencySnapshot {
+    /// The layer's name.
+    pub name: String,
+    /// `fixed`, `aimd`, `vegas` or `gradient2`.
+    pub algorithm: String,
+    /// `false` in shadow mode.
+    pub enforced: bool,
+    /// The current limit.
+    pub limit: usize,
+    /// Calls in flight.
+    pub in_flight: usize,
+    /// Calls waiting for a place.
+    pub queued: usize,
+    /// The smallest RTT of any call, milliseconds (adaptive only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rtt_ms: Option<f64>,
+    /// The smoothed RTT (gain 1/8), milliseconds (adaptive only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoothed_rtt_ms: Option<f64>,
+    /// The mean RTT of the last sample window, milliseconds (adaptive only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_rtt_ms: Option<f64>,
+    /// Calls admitted.
+    pub admitted: u64,
+    /// Calls refused, for any reason.
+    pub rejected: u64,
+    /// Of those, queued calls pushed out by a higher class.
+    pub shed: u64,
+    /// Of those, queued calls whose wait timed out.
+    pub queue_timeouts: u64,
+    /// Calls shadow mode admitted that an enforced limit would have refused.
+    pub shadow_rejected: u64,
 }
 
 /// Figures of an SLA monitor over its rolling window.

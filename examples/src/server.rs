@@ -26,10 +26,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_layer::http::PeerIp;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject, TierTable};
 use reliability::admin::Admin;
+use reliability::admin::prometheus::{self, RecorderTaken};
+use reliability::cache::CacheHandle;
 use reliability::cache::backend::redis::RedisTier;
 use reliability::cache::http::HttpCacheLayer;
 use reliability::config::{Settings, SettingsError, SourceKind};
@@ -85,6 +88,9 @@ pub enum StartError {
     /// Redis could not be reached or configured.
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
+    /// Another `metrics` recorder holds the process.
+    #[error(transparent)]
+    Metrics(#[from] RecorderTaken),
 }
 
 impl ServerConfig {
@@ -132,11 +138,13 @@ pub fn app(
     upstream: Upstream,
     admin_token: Option<&str>,
 ) -> Result<(axum::Router, App), StartError> {
+    // Installed before any layer is built: layers register their handles when built.
+    let metrics = prometheus::recorder()?;
     let limiter = RateLimiter::builder()
         .name("api")
         .tiers(TierTable::standard())
         .build()?;
-    assemble(config, upstream, admin_token, limiter, None)
+    assemble(config, upstream, admin_token, limiter, None, metrics)
 }
 
 /// Builds the application router on Redis: the per-key limiter decides on Redis (failing
@@ -149,6 +157,7 @@ pub async fn app_with_redis(
     admin_token: Option<&str>,
     redis: &RedisConfig,
 ) -> Result<(axum::Router, App), StartError> {
+    let metrics = prometheus::recorder()?;
     let base = redis.key_prefix.clone();
     let backend = RedisBackend::builder(redis.clone().key_prefix(format!("{base}:ratelimit")))
         .build()
@@ -165,7 +174,7 @@ pub async fn app_with_redis(
             .key_prefix(format!("{base}:{}", kind.as_str()));
         tiers.push(RedisTier::connect(&route).await?);
     }
-    assemble(config, upstream, admin_token, limiter, Some(tiers))
+    assemble(config, upstream, admin_token, limiter, Some(tiers), metrics)
 }
 
 /// The route caches' sources, in route order.
@@ -177,6 +186,7 @@ fn assemble(
     admin_token: Option<&str>,
     limiter: RateLimiter,
     l2: Option<Vec<RedisTier>>,
+    metrics: PrometheusHandle,
 ) -> Result<(axum::Router, App), StartError> {
     let settings = config.settings()?;
     let registry = SlaRegistry::new();
@@ -259,11 +269,14 @@ fn assemble(
         let faults = axum::Router::new()
             .route("/admin/upstream/faults", post(set_faults).get(get_faults))
             .with_state(upstream.clone());
-        let registry_for_metrics = registry.clone();
+        let publish = (registry.clone(), caches.clone());
         let mut admin = Admin::new(token)?
             .health_source(Arc::new(registry.clone()) as Arc<dyn HealthSource>)
             .rate_limits(Arc::new(app.limiter.clone()))
-            .metrics(move || registry_for_metrics.render_prometheus())
+            .prometheus(metrics, move || {
+                publish.0.publish_metrics();
+                publish.1.iter().for_each(CacheHandle::publish_metrics);
+            })
             .protected_routes(faults);
         for client in [&app.cex, &app.dex, &app.social] {
             if let Some(breaker) = client.handles().breaker() {

@@ -1,12 +1,26 @@
-//! The demo binary end to end: a one-second run with `--json` prints one row per source
-//! with every documented column.
+//! The demo binary end to end. The scenario runs on tokio's paused clock
+//! (`--simulated-time`): the demo's callers, the upstream and every layer wait on tokio
+//! time, so the run takes as long as the CPU needs, whatever the load on the machine, and
+//! the assertions read its effects from the per-phase timeline of `--json`, never exact
+//! counts.
 
 use std::process::Command;
 
-#[test]
-fn demo_prints_a_summary_per_source() {
+use serde_json::Value;
+
+const PHASES: [&str; 5] = [
+    "normal",
+    "latency spike",
+    "error burst",
+    "outage",
+    "recovery",
+];
+const SOURCES: [&str; 3] = ["cex", "dex", "social"];
+
+/// Runs the demo with `args` and reads its JSON report.
+fn demo(args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_demo"))
-        .args(["--duration", "1s", "--seed", "3", "--json"])
+        .args(args)
         .output()
         .expect("demo runs");
     assert!(
@@ -14,30 +28,83 @@ fn demo_prints_a_summary_per_source() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON summary");
-    let rows = rows.as_array().expect("an array of rows");
-    let sources: Vec<_> = rows.iter().map(|r| r["source"].as_str().unwrap()).collect();
-    assert_eq!(sources, ["cex", "dex", "social"]);
-    for r in rows {
-        for column in [
-            "requests",
-            "upstream_calls",
-            "cache_hit_rate",
-            "stale_served",
-            "retries",
-            "breaker_trips",
-            "breaker_state",
-            "rate_limit_waits",
-            "p50_ms",
-            "p95_ms",
-            "p99_ms",
-            "sla_status",
-        ] {
-            assert!(!r[column].is_null(), "{column} missing in {r}");
+    serde_json::from_slice(&out.stdout).expect("a JSON report")
+}
+
+/// The entry of `source` in `rows` (a phase's sources, or the summary).
+fn of<'a>(rows: &'a Value, source: &str) -> &'a Value {
+    rows.as_array()
+        .expect("an array of rows")
+        .iter()
+        .find(|r| r["source"] == source)
+        .unwrap_or_else(|| panic!("no {source} in {rows}"))
+}
+
+#[test]
+fn the_timeline_shows_the_scenario_and_the_recovery() {
+    // The default 30 s scenario, in simulated time: the windows are the run's tenth (3 s)
+    // and the recovery three tenths, so the status has time to clear.
+    let report = demo(&[
+        "--simulated-time",
+        "--duration",
+        "30s",
+        "--seed",
+        "3",
+        "--json",
+    ]);
+    let timeline = report["timeline"].as_array().expect("a timeline");
+    let phases: Vec<_> = timeline.iter().map(|p| p["phase"].as_str()).collect();
+    assert_eq!(phases, PHASES.map(Some), "{report:#}");
+    for p in timeline {
+        for source in SOURCES {
+            let r = of(&p["sources"], source);
+            for column in [
+                "requests",
+                "errors",
+                "upstream_calls",
+                "stale_served",
+                "breaker_state",
+                "breaker_trips",
+                "sla_status",
+                "p95_ms",
+            ] {
+                assert!(!r[column].is_null(), "{column} missing in {r}");
+            }
         }
-        assert!(r["requests"].as_u64().unwrap() > 0);
-        assert!(r["upstream_calls"].as_u64().unwrap() <= r["requests"].as_u64().unwrap());
     }
+    let at = |phase: &str, source: &str| {
+        let p = timeline.iter().find(|p| p["phase"] == phase).unwrap();
+        of(&p["sources"], source).clone()
+    };
+    let n = |r: &Value, column: &str| r[column].as_u64().unwrap_or_else(|| panic!("{r}"));
+
+    let outage = at("outage", "cex");
+    let recovery = at("recovery", "cex");
+    // The cache answered with stale data while the upstream was down...
+    assert!(n(&outage, "stale_served") > 0, "{outage}");
+    // ...the breaker opened, and closed again once the upstream recovered...
+    assert!(n(&outage, "breaker_trips") >= 1, "{outage}");
+    assert_eq!(recovery["breaker_state"], "CLOSED", "{recovery}");
+    // ...and the status said so: not HEALTHY during the outage, HEALTHY at the end.
+    for source in SOURCES {
+        let r = at("outage", source);
+        assert_ne!(r["sla_status"], "HEALTHY", "{r}");
+    }
+    assert_eq!(recovery["sla_status"], "HEALTHY", "{recovery}");
+
+    // The summary is the run's end: the same status as the timeline's last entry.
+    let summary = &report["summary"];
+    let sources: Vec<_> = summary
+        .as_array()
+        .expect("a summary per source")
+        .iter()
+        .map(|r| r["source"].as_str())
+        .collect();
+    assert_eq!(sources, SOURCES.map(Some));
+    let cex = of(summary, "cex");
+    assert_eq!(cex["sla_status"], "HEALTHY", "{cex}");
+    assert_eq!(cex["breaker_state"], "CLOSED", "{cex}");
+    assert!(n(cex, "upstream_calls") <= n(cex, "requests"), "{cex}");
 }
 
 #[test]
@@ -48,4 +115,11 @@ fn bad_arguments_are_refused_with_usage() {
         .expect("demo runs");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--duration"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_demo"))
+        .args(["--simulated-time", "--redis", "redis://127.0.0.1:6379"])
+        .output()
+        .expect("demo runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--simulated-time"));
 }

@@ -12,6 +12,7 @@ use examples::grpc::proto::{GetPriceRequest, PriceReply};
 use examples::grpc::{API_KEY, PriceServer, ServerSettings, start_server};
 use examples::upstream::{FaultSettings, Source, Upstream};
 use futures_util::stream;
+use ratelimit_layer::Quota;
 use reliability_core::health::BreakerState;
 use tonic::Code;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -109,6 +110,12 @@ const HEALTHY: FaultSettings = FaultSettings {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_answers_resource_exhausted_when_the_quota_is_spent() {
     let (server, _) = start(3, HEALTHY).await;
+    // What is under test is the answer to a spent quota, not the quota's rate: at 3 per
+    // second, the fourth call would pass if the four took over 333 ms, as they may on a
+    // loaded machine. Three calls an hour cannot refill during the test.
+    server
+        .limiter
+        .set_user_limit("alice", Quota::per(3, Duration::from_secs(3600)).unwrap());
     for _ in 0..3 {
         let reply = get_price(server.addr, "alice").await.unwrap();
         assert_eq!(reply.symbol, "ETH-USDC");
@@ -238,16 +245,34 @@ async fn serve_runs_alone_for_any_grpc_client() {
     assert_eq!(reply.symbol, "ETH-USDC");
     assert!(reply.price > 0.0, "{reply:?}");
 
-    // A quota of 5 per second: a quick run of calls spends it, and the refusal says when
-    // to come back.
-    let mut refused = None;
-    for _ in 0..20 {
-        if let Err(status) = get_price(addr, "carol").await {
-            refused = Some(status);
-            break;
+    // A quota of 5 per second: calls sent together spend it, however slow the machine is
+    // to send them one by one, and the refusal says when to come back. The deadline only
+    // bounds a failing run.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("the server accepts");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused = loop {
+        let calls = (0..20).map(|_| {
+            let mut client = PricesClient::new(channel.clone());
+            async move {
+                let mut request = tonic::Request::new(GetPriceRequest {
+                    symbol: "ETH-USDC".into(),
+                });
+                request
+                    .metadata_mut()
+                    .insert(API_KEY, "carol".parse().unwrap());
+                client.get_price(request).await
+            }
+        });
+        let results = futures_util::future::join_all(calls).await;
+        if let Some(status) = results.into_iter().find_map(Result::err) {
+            break status;
         }
-    }
-    let refused = refused.expect("the quota ran out within 20 quick calls");
+        assert!(Instant::now() < deadline, "the quota never ran out");
+    };
     assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
     assert!(
         refused.metadata().get("retry-after").is_some(),

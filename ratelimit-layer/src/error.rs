@@ -188,6 +188,18 @@ impl std::error::Error for KeyNotFound {
     }
 }
 
+impl reliability_core::answer::Refusal for KeyNotFound {
+    fn failure(&self) -> Failure {
+        self.failure
+    }
+}
+
+impl reliability_core::answer::Refusal for RateLimited {
+    fn failure(&self) -> Failure {
+        self.failure
+    }
+}
+
 /// A tier name that is not in the table ([`RateLimiter::set_tier`](crate::RateLimiter::set_tier)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown tier {0:?}")]

@@ -12,7 +12,7 @@ use crate::backend::Pending;
 use crate::error::{KeyNotFound, RateLimited, Reason};
 use crate::quota::{Decision, Mode};
 use crate::respond::Respond;
-use crate::service::Job;
+use crate::service::{Job, outcome};
 
 pin_project! {
     /// Response future of [`RateLimit`](crate::RateLimit): answers refusals right away,
@@ -121,7 +121,7 @@ where
                     let out = ready!(future.poll(cx));
                     return Poll::Ready(match out {
                         Ok(res) => Ok(match detail.take() {
-                            Some((d, policy)) => respond.allowed(res, &d, &policy),
+                            Some((d, policy)) => respond.decorate(res, &d, &policy),
                             None => res,
                         }),
                         Err(e) => Err(respond.inner_error(e)),
@@ -130,7 +130,16 @@ where
                 StateProj::Deciding { pending, job } => {
                     let result = ready!(Pin::new(pending).poll(cx));
                     let mut job = job.take().expect("polled after completion");
-                    match job.limiter.finish(&job.subject, &job.resolved, result) {
+                    let decided = job.limiter.finish(&job.subject, &job.resolved, result);
+                    let waits = matches!(
+                        (&decided, job.deadline),
+                        (Err(r), Some(deadline)) if r.reason == Reason::Exceeded
+                            && r.retry_after.is_some_and(|w| tokio::time::Instant::now() + w <= deadline)
+                    );
+                    if !waits {
+                        job.span.record("outcome", outcome(decided.is_ok()));
+                    }
+                    match decided {
                         Ok(decision) => {
                             let detail = R::WANTS_DECISION
                                 .then(|| (decision, job.limiter.policy_name(job.resolved.policy)));
@@ -144,7 +153,7 @@ where
                                 if rejection.reason == Reason::Exceeded
                                     && tokio::time::Instant::now() + wait <= deadline =>
                             {
-                                job.limiter.record_wait();
+                                job.limiter.record_wait(wait);
                                 State::Waiting {
                                     sleep: tokio::time::sleep(wait),
                                     job: Some(job),

@@ -5,84 +5,24 @@
 //! A request without a key ([`KeyNotFound`]) becomes `INVALID_ARGUMENT` when the client is at
 //! fault (missing metadata) and `INTERNAL` otherwise, as HTTP mode answers 400 and 500.
 
-use http::header::{HeaderValue, RETRY_AFTER};
-use http::{HeaderMap, Response};
-
 use crate::error::{KeyNotFound, RateLimited};
-use crate::respond::Respond;
+use crate::respond::Decorate;
 
-/// Server mode for gRPC (tonic): refusals and requests without a key become trailers-only
-/// responses (see the module docs); the inner error passes through unchanged.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsGrpc;
-
-fn status_headers(headers: &mut HeaderMap, rejection: &RateLimited) {
-    let failure = rejection.failure();
-    trailers_only(headers, failure.kind().grpc_code(), &rejection.to_string());
-    if let Some(secs) = failure.retry_after_secs() {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
-    }
-}
-
-fn trailers_only(headers: &mut HeaderMap, code: tonic::Code, message: &str) {
-    headers.insert("content-type", HeaderValue::from_static("application/grpc"));
-    headers.insert("grpc-status", HeaderValue::from(code as i32));
-    // grpc-message is percent-encoded UTF-8: everything but a few safe ASCII bytes is
-    // escaped, so any text (a header name in a hint, a policy name) is a valid value.
-    let message: String = message
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.;:`".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    if let Ok(v) = HeaderValue::from_str(&message) {
-        headers.insert("grpc-message", v);
-    }
-}
-
-impl<B: Default, E> Respond<Response<B>, E> for AsGrpc {
-    type Error = E;
-
-    fn rejected(&self, rejection: RateLimited) -> Result<Response<B>, E> {
-        let mut res = Response::new(B::default());
-        status_headers(res.headers_mut(), &rejection);
-        Ok(res)
-    }
-
-    fn key_not_found(&self, missing: KeyNotFound) -> Result<Response<B>, E> {
-        let mut res = Response::new(B::default());
-        let code = missing.failure().kind().grpc_code();
-        trailers_only(res.headers_mut(), code, &missing.to_string());
-        Ok(res)
-    }
-
-    fn inner_error(&self, error: E) -> E {
-        error
-    }
-}
+/// gRPC mode adds nothing to decided responses: the wait travels in the refusal's status.
+impl<B> Decorate<http::Response<B>> for reliability_core::answer::AsGrpc {}
 
 impl From<RateLimited> for tonic::Status {
+    /// `RESOURCE_EXHAUSTED` (`UNAVAILABLE` for a spent upstream quota or a fail-closed
+    /// outage), with `retry-after` and `grpc-retry-pushback-ms` when the wait is known.
     fn from(r: RateLimited) -> Self {
-        let failure = *r.failure();
-        let mut status = tonic::Status::new(failure.kind().grpc_code(), r.to_string());
-        if let Some(secs) = failure.retry_after_secs() {
-            status.metadata_mut().insert("retry-after", secs.into());
-        }
-        status.set_source(std::sync::Arc::new(r));
-        status
+        reliability_core::answer::grpc_status(r)
     }
 }
 
 impl From<KeyNotFound> for tonic::Status {
+    /// `INVALID_ARGUMENT` when the client is at fault, else `INTERNAL`.
     fn from(missing: KeyNotFound) -> Self {
-        let code = missing.failure().kind().grpc_code();
-        let mut status = tonic::Status::new(code, missing.to_string());
-        status.set_source(std::sync::Arc::new(missing));
-        status
+        reliability_core::answer::grpc_status(missing)
     }
 }
 
@@ -90,6 +30,10 @@ impl From<KeyNotFound> for tonic::Status {
 mod tests {
     use super::*;
     use crate::error::Reason;
+    use crate::respond::Respond;
+    use http::Response;
+    use http::header::RETRY_AFTER;
+    use reliability_core::answer::AsGrpc;
     use std::time::Duration;
 
     fn limited(reason: Reason) -> RateLimited {
@@ -108,10 +52,11 @@ mod tests {
         assert_eq!(res.status(), 200);
         assert_eq!(res.headers()["grpc-status"], "8");
         assert_eq!(res.headers()["retry-after"], "2");
-        let message = res.headers()["grpc-message"].to_str().unwrap();
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
         assert!(
-            message.starts_with("rate%20limited%20by%20`free`"),
-            "{message}"
+            status.message().starts_with("rate limited by `free`"),
+            "{}",
+            status.message()
         );
     }
 
@@ -131,8 +76,12 @@ mod tests {
             Respond::<Response<String>, ()>::key_not_found(&AsGrpc, client).unwrap();
         assert_eq!(res.headers()["grpc-status"], "3");
         assert!(res.headers().get(RETRY_AFTER).is_none());
-        let message = res.headers()["grpc-message"].to_str().unwrap();
-        assert!(message.contains("`x-api-key`"), "{message}");
+        let status = tonic::Status::from_header_map(res.headers()).unwrap();
+        assert!(
+            status.message().contains("`x-api-key`"),
+            "{}",
+            status.message()
+        );
         let res: Response<String> =
             Respond::<Response<String>, ()>::key_not_found(&AsGrpc, server).unwrap();
         assert_eq!(res.headers()["grpc-status"], "13");

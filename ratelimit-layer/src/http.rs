@@ -49,10 +49,11 @@ use http::{Request, Response};
 use ipnet::{IpNet, Ipv4Net};
 use reliability_core::error::ConfigError;
 
-use crate::error::{KeyNotFound, RateLimited};
+use crate::error::KeyNotFound;
 use crate::key::{KeyExtractor, MAX_KEY_LEN, Subject};
 use crate::quota::Decision;
-use crate::respond::Respond;
+use crate::respond::Decorate;
+use reliability_core::answer::{Answer, AsHttp, Refusal};
 
 /// `RateLimit-Policy`.
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -105,89 +106,71 @@ pub fn ratelimit_header(policy: &str, decision: &Decision) -> String {
         .join(", ")
 }
 
-/// Server mode for HTTP: refusals become `429 Too Many Requests` (`503` when the backend is
-/// down and the limiter fails closed) with an empty body; admitted responses get the
-/// `RateLimit` fields. The inner error type passes through unchanged (axum needs
-/// `Infallible`).
-///
-/// A request without a key ([`KeyNotFound`], under the default
-/// [`MissingKey::Reject`](crate::MissingKey::Reject)) gets `400 Bad Request` when the
-/// extractor blames the client (no usable [`HeaderKey`] header) and `500 Internal Server
-/// Error` otherwise: [`PeerIp`] finds no address only when the server was not started with
-/// axum's connect info, which no client can fix, and a 400 would send its operator looking in
-/// the wrong place. Either way the plain-text body names what is missing. (Hence the
-/// `B: From<String>` bound; axum's `Body`, `String` and `Full<Bytes>` satisfy it.)
-#[derive(Debug, Clone, Copy, Default)]
-pub struct AsHttp {
-    legacy: bool,
-}
+/// The `Decorate` impl of an HTTP mode: the IETF fields, and the legacy ones if `$legacy`.
+macro_rules! http_fields {
+    ($mode:ty, $legacy:expr) => {
+        impl<B> Decorate<Response<B>> for $mode {
+            const WANTS_DECISION: bool = true;
 
-impl AsHttp {
-    /// Also send `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset`.
-    #[must_use]
-    pub fn with_legacy_headers(mut self) -> Self {
-        self.legacy = true;
-        self
-    }
-
-    fn decorate(&self, headers: &mut http::HeaderMap, decision: &Decision, policy: &str) {
-        let mut put = |name: HeaderName, value: String| {
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                headers.insert(name, v);
+            fn decorate(
+                &self,
+                mut res: Response<B>,
+                decision: &Decision,
+                policy: &str,
+            ) -> Response<B> {
+                put_fields(res.headers_mut(), decision, policy, $legacy);
+                res
             }
-        };
-        put(RATELIMIT_POLICY, policy_header(policy, decision));
-        put(RATELIMIT, ratelimit_header(policy, decision));
-        if self.legacy
-            && let Some(w) = decision.binding()
-        {
-            put(
-                HeaderName::from_static("x-ratelimit-limit"),
-                w.limit.to_string(),
-            );
-            put(
-                HeaderName::from_static("x-ratelimit-remaining"),
-                w.remaining.to_string(),
-            );
-            put(
-                HeaderName::from_static("x-ratelimit-reset"),
-                secs_ceil(w.reset_after).to_string(),
-            );
         }
-    }
+    };
 }
 
-impl<B: Default + From<String>, E> Respond<Response<B>, E> for AsHttp {
+// HTTP mode's fields: admitted and refused responses get the IETF `RateLimit-Policy` and
+// `RateLimit` fields (the refusal itself comes from core's `AsHttp`: `429`, `503` when the
+// backend is down and the limiter fails closed, `400`/`500` for a request without a key).
+http_fields!(AsHttp, false);
+http_fields!(LegacyHeaders, true);
+
+/// HTTP mode with the legacy `X-RateLimit-Limit`, `X-RateLimit-Remaining` and
+/// `X-RateLimit-Reset` fields (of the binding window) beside the IETF ones, for clients
+/// that read only those. Use with
+/// [`RateLimitLayer::respond_with`](crate::RateLimitLayer::respond_with).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LegacyHeaders;
+
+impl<R: Refusal, B: Default + From<String>, E> Answer<R, Response<B>, E> for LegacyHeaders {
     type Error = E;
-    const WANTS_DECISION: bool = true;
 
-    fn key_not_found(&self, missing: KeyNotFound) -> Result<Response<B>, E> {
-        let mut res: Response<B> = missing.failure().to_http_response();
-        *res.body_mut() = B::from(format!("{missing}\n"));
-        res.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        Ok(res)
-    }
-
-    fn rejected(&self, rejection: RateLimited) -> Result<Response<B>, E> {
-        // Status and `Retry-After` (rounded up) from reliability-core's one table: 429 for
-        // a caller over its limit, 503 for a spent upstream quota or a fail-closed outage.
-        let mut res: Response<B> = rejection.failure().to_http_response();
-        if let Some(d) = &rejection.decision {
-            self.decorate(res.headers_mut(), d, &rejection.policy);
-        }
-        Ok(res)
-    }
-
-    fn allowed(&self, mut response: Response<B>, decision: &Decision, policy: &str) -> Response<B> {
-        self.decorate(response.headers_mut(), decision, policy);
-        response
+    fn refused(&self, refusal: R) -> Result<Response<B>, E> {
+        Ok(reliability_core::answer::http_response(refusal))
     }
 
     fn inner_error(&self, error: E) -> E {
         error
+    }
+}
+
+fn put_fields(headers: &mut http::HeaderMap, decision: &Decision, policy: &str, legacy: bool) {
+    let mut put = |name: HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    put(RATELIMIT_POLICY, policy_header(policy, decision));
+    put(RATELIMIT, ratelimit_header(policy, decision));
+    if legacy && let Some(w) = decision.binding() {
+        put(
+            HeaderName::from_static("x-ratelimit-limit"),
+            w.limit.to_string(),
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-remaining"),
+            w.remaining.to_string(),
+        );
+        put(
+            HeaderName::from_static("x-ratelimit-reset"),
+            secs_ceil(w.reset_after).to_string(),
+        );
     }
 }
 
@@ -454,13 +437,7 @@ mod tests {
         let now = 1_700_000_000_000_000;
         decide(&quota, &mut cells, now, 1, Mode::Consume);
         let d = decide(&quota, &mut cells, now, 1, Mode::Consume);
-        let legacy = AsHttp::default().with_legacy_headers();
-        let res = Respond::<Response<String>, ()>::allowed(
-            &legacy,
-            Response::new(String::new()),
-            &d,
-            "free",
-        );
+        let res = LegacyHeaders.decorate(Response::new(String::new()), &d, "free");
         let h = res.headers();
         assert_eq!(h["x-ratelimit-limit"], "2");
         assert_eq!(h["x-ratelimit-remaining"], "0");

@@ -7,8 +7,8 @@ use tower_layer::Layer;
 
 use crate::key::{GlobalKey, MissingKey};
 use crate::limiter::RateLimiter;
-use crate::respond::AsError;
 use crate::service::{RateLimit, Shared};
+use reliability_core::answer::AsError;
 
 /// Applies [`RateLimit`] to services. Cheap to clone; every service it builds shares the
 /// same limiter (and so the same state).
@@ -165,18 +165,19 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
 
 #[cfg(feature = "http")]
 impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
-    /// HTTP server mode ([`AsHttp`](crate::http::AsHttp)): 429 answers with the IETF
-    /// `RateLimit` fields.
-    pub fn http(self) -> RateLimitLayer<X, crate::http::AsHttp> {
-        self.respond_with(crate::http::AsHttp::default())
+    /// HTTP server mode (core's [`AsHttp`](reliability_core::answer::AsHttp)): 429 answers
+    /// with `Retry-After`, and the IETF `RateLimit` fields on every decided response.
+    pub fn http(self) -> RateLimitLayer<X, reliability_core::answer::AsHttp> {
+        self.respond_with(reliability_core::answer::AsHttp)
     }
 }
 
 #[cfg(feature = "grpc")]
 impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
-    /// gRPC server mode ([`AsGrpc`](crate::grpc::AsGrpc)): `RESOURCE_EXHAUSTED` answers.
-    pub fn grpc(self) -> RateLimitLayer<X, crate::grpc::AsGrpc> {
-        self.respond_with(crate::grpc::AsGrpc)
+    /// gRPC server mode (core's [`AsGrpc`](reliability_core::answer::AsGrpc)):
+    /// `RESOURCE_EXHAUSTED` answers.
+    pub fn grpc(self) -> RateLimitLayer<X, reliability_core::answer::AsGrpc> {
+        self.respond_with(reliability_core::answer::AsGrpc)
     }
 }
 

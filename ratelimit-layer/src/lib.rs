@@ -32,6 +32,6 @@ pub use limiter::{
     Policy, RateLimiter, RateLimiterBuilder, Resolved, Status, TierInfo, Usage, WindowReport,
 };
 pub use quota::{Algorithm, Decision, Quota, Window};
-pub use respond::{AsError, Respond};
+pub use respond::{Decorate, Respond};
 pub use service::RateLimit;
 pub use tier::{Tier, TierTable};

@@ -132,6 +132,8 @@ pub(crate) struct Job<S, Req> {
     pub(crate) resolved: Resolved,
     pub(crate) limiter: RateLimiter,
     pub(crate) deadline: Option<tokio::time::Instant>,
+    /// The call's span, whose `outcome` is recorded once the request is decided.
+    pub(crate) span: tracing::Span,
 }
 
 impl<S: Clone, Req> Job<S, Req> {
@@ -141,6 +143,7 @@ impl<S: Clone, Req> Job<S, Req> {
         subject: Subject,
         resolved: Resolved,
         shared: &Shared<X, R>,
+        span: tracing::Span,
     ) -> Self {
         Self {
             inner: take_ready(inner),
@@ -149,6 +152,7 @@ impl<S: Clone, Req> Job<S, Req> {
             resolved,
             limiter: shared.limiter.clone(),
             deadline: shared.max_wait.map(|w| tokio::time::Instant::now() + w),
+            span,
         }
     }
 }
@@ -172,25 +176,39 @@ where
     fn call(&mut self, request: Req) -> Self::Future {
         let shared = &*self.shared;
         let respond = shared.respond.clone();
+        // A disabled span is `Span::none()`: no allocation, no field evaluated.
+        let span = tracing::debug_span!(
+            "ratelimit",
+            source = shared.limiter.name(),
+            outcome = tracing::field::Empty,
+        );
         let subject = match shared.extractor.extract(&request) {
             Some(subject) => subject,
             None => {
                 if let Some(missing) = shared.missing_key(&request) {
+                    span.record("outcome", "key_not_found");
                     return ResponseFuture::key_not_found(missing, respond);
                 }
                 // `missing_key` answered for `Reject`; `Global` or `Bypass` remain.
                 match shared.on_missing_key {
                     MissingKey::Global => Subject::anonymous(),
-                    _ => return ResponseFuture::calling(self.inner.call(request), None, respond),
+                    _ => {
+                        span.record("outcome", "bypass");
+                        return ResponseFuture::calling(self.inner.call(request), None, respond);
+                    }
                 }
             }
         };
         let (resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
         let Some(result) = pending.now_or_never() else {
-            let job = Job::new(&mut self.inner, request, subject, resolved, shared);
+            let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
             return ResponseFuture::deciding(pending, job, respond);
         };
-        match shared.limiter.finish(&subject, &resolved, result) {
+        let decided = shared.limiter.finish(&subject, &resolved, result);
+        if decided.is_ok() || shared.max_wait.is_none() {
+            span.record("outcome", outcome(decided.is_ok()));
+        }
+        match decided {
             Ok(decision) => {
                 let detail = R::WANTS_DECISION
                     .then(|| (decision, shared.limiter.policy_name(resolved.policy)));
@@ -198,14 +216,22 @@ where
             }
             Err(rejection) => match (shared.max_wait, rejection.retry_after) {
                 (Some(max), Some(wait)) if wait <= max && rejection.reason == Reason::Exceeded => {
-                    let job = Job::new(&mut self.inner, request, subject, resolved, shared);
-                    shared.limiter.record_wait();
+                    let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
+                    shared.limiter.record_wait(wait);
                     ResponseFuture::waiting(wait, job, respond)
                 }
                 // Client mode: a refusal means our quota at the upstream is spent.
-                (Some(_), _) => ResponseFuture::rejected(rejection.client_side(), respond),
+                (Some(_), _) => {
+                    span.record("outcome", outcome(false));
+                    ResponseFuture::rejected(rejection.client_side(), respond)
+                }
                 _ => ResponseFuture::rejected(rejection, respond),
             },
         }
     }
+}
+
+/// The `outcome` field of the layer's span.
+pub(crate) fn outcome(allowed: bool) -> &'static str {
+    if allowed { "allowed" } else { "rejected" }
 }

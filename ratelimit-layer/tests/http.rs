@@ -121,14 +121,15 @@ async fn axum_answers_429_with_draft_headers() {
         &["r", "t", "pk"],
     );
     assert_eq!(rl[0].1[0], ("r".to_owned(), 0));
+    assert_eq!(
+        refused.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    let body = std::str::from_utf8(&body).unwrap();
     assert!(
-        refused
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .is_empty()
+        body.starts_with("rate limited by `"),
+        "the refusal is named: {body}"
     );
 
     // A pro key has its own bucket: 10 per second.

@@ -9,6 +9,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /admin/health` | [`HealthReport`] JSON |
+//! | `GET /admin/history?since=<unix ms>` | sampled figures for charts (see [`history`]) |
 //! | `GET /admin/metrics` | Prometheus text exposition |
 //! | `GET /admin/cache/stats` | cache components JSON |
 //! | `POST /admin/cache/clear` | `{"cleared": true}` |
@@ -24,6 +25,10 @@
 //! Parts that were not given answer 404 with a JSON error, so a server without a cache
 //! still serves the rest.
 //!
+//! The router samples every part's health into a bounded history ([`Admin::history`]) on
+//! a task of its own, started when the router is built inside a tokio runtime (or on its
+//! first request otherwise) and ended when the router is dropped.
+//!
 //! # Example
 //!
 //! ```
@@ -35,6 +40,7 @@
 //! ```
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -44,12 +50,20 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use reliability_core::error::ConfigError;
-use reliability_core::health::{ComponentHealth, HealthSource};
+use reliability_core::health::{ComponentHealth, HealthSource, SystemHealth};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
-use crate::health::{HealthReport, system_health};
+use crate::health::HealthReport;
+
+pub mod history;
+pub mod prometheus;
+
+use history::{
+    DEFAULT_HISTORY_CAPACITY, DEFAULT_HISTORY_INTERVAL, History, MAX_HISTORY_CAPACITY, Sampled,
+    ensure_sampler,
+};
 
 /// Shortest accepted admin token: a guessable token is no protection.
 pub const MIN_TOKEN_LEN: usize = 12;
@@ -178,6 +192,7 @@ pub struct Admin {
     rate_limits: Option<Arc<dyn RateLimitControl>>,
     metrics: Option<Arc<MetricsFn>>,
     extra: Vec<Router<()>>,
+    history: History,
 }
 
 impl std::fmt::Debug for Admin {
@@ -188,6 +203,8 @@ impl std::fmt::Debug for Admin {
             .field("caches", &self.caches.len())
             .field("breakers", &self.breakers.len())
             .field("rate_limits", &self.rate_limits.is_some())
+            .field("history_capacity", &self.history.capacity())
+            .field("history_interval", &self.history.interval())
             .finish()
     }
 }
@@ -210,7 +227,31 @@ impl Admin {
             rate_limits: None,
             metrics: None,
             extra: Vec::new(),
+            history: History::new(DEFAULT_HISTORY_CAPACITY, DEFAULT_HISTORY_INTERVAL),
         })
+    }
+
+    /// How much history `/admin/history` keeps: `capacity` points (1 to
+    /// [`MAX_HISTORY_CAPACITY`]) sampled every `interval`
+    /// (10 ms to 1 h). The default is ten minutes:
+    /// [`DEFAULT_HISTORY_CAPACITY`] points at
+    /// [`DEFAULT_HISTORY_INTERVAL`].
+    pub fn history(mut self, capacity: usize, interval: Duration) -> Result<Self, ConfigError> {
+        ConfigError::check_range("admin.history.capacity", capacity, 1..=MAX_HISTORY_CAPACITY)?;
+        ConfigError::check_duration(
+            "admin.history.interval",
+            interval,
+            Duration::from_secs(3600),
+        )?;
+        if interval < Duration::from_millis(10) {
+            return Err(ConfigError::out_of_range(
+                "admin.history.interval",
+                "[10ms, 1h]",
+                humantime::format_duration(interval),
+            ));
+        }
+        self.history = History::new(capacity, interval);
+        Ok(self)
     }
 
     /// Adds a health source (an SLA registry, a retry layer...).
@@ -258,21 +299,28 @@ impl Admin {
 
     /// The health report of every registered part.
     pub fn report(&self) -> HealthReport {
+        HealthReport::from_system(self.snapshot())
+    }
+
+    fn snapshot(&self) -> SystemHealth {
         let mut all: Vec<&dyn HealthSource> = self.sources.iter().map(|s| &**s as _).collect();
         all.extend(self.caches.iter().map(|c| &**c as &dyn HealthSource));
         all.extend(self.breakers.iter().map(|b| &**b as &dyn HealthSource));
         if let Some(r) = &self.rate_limits {
             all.push(&**r as &dyn HealthSource);
         }
-        system_health(all)
+        SystemHealth::collect(all, SystemTime::now())
     }
 
     /// The router: `/admin/*` behind the bearer token, and `/dashboard`.
     pub fn router(mut self) -> Router {
         let extra = std::mem::take(&mut self.extra);
         let state = Arc::new(self);
+        // Inside a runtime the sampler starts now; otherwise on the first request.
+        let _ = ensure_sampler(&state);
         let mut protected = Router::new()
             .route("/admin/health", get(health))
+            .route("/admin/history", get(history))
             .route("/admin/metrics", get(metrics))
             .route("/admin/cache/stats", get(cache_stats))
             .route("/admin/cache/clear", post(cache_clear))
@@ -299,7 +347,18 @@ impl Admin {
 
 type Shared = State<Arc<Admin>>;
 
+impl Sampled for Admin {
+    fn recorder(&self) -> &History {
+        &self.history
+    }
+
+    fn sample(&self) -> SystemHealth {
+        self.snapshot()
+    }
+}
+
 async fn require_token(State(admin): Shared, request: Request, next: Next) -> Response {
+    let _ = ensure_sampler(&admin);
     if bearer_matches(request.headers(), &admin.token) {
         next.run(request).await
     } else {
@@ -340,6 +399,22 @@ fn not_configured(part: &str) -> AdminError {
 
 async fn health(State(admin): Shared) -> Json<HealthReport> {
     Json(admin.report())
+}
+
+#[derive(Deserialize)]
+struct SinceQuery {
+    since: Option<u64>,
+}
+
+async fn history(State(admin): Shared, Query(q): Query<SinceQuery>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        admin.history.to_json(q.since),
+    )
+        .into_response()
 }
 
 async fn metrics(State(admin): Shared) -> Response {
@@ -467,7 +542,8 @@ async fn ratelimit_reset(
     Ok(Json(json!({ "user": user, "reset": true })))
 }
 
-/// The dashboard: one self-contained page (no CDN), polling `/admin/health` each second.
+/// The dashboard: one self-contained page (no CDN, charts in inline SVG), polling
+/// `/admin/health` and `/admin/history` each second.
 const DASHBOARD_HTML: &str = include_str!("dashboard.html");
 
 async fn dashboard() -> impl IntoResponse {

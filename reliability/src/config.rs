@@ -59,13 +59,13 @@
 //! [`presets::defaults`]: crate::presets::defaults
 
 mod renamed;
-mod serialize;
 
 use std::path::Path;
 use std::time::Duration;
 
 pub use breaker_layer::CircuitBreakerConfig;
 pub use cache_layer::CacheConfig;
+pub use concurrency_layer::ConcurrencyConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
@@ -302,13 +302,13 @@ pub struct SourceSettings {
     /// The circuit breaker.
     pub breaker: CircuitBreakerConfig,
     /// The cache: TTL, adaptive TTL bounds, stale windows, size.
-    #[serde(serialize_with = "serialize::cache")]
     pub cache: CacheConfig,
     /// Retries: attempts, backoff, budget.
-    #[serde(serialize_with = "serialize::retry")]
     pub retry: RetryConfig,
     /// Client-side rate limit: the upstream's quota.
     pub rate_limit: ClientRateLimitConfig,
+    /// The bulkhead: calls in flight to the upstream at once, fixed or adaptive.
+    pub concurrency: ConcurrencyConfig,
     /// Time allowed for one attempt, innermost in the stack (the SLA monitor sees a
     /// timeout at its true latency). Prefer it to `retry.attempt_timeout`, which would
     /// also count the wait for quota.
@@ -327,6 +327,7 @@ impl SourceSettings {
             cache: defaults::cache(kind),
             retry: defaults::retry(kind),
             rate_limit: defaults::rate_limit(kind),
+            concurrency: defaults::concurrency(kind),
             attempt_timeout: defaults::attempt_timeout(kind),
         }
     }
@@ -341,6 +342,9 @@ impl SourceSettings {
         self.rate_limit
             .validate()
             .map_err(|e| e.within("rate_limit"))?;
+        self.concurrency
+            .validate()
+            .map_err(|e| e.within("concurrency"))?;
         if self.attempt_timeout.is_zero() {
             return Err(ConfigError::new(
                 "attempt_timeout",

@@ -71,6 +71,11 @@ impl Error {
         self.kind() == FailureKind::QuotaSpent
     }
 
+    /// The bulkhead refused the call: too many calls in flight to the upstream.
+    pub fn is_overloaded(&self) -> bool {
+        self.find::<concurrency_layer::BulkheadFull>().is_some()
+    }
+
     /// An attempt or the whole call ran out of time.
     pub fn is_timeout(&self) -> bool {
         self.kind() == FailureKind::TimedOut

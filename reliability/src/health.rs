@@ -159,7 +159,7 @@ impl HealthReport {
                     allowed: r.allowed,
                     rejected: r.rejected,
                 }),
-                ComponentDetail::Retry(_) => {}
+                ComponentDetail::Retry(_) | ComponentDetail::Concurrency(_) => {}
             }
         }
         report.components = system.components;

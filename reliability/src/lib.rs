@@ -1,27 +1,4 @@
-//! Reliability stacks for tower: the facade.
-//!
-//! - [`config`]: the settings of the CEX, DEX and social presets: each layer's own
-//!   configuration, from the preset tables, a TOML file and `RELIABILITY__*` environment
-//!   variables.
-//! - [`client`]: outgoing HTTP clients (hyper-util over HTTPS with rustls, reqwest) as
-//!   buffered tower services.
-//! - [`presets`]: the CEX, DEX and social stacks, built around any service.
-//! - `grpc` (feature `grpc`): `Preset::grpc_client`, a tonic `Channel` in a preset's
-//!   stack (retry, breaker, client quota, SLA, attempt timeout; no cache).
-//! - [`health`]: one health document for every SLA monitor, breaker, cache and limiter.
-//! - `admin` (feature `admin`): the token-guarded admin router for axum and the live
-//!   dashboard.
-//! - [`Error`]: one error type for a whole stack, with `is_*` questions, an HTTP answer
-//!   and a tonic `Status`.
-//! - [`cache`], [`breaker`], [`retry`], [`ratelimit`], [`sla`]: the layers, re-exported.
-//! - [`core`]: the shared vocabulary (classification, clock, Redis, health snapshots).
-//!
-//! ```
-//! use reliability::config::{Settings, SourceKind};
-//!
-//! let settings = Settings::default();
-//! assert_eq!(settings.source(SourceKind::Cex).breaker.consecutive_failures, Some(5));
-//! ```
+#![doc = include_str!("../README.md")]
 
 #[cfg(feature = "admin")]
 pub mod admin;
@@ -41,6 +18,18 @@ pub use error::Error;
 struct ReadmeDoctests;
 
 pub use reliability_core as core;
+
+/// The concurrency-limit layer ([`concurrency_layer`]): bulkheads, adaptive limits, load
+/// shedding.
+pub use concurrency_layer as concurrency;
+
+/// The hedging layer ([`hedge_layer`]): a second copy of a slow idempotent read, within a
+/// budget.
+pub use hedge_layer as hedge;
+
+/// The fault-injection layer ([`chaos_layer`]): errors, latency and answers at a seeded
+/// rate, switchable at run time.
+pub use chaos_layer as chaos;
 
 /// The circuit-breaker layer ([`breaker_layer`]).
 pub use breaker_layer as breaker;

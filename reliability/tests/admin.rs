@@ -172,11 +172,31 @@ fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// Polls `/admin/history` until it holds at least `n` points; answers the last one read.
+async fn history_with(addr: SocketAddr, n: usize) -> Value {
+    let start = std::time::Instant::now();
+    loop {
+        let (s, body) = call(addr, Method::GET, "/admin/history", Some(TOKEN), None).await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let h = json(&body);
+        if h["points"].as_array().unwrap().len() >= n {
+            return h;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "{n} history points within 30 s: {h}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn every_admin_route_needs_the_token() {
     let addr = serve(Arc::default()).await;
     let routes = [
         (Method::GET, "/admin/health"),
+        (Method::GET, "/admin/history"),
+        (Method::GET, "/admin/history?since=0"),
         (Method::GET, "/admin/metrics"),
         (Method::GET, "/admin/cache/stats"),
         (Method::POST, "/admin/cache/clear"),
@@ -273,6 +293,32 @@ async fn routes_answer_with_their_json_shapes() {
         (StatusCode::OK, json!(true))
     );
 
+    let h = history_with(addr, 1).await;
+    assert_eq!(
+        (h["capacity"].clone(), h["interval_ms"].clone()),
+        (json!(600), json!(1000))
+    );
+    let point = &h["points"][0];
+    assert_eq!(point["sources"][0]["name"], "cex");
+    assert_eq!(point["sources"][0]["p95_ms"], 5.0);
+    assert_eq!(point["breakers"][0]["state"], "CLOSED");
+    assert_eq!(point["caches"][0]["hits"], 3);
+    assert_eq!(point["rate_limits"][0]["allowed"], 3);
+    let last = h["points"].as_array().unwrap().last().unwrap()["unix_ms"].clone();
+    let newer = format!("/admin/history?since={last}");
+    let (s, body) = call(addr, Method::GET, &newer, t, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        json(&body)["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["unix_ms"].as_u64() > last.as_u64()),
+        "only newer points: {body}"
+    );
+    let (s, _) = call(addr, Method::GET, "/admin/history?since=soon", t, None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // Hostile path input is bounded.
     let long = format!("/admin/ratelimit/{}", "x".repeat(300));
     let (s, _) = call(addr, Method::GET, &long, t, None).await;
@@ -290,6 +336,84 @@ async fn dashboard_page_is_self_contained_and_secret_free() {
         !body.contains("http://") && !body.contains("https://"),
         "no external assets"
     );
+    assert!(
+        !body.contains("localStorage") && !body.contains("sessionStorage"),
+        "the token is held in the page's memory only"
+    );
+}
+
+#[tokio::test]
+async fn history_is_configurable_and_checked() {
+    use std::time::Duration;
+    assert!(
+        Admin::new(TOKEN)
+            .unwrap()
+            .history(0, Duration::from_secs(1))
+            .is_err()
+    );
+    assert!(
+        Admin::new(TOKEN)
+            .unwrap()
+            .history(10, Duration::ZERO)
+            .is_err()
+    );
+    assert!(
+        Admin::new(TOKEN)
+            .unwrap()
+            .history(10, Duration::from_millis(1))
+            .is_err()
+    );
+    let figures = Arc::new(Figures::default());
+    let app = Admin::new(TOKEN)
+        .unwrap()
+        .health_source(figures)
+        .history(3, Duration::from_millis(20))
+        .unwrap()
+        .router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let h = history_with(addr, 3).await;
+    assert_eq!(
+        (h["capacity"].clone(), h["interval_ms"].clone()),
+        (json!(3), json!(20))
+    );
+    // Bounded: later samples replace the oldest, never grow the ring.
+    let first = h["points"][0]["unix_ms"].as_u64().unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let h = history_with(addr, 1).await;
+        let points = h["points"].as_array().unwrap();
+        assert!(points.len() <= 3, "{h}");
+        if points[0]["unix_ms"].as_u64().unwrap() > first {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the ring moves: {h}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn history_starts_on_the_first_request_when_built_outside_a_runtime() {
+    let app = Admin::new(TOKEN)
+        .unwrap()
+        .health_source(Arc::new(Figures::default()))
+        .router();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let h = history_with(addr, 2).await;
+        assert!(h["points"][1]["unix_ms"].as_u64() >= h["points"][0]["unix_ms"].as_u64());
+    });
 }
 
 /// Where Chromium lives, if installed.
@@ -348,6 +472,20 @@ fn row_cells(dom: &str, table: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// The number of history points the dashboard's charts hold (`data-points`).
+fn charts_points(dom: &str) -> usize {
+    let at = dom
+        .find("<section id=\"charts\"")
+        .unwrap_or_else(|| panic!("charts section in {dom}"));
+    let tag = &dom[at..at + dom[at..].find('>').unwrap_or(0)];
+    let value = tag
+        .split("data-points=\"")
+        .nth(1)
+        .and_then(|v| v.split('"').next())
+        .unwrap_or_else(|| panic!("data-points in {tag}"));
+    value.parse().unwrap()
+}
+
 /// The text of an HTML fragment (badges are `<span>`s inside cells).
 fn strip_tags(html: &str) -> String {
     let mut out = String::new();
@@ -376,6 +514,7 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
     let figures = Arc::new(Figures::default());
     let addr = serve(figures.clone()).await;
     let url = format!("http://{addr}/dashboard#token={TOKEN}");
+    history_with(addr, 1).await;
 
     let before = render(&url, None).await;
     let cex = row_cells(&before, "sources", "cex");
@@ -384,14 +523,35 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
     assert_eq!(cex[6], "0", "calls before traffic: {cex:?}");
     assert!(before.contains("data-name=\"binance\""), "breaker listed");
 
+    let drawn_before = charts_points(&before);
+    assert!(drawn_before >= 1, "the charts drew the history: {before}");
+
     figures.calls.store(250, Ordering::SeqCst);
+    // The sampler has taken a point with the new figures before the page loads again.
+    history_with(addr, drawn_before + 1).await;
     let after = render(&url, None).await;
+    assert!(
+        charts_points(&after) > drawn_before,
+        "the charts advanced: {drawn_before} points, then {after}"
+    );
     let cex = row_cells(&after, "sources", "cex");
     assert_eq!(cex[1], "HEALTHY");
     assert_eq!(cex[6], "250", "calls after traffic: {cex:?}");
     assert_eq!(cex[3], "252.0", "p95 after traffic: {cex:?}");
     let cache = row_cells(&after, "caches", "cex-cache");
     assert_eq!(cache[2], "250");
+    for chart in [
+        "data-kind=\"latency\" data-name=\"cex\"",
+        "data-kind=\"traffic\" data-name=\"cex-cache\"",
+        "data-kind=\"admission\" data-name=\"api\"",
+        "data-kind=\"breakers\"",
+    ] {
+        assert!(after.contains(chart), "chart {chart} drawn: {after}");
+    }
+    assert!(
+        after.contains("class=\"seg\" data-state=\"CLOSED\""),
+        "the breaker's closed band: {after}"
+    );
 
     let shot = std::env::temp_dir().join("reliability-dashboard.png");
     // A screenshot left by an earlier run must not pass for this one.
@@ -401,9 +561,13 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
         Err(e) => panic!("removing the old screenshot {}: {e}", shot.display()),
     }
     render(&url, Some(&shot)).await;
-    let size = std::fs::metadata(&shot)
-        .unwrap_or_else(|e| panic!("screenshot {} written: {e}", shot.display()))
-        .len();
+    let png = std::fs::read(&shot)
+        .unwrap_or_else(|e| panic!("screenshot {} written: {e}", shot.display()));
+    let size = png.len();
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "the screenshot is a PNG"
+    );
     assert!(size > 1024, "screenshot is a real image, not {size} bytes");
     println!("dashboard screenshot: {} ({size} bytes)", shot.display());
 
@@ -418,6 +582,14 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
     assert!(
         anonymous.contains("<form id=\"login\">"),
         "the script ran and shows the login form: {anonymous}"
+    );
+    assert!(
+        anonymous.contains("<input id=\"token\" type=\"password\""),
+        "the token prompt is there: {anonymous}"
+    );
+    assert!(
+        anonymous.contains("id=\"charts\" data-points=\"0\""),
+        "no points drawn without the token: {anonymous}"
     );
     assert!(!anonymous.contains("data-name=\"cex\""), "no figures");
     assert!(!anonymous.contains(TOKEN), "no token in the page");

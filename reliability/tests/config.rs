@@ -157,6 +157,45 @@ fn a_tagged_setting_can_change_its_kind() {
 }
 
 #[test]
+fn the_bulkhead_comes_from_the_table_and_is_overridden_like_the_rest() {
+    use reliability::concurrency::AlgorithmConfig;
+    let s = Settings::default();
+    assert_eq!(
+        (s.cex.concurrency.limit, s.cex.concurrency.queue_capacity),
+        (32, 0)
+    );
+    assert!(
+        s.cex.concurrency.adaptive.is_none(),
+        "CEX: fixed and strict"
+    );
+    assert!(matches!(
+        s.social.concurrency.adaptive,
+        Some(AlgorithmConfig::Gradient2(_))
+    ));
+    assert_eq!(s.dex.concurrency, defaults::concurrency(SourceKind::Dex));
+
+    let toml = "[cex.concurrency]\nlimit = 4\nadaptive = { kind = \"vegas\" }\n";
+    let env = [("RELIABILITY__SOCIAL__CONCURRENCY__QUEUE_TIMEOUT", "500ms")];
+    let s = Settings::from_sources(toml, env).unwrap();
+    assert_eq!(s.cex.concurrency.limit, 4);
+    assert!(matches!(
+        s.cex.concurrency.adaptive,
+        Some(AlgorithmConfig::Vegas(_))
+    ));
+    assert_eq!(
+        s.cex.concurrency.queue_capacity, 0,
+        "the preset's other fields stay"
+    );
+    assert_eq!(
+        s.social.concurrency.queue_timeout,
+        Duration::from_millis(500)
+    );
+
+    let bad = Settings::from_toml_str("[dex.concurrency]\nlimit = 0\n");
+    assert_eq!(invalid_field(bad), "dex.concurrency.limit");
+}
+
+#[test]
 fn unknown_key_is_named() {
     let err = Settings::from_toml_str("[dex.cache]\nttll = \"5s\"").unwrap_err();
     assert!(err.to_string().contains("ttll"), "{err}");

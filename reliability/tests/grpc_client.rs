@@ -244,7 +244,8 @@ async fn outage_opens_the_breaker_then_the_client_recovers() {
     ));
 
     // Recovery: after the open wait a probe goes through and closes the circuit; once
-    // the outage has left the SLA's time window the status is healthy again.
+    // the outage has left the SLA's time window and enough calls have been measured
+    // (`min_calls`: a thinner window is UNKNOWN) the status is healthy again.
     quotes.down.store(false, Ordering::SeqCst);
     clock.advance(Duration::from_secs(5));
     get_quote(&client, "ETH-USDC").await.unwrap();
@@ -253,7 +254,7 @@ async fn outage_opens_the_breaker_then_the_client_recovers() {
         BreakerState::Closed
     );
     let mut healthy = false;
-    for _ in 0..20 {
+    for _ in 0..80 {
         get_quote(&client, "ETH-USDC").await.unwrap();
         if handles.sla().status() == HealthStatus::Healthy {
             healthy = true;

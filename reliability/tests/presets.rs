@@ -95,6 +95,42 @@ async fn every_layer_is_built_from_its_configuration() {
     }
 }
 
+/// The preset's bulkhead holds the upstream to its limit: the call past it is refused at
+/// once as Overloaded (503 / RESOURCE_EXHAUSTED), not retried, and counted.
+#[tokio::test(start_paused = true)]
+async fn the_bulkhead_refuses_the_call_past_its_limit() {
+    let upstream = Switch::default();
+    let client = presets::cex("binance")
+        .clock(Arc::new(TokioClock))
+        .configure(|s| {
+            s.concurrency.limit = 2;
+            // No place kept back for critical calls: every call here is of one class.
+            s.concurrency.critical_reserve = 0.0;
+        })
+        .wrap(upstream.service(), |k: &String| Some(k.clone()))
+        .unwrap();
+    let calls: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(client.clone().oneshot(format!("pair-{i}"))))
+        .collect();
+    let mut refused = Vec::new();
+    for call in calls {
+        if let Err(e) = call.await.unwrap() {
+            refused.push(reliability::Error::from(e));
+        }
+    }
+    assert_eq!(refused.len(), 1, "two in flight, the third refused");
+    let e = &refused[0];
+    assert!(e.is_overloaded(), "{e}");
+    assert_eq!(
+        e.kind(),
+        reliability::core::failure::FailureKind::Overloaded
+    );
+    assert_eq!(e.to_grpc_status().code(), tonic::Code::ResourceExhausted);
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 2, "not retried");
+    let c = client.handles().concurrency().snapshot();
+    assert_eq!((c.limit, c.admitted, c.rejected), (2, 2, 1));
+}
+
 #[test]
 fn invalid_code_override_is_a_clear_error_at_build() {
     let err = presets::dex("uniswap")

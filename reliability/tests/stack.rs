@@ -51,11 +51,11 @@ async fn flaky(State(u): State<Upstream>) -> (StatusCode, String) {
 }
 
 struct Parts {
-    limit: RateLimitLayer<HeaderKey, reliability::ratelimit::http::AsHttp>,
+    limit: RateLimitLayer<HeaderKey, reliability::core::answer::AsHttp>,
     cache: HttpCacheLayer,
     breaker: CircuitBreakerLayer<
         reliability::core::classify::HttpClassifier,
-        reliability::breaker::http::AsHttp,
+        reliability::core::answer::AsHttp,
     >,
     sla: SlaLayer<reliability::core::classify::HttpClassifier>,
     retry: reliability::retry::http::AnswerErrorsLayer<HttpRetryLayer>,
@@ -84,7 +84,7 @@ fn parts() -> Parts {
         .open_wait(Duration::from_secs(30))
         .build()
         .unwrap();
-    let sla = SlaLayer::http(SlaMonitor::builder("api").build().unwrap());
+    let sla = SlaLayer::new(SlaMonitor::builder("api").build().unwrap()).http();
     let retry = HttpRetryLayer::builder()
         .max_attempts(2)
         .backoff(Backoff::constant(Duration::from_millis(1)))

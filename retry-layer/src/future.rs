@@ -17,18 +17,24 @@ use reliability_core::classify::{Outcome, RetryClass, as_dyn_error};
 use reliability_core::error::is_timeout;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tower_service::Service;
+use tracing::Span;
 
 use crate::backend::DeadLetter;
 use crate::budget::RetryCause;
 use crate::error::{AttemptTimedOut, BoxError, BudgetExhausted, DeadlineExceeded};
 use crate::layer::{RetryEvent, Shared};
-use crate::metrics::Metrics;
 use crate::policy::RetryPolicy;
 use crate::schedule::{Attempts, Decision, StopReason};
 
 pin_project! {
     /// The answer of a [`Retry`](crate::Retry) service: resolves once an attempt succeeds
     /// or retrying stops.
+    ///
+    /// It carries the call's `debug` span `retry`, entered while attempts are made and
+    /// polled, with fields `source`, and once the call ends, `outcome` (success, failure,
+    /// ignored), `attempt` (attempts made) and, when retrying stopped a failing call,
+    /// `reason` ([`StopReason::as_str`]). Without an interested subscriber the span is
+    /// disabled: a callsite check, no allocation.
     pub struct ResponseFuture<S, Req, P>
     where
         S: Service<Req>,
@@ -46,6 +52,7 @@ pin_project! {
         attempts: Option<Attempts>,
         rng: Option<SmallRng>,
         last_cost: u32,
+        span: Span,
     }
 }
 
@@ -84,7 +91,14 @@ where
         if let Some(now) = started {
             core.budget.on_request(now);
         }
-        Metrics::add(&core.metrics.attempts);
+        let span = tracing::debug_span!(
+            "retry",
+            source = core.name.as_str(),
+            outcome = tracing::field::Empty,
+            attempt = tracing::field::Empty,
+            reason = tracing::field::Empty,
+        );
+        core.metrics.attempt();
         let (send, request) = if core.schedule.max_attempts > 1 || core.sink.is_some() {
             match shared.policy.replay(&req) {
                 Some(copy) => (copy, Some(req)),
@@ -93,7 +107,7 @@ where
         } else {
             (req, None)
         };
-        let future = service.call(send);
+        let future = span.in_scope(|| service.call(send));
         let timer = core
             .attempt_timeout
             .zip(started)
@@ -113,7 +127,22 @@ where
             attempts: None,
             rng: None,
             last_cost: 0,
+            span,
         }
+    }
+}
+
+/// Fills in the span's closing fields.
+fn close_span(span: &Span, outcome: Outcome, attempts: u32, reason: Option<StopReason>) {
+    let outcome = match outcome {
+        Outcome::Success => "success",
+        Outcome::Failure => "failure",
+        Outcome::Ignore => "ignored",
+    };
+    span.record("outcome", outcome);
+    span.record("attempt", attempts);
+    if let Some(reason) = reason {
+        span.record("reason", reason.as_str());
     }
 }
 
@@ -135,6 +164,8 @@ where
         let mut this = self.project();
         let shared: &Shared<P> = this.shared;
         let core = &shared.core;
+        let span: &Span = this.span;
+        let _entered = span.enter();
         loop {
             if let Some(deadline) = this.deadline.as_mut().as_pin_mut()
                 && deadline.poll(cx).is_ready()
@@ -146,11 +177,13 @@ where
                 let err: BoxError = Box::new(DeadlineExceeded::new(after, made));
                 let started = this.started.unwrap_or(now);
                 let request = this.request.as_ref();
+                let reason = StopReason::DeadlineExceeded;
+                close_span(span, Outcome::Failure, made, Some(reason));
                 return Poll::Ready(stop::<Req, S::Response, S::Error, P>(
                     shared,
                     request,
                     Err(err),
-                    StopReason::DeadlineExceeded,
+                    reason,
                     made,
                     started,
                     now,
@@ -182,6 +215,8 @@ where
                                 if verdict.outcome == Outcome::Success {
                                     core.budget.on_success(*this.last_cost);
                                 }
+                                let made = this.attempts.map_or(1, |a| a.made());
+                                close_span(span, verdict.outcome, made, None);
                                 return Poll::Ready(result.map_err(Into::into));
                             };
                             let cause = match &result {
@@ -219,13 +254,13 @@ where
                         }
                         Decision::Retry { delay } => match core.budget.try_acquire(cause, now) {
                             None => {
-                                Metrics::add(&core.metrics.budget_exhausted);
+                                core.metrics.budget_exhausted();
                                 StopReason::BudgetExhausted
                             }
                             Some(cost) => {
                                 *this.last_cost = cost;
                                 attempts.begin_retry();
-                                Metrics::add(&core.metrics.retries);
+                                core.metrics.retry();
                                 core.emit(RetryEvent::Retrying {
                                     attempt: attempts.made(),
                                     delay,
@@ -242,6 +277,7 @@ where
                     };
                     let made = attempts.made();
                     let request = this.request.as_ref();
+                    close_span(span, Outcome::Failure, made, Some(reason));
                     return Poll::Ready(stop::<Req, S::Response, S::Error, P>(
                         shared, request, result, reason, made, started, now,
                     ));
@@ -255,6 +291,8 @@ where
                 StateProj::Ready => {
                     if let Err(e) = ready!(this.service.poll_ready(cx)) {
                         this.state.set(State::Done);
+                        let made = this.attempts.map_or(1, |a| a.made());
+                        close_span(span, Outcome::Failure, made, None);
                         return Poll::Ready(Err(e.into()));
                     }
                     let made = this.attempts.map_or(1, |a| a.made());
@@ -272,7 +310,7 @@ where
                     if let Some(timeout) = core.attempt_timeout {
                         arm(this.timer.as_mut(), Instant::now() + timeout);
                     }
-                    Metrics::add(&core.metrics.attempts);
+                    core.metrics.attempt();
                     let future = this.service.call(req);
                     this.state.set(State::Calling { future });
                 }
@@ -315,16 +353,16 @@ where
             Err(e) => e.to_string(),
         };
         if critical {
-            Metrics::add(&core.metrics.critical);
-            tracing::error!(layer = %core.name, attempts, error = %text, "critical failure, not retried");
+            core.metrics.critical();
+            tracing::error!(source = %core.name, attempts, error = %text, "critical failure, not retried");
             core.emit(RetryEvent::Critical {
                 attempts,
                 error: &text,
             });
         }
         if give_up {
-            Metrics::add(&core.metrics.give_ups);
-            tracing::debug!(layer = %core.name, attempts, reason = reason.as_str(), error = %text, "gave up");
+            core.metrics.give_up(reason);
+            tracing::debug!(source = %core.name, attempts, reason = reason.as_str(), error = %text, "gave up");
             core.emit(RetryEvent::GaveUp {
                 attempts,
                 reason,
@@ -346,7 +384,7 @@ where
                     wall,
                     description,
                 ));
-                Metrics::add(&core.metrics.dead_lettered);
+                core.metrics.dead_lettered();
             }
         }
     }

@@ -25,8 +25,9 @@ use reliability_core::classify::{
 };
 use reliability_core::error::ConfigError;
 
+use crate::RetryConfig;
 use crate::http::{Http, HttpPolicy, HttpRetryLayer, PrefixedBody, ReplayBody};
-use crate::layer::{RetryBuilder, RetryConfig};
+use crate::layer::RetryBuilder;
 
 impl ReplayBody for tonic::body::Body {
     fn from_bytes(bytes: Bytes) -> Self {

@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod backoff;
 pub mod budget;
+mod config;
 mod error;
 mod future;
 #[cfg(feature = "grpc")]
@@ -18,9 +19,10 @@ mod service;
 #[cfg(feature = "redis")]
 pub use self::backend::RedisStreamSink;
 pub use self::backend::{DeadLetter, DeadLetterSink, MemorySink};
+pub use self::config::RetryConfig;
 pub use self::error::{AttemptTimedOut, BoxError, BudgetExhausted, DeadlineExceeded, RetryStopped};
 pub use self::future::ResponseFuture;
-pub use self::layer::{Plain, RetryBuilder, RetryConfig, RetryEvent, RetryLayer};
+pub use self::layer::{Plain, RetryBuilder, RetryEvent, RetryLayer};
 pub use self::metrics::RetryHandle;
 pub use self::policy::{ClassifierPolicy, Describe, NoDescription, RetryPolicy};
 pub use self::schedule::StopReason;

@@ -22,6 +22,7 @@ use reliability_core::clock::SharedClock;
 use tower::BoxError;
 
 use crate::error::EmbeddingError;
+use crate::metrics::Embeddings;
 use crate::vector::normalize;
 use crate::wire;
 
@@ -101,6 +102,7 @@ struct Counters {
     embedded: AtomicU64,
     batches: AtomicU64,
     errors: AtomicU64,
+    exported: Embeddings,
 }
 
 /// Embeddings by (model, text hash), on `cache-layer` tiers, in front of an [`Embedder`].
@@ -140,6 +142,31 @@ impl EmbeddingCache {
         lower: Option<Arc<dyn Tier<Bytes>>>,
         clock: SharedClock,
     ) -> Self {
+        Self::exported(embedder, max_entries, ttl, lower, clock, Default::default())
+    }
+
+    /// The embedding cache of the semantic cache `source`, its counters exported under
+    /// that name.
+    pub(crate) fn named(
+        embedder: Arc<dyn Embedder>,
+        max_entries: u64,
+        ttl: Option<Duration>,
+        lower: Option<Arc<dyn Tier<Bytes>>>,
+        clock: SharedClock,
+        source: &str,
+    ) -> Self {
+        let exported = Embeddings::new(source);
+        Self::exported(embedder, max_entries, ttl, lower, clock, exported)
+    }
+
+    fn exported(
+        embedder: Arc<dyn Embedder>,
+        max_entries: u64,
+        ttl: Option<Duration>,
+        lower: Option<Arc<dyn Tier<Bytes>>>,
+        clock: SharedClock,
+        exported: Embeddings,
+    ) -> Self {
         let bounds = MemoryBounds {
             max_entries: Some(max_entries.max(1)),
             ..MemoryBounds::default()
@@ -151,7 +178,10 @@ impl EmbeddingCache {
                 lower,
                 ttl: ttl.unwrap_or(NO_EXPIRY),
                 clock,
-                counters: Counters::default(),
+                counters: Counters {
+                    exported,
+                    ..Counters::default()
+                },
             }),
         }
     }
@@ -193,6 +223,7 @@ impl EmbeddingCache {
             let batch: Vec<String> = missing.keys().map(|t| (*t).to_owned()).collect();
             c.batches.fetch_add(1, Ordering::Relaxed);
             c.embedded.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            c.exported.computed(batch.len() as u64);
             let vectors = self.call(&batch).await.inspect_err(|_| {
                 c.errors.fetch_add(1, Ordering::Relaxed);
             })?;
@@ -233,6 +264,7 @@ impl EmbeddingCache {
             && self.live(&s.meta)
         {
             c.memory_hits.fetch_add(1, Ordering::Relaxed);
+            c.exported.cached();
             return Some(s.value);
         }
         let lower = self.inner.lower.as_ref()?;
@@ -240,6 +272,7 @@ impl EmbeddingCache {
             Ok(Some(s)) if self.live(&s.meta) => {
                 let v: Arc<[f32]> = wire::decode_vector(&s.value)?.into();
                 c.lower_hits.fetch_add(1, Ordering::Relaxed);
+                c.exported.cached();
                 self.remember(key, &v, s.meta).await;
                 Some(v)
             }

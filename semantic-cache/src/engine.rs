@@ -19,6 +19,8 @@ use crate::config::SemanticConfig;
 use crate::embedder::EmbeddingCache;
 use crate::error::CoalescedError;
 use crate::index::VectorIndex;
+use crate::metrics::Lookups;
+pub(crate) use crate::metrics::{Metrics, bump};
 use crate::response::{Lookup, SemanticResponse};
 use crate::vector::{dot, meets};
 use crate::wire;
@@ -83,25 +85,6 @@ impl<V> Namespace<V> {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct Metrics {
-    pub(crate) exact_hits: AtomicU64,
-    pub(crate) similar_hits: AtomicU64,
-    pub(crate) misses: AtomicU64,
-    pub(crate) coalesced: AtomicU64,
-    pub(crate) bypassed: AtomicU64,
-    pub(crate) embed_failures: AtomicU64,
-    pub(crate) evictions: AtomicU64,
-    pub(crate) store_errors: AtomicU64,
-    pub(crate) loaded: AtomicU64,
-    /// Monotonic nanoseconds since `started` of the last embedder or store failure, +1.
-    pub(crate) last_failure: AtomicU64,
-}
-
-pub(crate) fn bump(a: &AtomicU64) {
-    a.fetch_add(1, Ordering::Relaxed);
-}
-
 pub(crate) struct Persist<V> {
     pub(crate) store: Arc<dyn EntryStore>,
     pub(crate) codec: Arc<dyn Codec<V>>,
@@ -153,6 +136,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         embeddings: EmbeddingCache,
         persist: Option<Persist<V>>,
     ) -> Self {
+        let name = config.name.clone();
         Self {
             started: clock.now(),
             config,
@@ -162,7 +146,10 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             persist,
             namespaces: RwLock::new(HashMap::new()),
             total: AtomicUsize::new(0),
-            metrics: Metrics::default(),
+            metrics: Metrics {
+                exported: Lookups::new(&name),
+                ..Metrics::default()
+            },
             next_flight: AtomicU64::new(0),
         }
     }
@@ -181,6 +168,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         }
         let v = self.answers.peek(key.as_str())?;
         bump(&self.metrics.exact_hits);
+        self.metrics.exported.exact();
         Some(v)
     }
 
@@ -287,6 +275,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         }
         let generation = ns.generation.load(Ordering::Acquire);
         bump(&self.metrics.misses);
+        self.metrics.exported.miss();
         match call().await {
             Ok(v) => {
                 if let Some(vector) = vector
@@ -365,6 +354,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             }
             if let Some(v) = self.answers.peek(&hit.key) {
                 bump(&self.metrics.similar_hits);
+                self.metrics.exported.similar();
                 return Some(SemanticResponse::new(
                     v,
                     Lookup::Similar {

@@ -249,12 +249,13 @@ impl<P, V: Clone + Send + Sync + 'static> SemanticCacheLayerBuilder<P, V> {
             .build()
             .map_err(|e| e.within("answers"))?
             .handle();
-        let embeddings = EmbeddingCache::new(
+        let embeddings = EmbeddingCache::named(
             self.embedder,
             self.config.embedding_cache_entries,
             self.config.embedding_ttl,
             self.embedding_tier,
             clock.clone(),
+            &self.config.name,
         );
         let engine = Engine::new(self.config, clock, answers, embeddings, self.persist);
         Ok(SemanticCacheLayer {

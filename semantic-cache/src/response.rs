@@ -27,6 +27,17 @@ pub enum Lookup {
 }
 
 impl Lookup {
+    /// The `outcome` field of the layer's span.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Similar { .. } => "similar",
+            Self::Coalesced { .. } => "coalesced",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+
     /// Whether the answer came from the cache or a shared call.
     pub fn is_hit(&self) -> bool {
         matches!(

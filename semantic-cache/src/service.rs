@@ -6,11 +6,13 @@ use std::task::{Context, Poll};
 
 use tower::BoxError;
 use tower_service::Service;
+use tracing::Instrument;
 
 use crate::engine::{ExactKey, bump};
 use crate::future::ResponseFuture;
 use crate::handle::SemanticHandle;
 use crate::layer::{PromptOf, Shared};
+use crate::response::Lookup;
 
 /// Answers requests by meaning: see the [crate docs](crate).
 pub struct SemanticCache<S, P, V> {
@@ -69,15 +71,23 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let engine = &self.shared.engine;
+        // A disabled span is `Span::none()`: no allocation, no field evaluated.
+        let span = tracing::debug_span!(
+            "semantic_cache",
+            source = engine.config.name.as_str(),
+            outcome = tracing::field::Empty,
+        );
         let prompt = match self.shared.prompt.prompt(&req) {
             Some(p) if p.text.len() <= engine.config.max_text_bytes => p,
             _ => {
                 bump(&engine.metrics.bypassed);
-                return ResponseFuture::bypass(self.inner.call(req));
+                span.record("outcome", Lookup::Bypass.label());
+                return ResponseFuture::bypass(span.in_scope(|| self.inner.call(req)));
             }
         };
         let key = ExactKey::of(&prompt.namespace, &prompt.text);
         if let Some(v) = engine.exact(&prompt.namespace, &key) {
+            span.record("outcome", Lookup::Exact.label());
             return ResponseFuture::ready(v);
         }
         // The ready service goes with the request; this one gets a fresh clone that must
@@ -88,11 +98,18 @@ where
             let fut = svc.call(req);
             async move { fut.await.map_err(Into::into) }
         };
-        ResponseFuture::miss(Box::pin(engine.clone().miss(
-            prompt.namespace,
-            prompt.text,
-            key,
-            call,
-        )))
+        let miss = engine
+            .clone()
+            .miss(prompt.namespace, prompt.text, key, call);
+        let recorded = span.clone();
+        ResponseFuture::miss(Box::pin(
+            async move {
+                let r = miss.await;
+                let outcome = r.as_ref().map_or("error", |a| a.lookup.label());
+                recorded.record("outcome", outcome);
+                r
+            }
+            .instrument(span),
+        ))
     }
 }

@@ -48,7 +48,7 @@ pub type AlertListener = Arc<dyn Fn(&AlertEvent) + Send + Sync>;
 pub(crate) fn log_status_change(e: &StatusChange) {
     let reasons = reasons_text(&e.reasons);
     match e.to {
-        HealthStatus::Healthy => tracing::info!(
+        HealthStatus::Healthy | HealthStatus::Unknown => tracing::info!(
             target: "sla_layer", source = %e.source, from = e.from.as_str(), to = e.to.as_str(),
             "SLA status changed"
         ),

@@ -28,15 +28,21 @@ impl SlaLayer {
     }
 }
 
-#[cfg(feature = "http")]
-impl SlaLayer<reliability_core::classify::HttpClassifier> {
-    /// A layer for HTTP services: 5xx, 429, 408 and transport errors fail.
-    pub fn http(monitor: SlaMonitor) -> Self {
-        SlaLayer::new(monitor).classifier(reliability_core::classify::HttpClassifier::new())
-    }
-}
-
 impl<C> SlaLayer<C> {
+    /// HTTP mode: 5xx, 429, 408 and transport errors fail
+    /// ([`HttpClassifier`](reliability_core::classify::HttpClassifier)).
+    #[cfg(feature = "http")]
+    pub fn http(self) -> SlaLayer<reliability_core::classify::HttpClassifier> {
+        self.classifier(reliability_core::classify::HttpClassifier::new())
+    }
+
+    /// tonic mode: UNAVAILABLE, DEADLINE_EXCEEDED and the other server-side codes fail
+    /// ([`GrpcClassifier`](reliability_core::classify::GrpcClassifier)).
+    #[cfg(feature = "grpc")]
+    pub fn grpc(self) -> SlaLayer<reliability_core::classify::GrpcClassifier> {
+        self.classifier(reliability_core::classify::GrpcClassifier)
+    }
+
     /// Classifies outcomes with `classifier` instead.
     pub fn classifier<C2>(self, classifier: C2) -> SlaLayer<C2> {
         SlaLayer {

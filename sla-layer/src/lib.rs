@@ -1,14 +1,13 @@
 #![doc = include_str!("../README.md")]
 
 pub mod budget;
-mod clock;
 mod config;
 mod error;
 pub mod events;
 mod future;
 mod layer;
+mod metrics;
 mod monitor;
-pub mod prometheus;
 mod registry;
 mod service;
 pub mod status;

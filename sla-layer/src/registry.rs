@@ -240,12 +240,13 @@ impl SlaRegistry {
         self.monitors().iter().map(SlaMonitor::report).collect()
     }
 
-    /// The monitors that are not HEALTHY, worst first, then by name.
+    /// The monitors that are DEGRADED or FAILED, worst first, then by name (an UNKNOWN one,
+    /// not yet measured, is not listed).
     pub fn unhealthy(&self) -> Vec<ComponentHealth> {
         let mut bad: Vec<ComponentHealth> = self
             .reports()
             .iter()
-            .filter(|r| r.status != HealthStatus::Healthy)
+            .filter(|r| r.status >= HealthStatus::Degraded)
             .map(SlaReport::to_component)
             .collect();
         bad.sort_by(|a, b| b.status.cmp(&a.status).then_with(|| a.name.cmp(&b.name)));
@@ -277,9 +278,13 @@ impl SlaRegistry {
         SystemHealth::from_components(components, now)
     }
 
-    /// Every monitor in the Prometheus text format; see [`crate::prometheus`].
-    pub fn render_prometheus(&self) -> String {
-        crate::prometheus::render(&self.reports())
+    /// Sets every monitor's windowed gauges from a fresh report
+    /// ([`SlaMonitor::publish_metrics`]), for an exporter about to render.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        for m in self.monitors() {
+            m.publish_metrics();
+        }
     }
 }
 

@@ -66,6 +66,12 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         // The clock starts before the inner `call`: work a service does eagerly counts.
         let timer = self.monitor.start();
-        ResponseFuture::new(self.inner.call(req), timer, self.classifier.clone())
+        let span = tracing::debug_span!(
+            "sla",
+            source = self.monitor.name(),
+            outcome = tracing::field::Empty
+        );
+        let inner = span.in_scope(|| self.inner.call(req));
+        ResponseFuture::new(inner, timer, self.classifier.clone(), span)
     }
 }

@@ -14,7 +14,12 @@
 //! | at least `min_calls` calls and `p95 > p95` threshold | DEGRADED |
 //! | at least `min_calls` calls and `p99 > p99` threshold | DEGRADED |
 //! | a data-quality score was reported and it is `< min_data_quality` | DEGRADED |
-//! | none of the above (including "too few calls to judge") | HEALTHY |
+//! | none of the above, and no call at all in the window | UNKNOWN |
+//! | none of the above (including "too few calls to judge the rates") | HEALTHY |
+//!
+//! An empty window is UNKNOWN, not HEALTHY: at start, and while an open breaker keeps
+//! calls from the upstream, nobody has measured the source. (The facade's health document
+//! also folds each source's breakers into its status.)
 //!
 //! Slowness only degrades: a slow source still answers. Failing answers fail.
 
@@ -246,9 +251,12 @@ pub fn assess(
     {
         reasons.push(Reason::DataQualityLow { score, min });
     }
-    let status = reasons
-        .iter()
-        .fold(HealthStatus::Healthy, |s, r| s.worst(r.status()));
+    let measured = if window.calls > 0 {
+        HealthStatus::Healthy
+    } else {
+        HealthStatus::Unknown
+    };
+    let status = reasons.iter().fold(measured, |s, r| s.worst(r.status()));
     Assessment { status, reasons }
 }
 
@@ -262,9 +270,10 @@ pub(crate) struct StatusTracker {
 }
 
 impl StatusTracker {
+    /// A tracker of a source not yet measured (UNKNOWN).
     pub(crate) fn new() -> Self {
         Self {
-            status: HealthStatus::Healthy,
+            status: HealthStatus::Unknown,
             since_ns: 0,
             failed_ns: 0,
             changes: 0,
@@ -316,7 +325,8 @@ mod tests {
         assert_eq!(t.uptime(0), 1.0);
         assert_eq!(
             t.update(HealthStatus::Degraded, 10),
-            Some(HealthStatus::Healthy)
+            Some(HealthStatus::Unknown),
+            "a new tracker has measured nothing"
         );
         assert_eq!(
             t.update(HealthStatus::Failed, 20),

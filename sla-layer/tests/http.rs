@@ -1,4 +1,4 @@
-//! HTTP services: `SlaLayer::http` counts 5xx, 429 and 408 as failures, other answers as
+//! HTTP services: `SlaLayer::new(m).http()` counts 5xx, 429 and 408 as failures, other answers as
 //! successes, and passes responses through unchanged.
 #![cfg(feature = "http")]
 
@@ -16,7 +16,7 @@ async fn http_statuses_are_classified() {
         .build()
         .unwrap();
     let svc = ServiceBuilder::new()
-        .layer(SlaLayer::http(m.clone()))
+        .layer(SlaLayer::new(m.clone()).http())
         .service(service_fn(|code: u16| async move {
             Ok::<_, BoxError>(Response::builder().status(code).body(()).unwrap())
         }));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reliability_core::classify::Outcome::{self, Failure, Ignore, Success};
 use reliability_core::clock::ManualClock;
-use reliability_core::health::HealthStatus::{Degraded, Failed, Healthy};
+use reliability_core::health::HealthStatus::{Degraded, Failed, Healthy, Unknown};
 use sla_layer::{Reason, SlaMonitor, SlaMonitorBuilder, StatusChange, WindowKind};
 
 fn ms(n: u64) -> Duration {
@@ -181,7 +181,7 @@ fn slow_p99_degrades() {
 #[test]
 fn low_data_quality_degrades_and_bad_scores_are_refused() {
     let (m, _clock) = build(SlaMonitor::builder("src").min_data_quality(0.8));
-    assert_eq!(m.status(), Healthy);
+    assert_eq!(m.status(), Unknown);
     m.report_data_quality(0.5).unwrap();
     let r = m.report();
     assert_eq!(r.status, Degraded);
@@ -190,16 +190,19 @@ fn low_data_quality_degrades_and_bad_scores_are_refused() {
     assert!(m.report_data_quality(1.5).is_err());
     assert!(m.report_data_quality(-0.1).is_err());
     m.report_data_quality(0.9).unwrap();
+    assert_eq!(m.status(), Unknown, "good data, but no call measured");
+    m.record(ms(1), Success);
     assert_eq!(m.status(), Healthy);
 }
 
 #[test]
-fn too_few_calls_is_healthy() {
+fn no_calls_is_unknown_and_too_few_to_judge_is_healthy() {
     let (m, _clock) = build(
         SlaMonitor::builder("src")
             .min_calls(10)
             .max_consecutive_failures(100),
     );
+    assert_eq!(m.status(), Unknown, "nobody has measured it yet");
     record_n(&m, 9, ms(5000), Failure);
     assert_eq!(m.status(), Healthy);
     m.record(ms(5000), Failure);
@@ -210,7 +213,7 @@ fn too_few_calls_is_healthy() {
 }
 
 #[test]
-fn time_status_window_forgets_old_trouble() {
+fn time_status_window_forgets_old_trouble_and_an_empty_one_is_unknown() {
     let (m, clock) = build(
         SlaMonitor::builder("src")
             .status_window(WindowKind::Time)
@@ -220,6 +223,9 @@ fn time_status_window_forgets_old_trouble() {
     record_n(&m, 20, ms(1), Failure);
     assert_eq!(m.status(), Failed);
     clock.advance(Duration::from_secs(10));
+    // An empty window (what an open breaker leaves) is not HEALTHY: nothing measured it.
+    assert_eq!(m.status(), Unknown);
+    m.record(ms(1), Success);
     assert_eq!(m.status(), Healthy);
 }
 
@@ -238,12 +244,15 @@ fn status_changes_reach_listeners_and_uptime_counts_failed_time() {
     m.record(ms(1), Success);
     let r = m.report();
     assert!((r.uptime - 0.5).abs() < 1e-9, "{}", r.uptime);
-    assert_eq!(r.status_changes, 2);
+    assert_eq!(r.status_changes, 3);
     let seen = seen.lock().unwrap();
     let path: Vec<_> = seen.iter().map(|e| (e.from, e.to)).collect();
-    assert_eq!(path, vec![(Healthy, Failed), (Failed, Healthy)]);
+    assert_eq!(
+        path,
+        vec![(Unknown, Healthy), (Healthy, Failed), (Failed, Healthy)]
+    );
     assert_eq!(&*seen[0].source, "binance");
-    assert_eq!(seen[0].reasons.len(), 1);
+    assert_eq!(seen[1].reasons.len(), 1);
 }
 
 #[test]

@@ -128,7 +128,7 @@ proptest! {
         quality in prop::option::of(0.0f64..=1.0),
         min_quality in prop::option::of(0.0f64..=1.0),
     ) {
-        use reliability_core::health::HealthStatus::{Degraded, Failed, Healthy};
+        use reliability_core::health::HealthStatus::{Degraded, Failed, Healthy, Unknown};
         let t = sla_layer::SlaThresholds { min_data_quality: min_quality, ..Default::default() };
         let successes = (calls as f64 * successes_share).round() as u64;
         let w = sla_layer::WindowStats {
@@ -150,8 +150,16 @@ proptest! {
                 || w.p95 > t.p95.unwrap()
                 || w.p99 > t.p99.unwrap()))
             || matches!((quality, min_quality), (Some(q), Some(min)) if q < min);
-        let want = if failed { Failed } else if degraded { Degraded } else { Healthy };
+        let want = if failed {
+            Failed
+        } else if degraded {
+            Degraded
+        } else if calls == 0 {
+            Unknown
+        } else {
+            Healthy
+        };
         prop_assert_eq!(got.status, want);
-        prop_assert_eq!(got.reasons.is_empty(), want == Healthy);
+        prop_assert_eq!(got.reasons.is_empty(), want == Healthy || want == Unknown);
     }
 }

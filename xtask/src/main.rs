@@ -1,11 +1,21 @@
 //! The project's chores, as `cargo xtask <task>`:
 //!
-//! - `ci`: format check, clippy (warnings denied), the test suite (`cargo test --workspace`,
-//!   the README's command) and the docs with broken intra-doc links denied.
+//! - `ci`: format check, clippy (warnings denied), the promtool checks, the test suite
+//!   (`cargo test --workspace`, the README's command) and the docs with broken intra-doc
+//!   links denied.
+//! - `promtool`: `promtool check rules` on the Prometheus rules and on the Grafana
+//!   dashboard's queries, and `promtool test rules` on the rules' unit tests (see
+//!   `src/promtool.rs`).
 //! - `bench [args]`: `cargo bench --workspace` (extra args go to cargo).
+//! - `bench --report [--skip-run]`: runs the benches behind the generated rows of
+//!   `BENCHMARKS.md` and rewrites those rows from criterion's estimates (see
+//!   `src/report.rs`).
 //! - `redis up|down|status`: a single node on 6379 and a 3-master cluster on 7000-7002
 //!   under `.redis/`, for manual runs and the examples' `--redis` flag. Tests never use
 //!   these: they start their own through `reliability_core::harness`.
+
+mod promtool;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -18,6 +28,8 @@ fn main() -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args.as_slice() {
         ["ci"] => ci(),
+        ["promtool"] => promtool::promtool(),
+        ["bench", "--report", rest @ ..] => report::report(rest),
         ["bench", rest @ ..] => bench(rest),
         ["redis", "up"] => redis_up(),
         ["redis", "down"] => redis_down(),
@@ -33,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | bench [cargo args] | redis up|down|status>";
+const USAGE: &str = "usage: cargo xtask <ci | promtool | bench [--report [--skip-run] | cargo args] | redis up|down|status>";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,6 +85,7 @@ fn ci() -> Result {
         "-D",
         "warnings",
     ])?;
+    promtool::promtool()?;
     // The README's test command, as a user runs it.
     cargo(&["test", "--workspace"])?;
     run(

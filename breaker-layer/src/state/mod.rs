@@ -47,7 +47,7 @@ use reliability_core::health::BreakerState;
 
 use self::counts::Counters;
 pub use self::counts::Counts;
-pub use self::transition::{Transition, TransitionCause};
+pub use self::transition::{Transition, TransitionCause, state_name};
 pub use self::word::MAX_HALF_OPEN_PROBES;
 use self::word::{
     CLOSED, FORCED_OPEN, HALF_OPEN, OPEN, PROBE_SHIFT, encode, epoch_of, probes_of, public_state,
@@ -82,6 +82,14 @@ pub struct Rejected {
     pub state: BreakerState,
     /// When an OPEN circuit will admit a probe.
     pub retry_at: Option<Instant>,
+}
+
+/// What [`StateMachine::record`] counted, for a caller that mirrors the totals elsewhere
+/// (the `metrics` feature does).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// The call was a success or failure slower than `slow_call_duration`.
+    pub slow: bool,
 }
 
 /// What the state machine looks like now.
@@ -262,7 +270,7 @@ impl StateMachine {
         outcome: Outcome,
         now: impl Fn() -> Instant,
         mut on_transition: impl FnMut(Transition),
-    ) {
+    ) -> Recorded {
         let mut cached = None;
         let mut now = || *cached.get_or_insert_with(&now);
         let failure = match outcome {
@@ -276,7 +284,7 @@ impl StateMachine {
                 if permit.probe {
                     self.give_back_probe(permit.epoch);
                 }
-                return;
+                return Recorded::default();
             }
         };
         let slow = match (self.config.slow_call_duration, permit.started) {
@@ -290,15 +298,16 @@ impl StateMachine {
         if epoch_of(word) != permit.epoch || permit.probe || self.window.recorded().is_none() {
             self.counters.recorded_elsewhere.fetch_add(1, Relaxed);
         }
+        let recorded = Recorded { slow };
         if epoch_of(word) != permit.epoch {
-            return;
+            return recorded;
         }
         if permit.probe {
             let t = now();
             let mut periods = self.periods.lock();
             let current = self.word.load(Acquire);
             if epoch_of(current) != permit.epoch {
-                return;
+                return recorded;
             }
             let tr = if failure || slow {
                 Some(self.enter(&mut periods, current, OPEN, t, TransitionCause::ProbeFailed))
@@ -318,7 +327,7 @@ impl StateMachine {
             if let Some(tr) = tr {
                 on_transition(tr);
             }
-            return;
+            return recorded;
         }
         let in_a_row = if failure {
             self.consecutive_failures.fetch_add(1, Relaxed) + 1
@@ -336,6 +345,7 @@ impl StateMachine {
         {
             on_transition(tr);
         }
+        recorded
     }
 
     /// Forgets an admitted call that will never finish (its future was dropped).

@@ -33,6 +33,33 @@ pub enum TransitionCause {
     Manual,
 }
 
+impl TransitionCause {
+    /// `snake_case` name, as in `tracing` events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FailureRate => "failure_rate",
+            Self::SlowCallRate => "slow_call_rate",
+            Self::ConsecutiveFailures => "consecutive_failures",
+            Self::OpenWaitElapsed => "open_wait_elapsed",
+            Self::ProbeFailed => "probe_failed",
+            Self::ProbesSucceeded => "probes_succeeded",
+            Self::HalfOpenTimeout => "half_open_timeout",
+            Self::Manual => "manual",
+        }
+    }
+}
+
+/// A state's name in `tracing` fields and metric labels: `closed`, `open`, `half_open`,
+/// `forced_open` (core's `BreakerState` names, lower-cased).
+pub fn state_name(state: BreakerState) -> &'static str {
+    match state {
+        BreakerState::Closed => "closed",
+        BreakerState::Open => "open",
+        BreakerState::HalfOpen => "half_open",
+        BreakerState::ForcedOpen => "forced_open",
+    }
+}
+
 /// One state change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {

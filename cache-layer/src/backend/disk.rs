@@ -135,8 +135,10 @@ impl DiskTier {
 
     /// Reads an entry (blocking).
     pub fn get_blocking(&self, key: &str) -> Result<Option<Stored<Bytes>>, TierError> {
-        // Latency is sampled like L1's: one lookup in 64 reads the clock.
-        let started = self.metrics.start_lookup().then(StdInstant::now);
+        // Latency is sampled like L1's: one lookup in 64 reads the clock; the exported
+        // histogram times every lookup (a read transaction dwarfs a clock read).
+        let sampled = self.metrics.start_lookup();
+        let started = (sampled || self.metrics.exported.timed()).then(StdInstant::now);
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(ENTRIES).map_err(err)?;
         // One copy out of the read transaction; decoding then slices it.
@@ -147,24 +149,28 @@ impl DiskTier {
         drop(table);
         drop(tx);
         if let Some(t) = started {
-            self.metrics.record_latency(t.elapsed());
+            let took = t.elapsed();
+            if sampled {
+                self.metrics.record_latency(took);
+            }
+            self.metrics.exported.lookup_took(took);
         }
         let Some(blob) = blob else {
-            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.miss();
             return Ok(None);
         };
         match decode_owned(blob) {
             Ok(e) if !expired(&e.meta, SystemTime::now()) => {
-                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.hit();
                 Ok(Some(e))
             }
             Ok(_) => {
-                self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+                self.metrics.miss();
                 Ok(None)
             }
             Err(e) => {
                 self.corrupt.fetch_add(1, Ordering::Relaxed);
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.error();
                 tracing::warn!(error = %e, "dropping a corrupt L3 entry");
                 let _ = self.remove_blocking(key);
                 Ok(None)

@@ -128,7 +128,20 @@ impl<V> fmt::Debug for MemoryTier<V> {
 impl<V: Clone + Send + Sync + 'static> MemoryTier<V> {
     /// A tier with these bounds, reading time from `clock`.
     pub fn new(bounds: MemoryBounds, clock: SharedClock) -> Self {
-        let metrics = Arc::new(LevelMetrics::default());
+        Self::with_metrics(bounds, clock, LevelMetrics::default())
+    }
+
+    /// The L1 of the cache `source`, its figures exported under that name.
+    pub(crate) fn named(bounds: MemoryBounds, clock: SharedClock, source: &str) -> Self {
+        Self::with_metrics(
+            bounds,
+            clock,
+            LevelMetrics::named(source, crate::metrics::facade::TierName::L1),
+        )
+    }
+
+    fn with_metrics(bounds: MemoryBounds, clock: SharedClock, metrics: LevelMetrics) -> Self {
+        let metrics = Arc::new(metrics);
         let evictions = metrics.clone();
         let mut builder = moka::sync::Cache::builder()
             .expire_after(EntryExpiry)

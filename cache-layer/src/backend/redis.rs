@@ -14,7 +14,7 @@
 //!   It is used again automatically once the back-off has passed and a command succeeds.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
 use super::wire::{decode_owned, encode, keep_ms};
 use super::{Invalidation, Stored, Tier, TierError};
 use crate::metrics::LevelMetrics;
+use crate::metrics::facade::TierName;
 
 /// How long Redis is skipped after an error.
 pub const BACKOFF: Duration = Duration::from_millis(250);
@@ -41,6 +42,11 @@ pub struct RedisTier {
     pub(crate) metrics: LevelMetrics,
     started: StdInstant,
     down_until_ms: AtomicU64,
+    /// Set by the first failure after a success, cleared by the first success after: the
+    /// two state changes that are logged.
+    lost: AtomicBool,
+    /// The cache this tier serves (empty until bound), for logs.
+    source: String,
     pub(crate) instance: u64,
 }
 
@@ -76,6 +82,8 @@ impl RedisTier {
             metrics: LevelMetrics::default(),
             started: StdInstant::now(),
             down_until_ms: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+            source: String::new(),
             instance: rand::random(),
         };
         tier.refresh_generation().await;
@@ -132,12 +140,30 @@ impl RedisTier {
         self.elapsed_ms() >= self.down_until_ms.load(Ordering::Relaxed)
     }
 
+    /// Binds this tier to the cache `source`: its figures are exported, and its logs
+    /// name, under that name.
+    pub(crate) fn bind(&mut self, source: &str) {
+        self.metrics.bind(source, TierName::L2);
+        source.clone_into(&mut self.source);
+    }
+
     fn failed(&self, e: &redis::RedisError) -> TierError {
-        self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        self.metrics.error();
         let until = self.elapsed_ms() + u64::try_from(BACKOFF.as_millis()).unwrap_or(250);
         self.down_until_ms.store(until, Ordering::Relaxed);
-        tracing::warn!(error = %e, "redis cache tier failed; using L1 only for a moment");
+        if self.lost.swap(true, Ordering::AcqRel) {
+            tracing::debug!(source = %self.source, tier = "l2", error = %e, "redis cache tier still failing");
+        } else {
+            tracing::warn!(source = %self.source, tier = "l2", error = %e, "cache tier lost: serving from L1 and the upstream");
+        }
         tier_err(e)
+    }
+
+    /// A command succeeded: logs the tier's return if it had been lost.
+    fn succeeded(&self) {
+        if self.lost.load(Ordering::Relaxed) && self.lost.swap(false, Ordering::AcqRel) {
+            tracing::info!(source = %self.source, tier = "l2", "cache tier regained");
+        }
     }
 
     /// Reads an entry; a corrupt blob is dropped, counted and reported as absent.
@@ -149,19 +175,22 @@ impl RedisTier {
         let mut conn = self.conn.clone();
         let redis_key = self.redis_key(key);
         let got: Option<Vec<u8>> = conn.get(&redis_key).await.map_err(|e| self.failed(&e))?;
-        self.metrics.record_latency(started.elapsed());
+        self.succeeded();
+        let took = started.elapsed();
+        self.metrics.record_latency(took);
+        self.metrics.exported.lookup_took(took);
         self.metrics.lookups.fetch_add(1, Ordering::Relaxed);
         let Some(blob) = got else {
-            self.metrics.misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.miss();
             return Ok(None);
         };
         match decode_owned(Bytes::from(blob)) {
             Ok(stored) => {
-                self.metrics.hits.fetch_add(1, Ordering::Relaxed);
+                self.metrics.hit();
                 Ok(Some(stored))
             }
             Err(e) => {
-                self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                self.metrics.error();
                 tracing::warn!(error = %e, "dropping a corrupt L2 entry");
                 let _: Result<(), _> = conn.del(&redis_key).await;
                 Ok(None)
@@ -184,7 +213,9 @@ impl RedisTier {
             .arg(px)
             .query_async::<()>(&mut conn)
             .await
-            .map_err(|e| self.failed(&e))
+            .map_err(|e| self.failed(&e))?;
+        self.succeeded();
+        Ok(())
     }
 
     /// Applies an invalidation; returns the new generation for namespace-wide ones.

@@ -89,10 +89,10 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 .build()
         });
         Self {
-            l1: MemoryTier::new(bounds, clock.clone()),
+            l1: MemoryTier::named(bounds, clock.clone(), &settings.name),
             clock: clock.clone(),
             flights: Arc::new(Flights::new(max_in_flight)),
-            metrics: Metrics::default(),
+            metrics: Metrics::named(&settings.name),
             epoch: AtomicU64::new(0),
             ttl_memory,
             lower,
@@ -140,14 +140,16 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             self.l1.metrics.record_latency(t.elapsed());
         }
         let Some(entry) = found else {
-            bump(&self.l1.metrics.misses);
+            self.l1.metrics.miss();
             return Lookup::Miss { prior: None };
         };
         let Serving::Now(status) = decide::serving(&entry.freshness, now) else {
-            bump(&self.l1.metrics.misses);
+            self.l1.metrics.miss();
             return Lookup::Miss { prior: Some(entry) };
         };
-        // L1 hits are counted as lookups minus misses: one atomic less per hit.
+        // L1 hits are counted as lookups minus misses: one atomic less per hit. The
+        // exported counter needs its own add (a scrape cannot subtract).
+        self.l1.metrics.exported.hit();
         entry.hits.fetch_add(1, Ordering::Relaxed);
         if entry.negative {
             bump(&self.metrics.negative_hits);
@@ -158,7 +160,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             entry.update_next_ttl(|t| a.on_hit(t));
         }
         if matches!(status, CacheStatus::Stale { .. }) {
-            bump(&self.metrics.stale_revalidate);
+            self.metrics.stale_revalidating();
         }
         let refresh = decide::refresh_due(
             &status,
@@ -272,7 +274,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             bump(&self.metrics.refresh_failures);
             tracing::warn!(cache = %self.settings.name, key, error = %err, "background refresh failed; the stale copy stays");
         } else {
-            bump(&self.metrics.stale_if_error);
+            self.metrics.stale_upstream_error();
             bump(&self.metrics.hits);
             self.note_failure(now);
             tracing::warn!(cache = %self.settings.name, key, error = %err, ?staleness, "upstream failed; serving stale (stale-if-error)");

@@ -56,14 +56,7 @@ impl Codec<CachedResponse> for ResponseCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn resp(status: u16, headers: &[(&str, &str)]) -> Response<CachedBody> {
-        let mut b = Response::builder().status(status);
-        for (k, v) in headers {
-            b = b.header(*k, *v);
-        }
-        b.body(CachedBody::full("x")).unwrap()
-    }
+    use crate::http::policy::tests::resp;
 
     #[test]
     fn response_codec_round_trips_and_rejects_garbage() {

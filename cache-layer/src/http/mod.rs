@@ -65,6 +65,7 @@ pub use body::{BufferBody, CachedBody, UpstreamError};
 pub use codec::ResponseCodec;
 pub use key::HttpKey;
 pub use layer::{HttpCacheLayer, HttpCacheLayerBuilder};
+pub use policy::{cache_control, forbids_shared_storage};
 pub use service::{HttpCache, HttpResponseFuture};
 
 /// The `Cache-Status` header (RFC 9211).

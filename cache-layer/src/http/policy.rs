@@ -14,20 +14,100 @@ use crate::engine::{Directive, StoreAction};
 use crate::freshness::StaleWindows;
 use crate::service::Cache;
 
-/// The directives of every `Cache-Control` header: `(name, value)`.
-pub(super) fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
+/// The directives of every `Cache-Control` field in `headers`, as `(name, value)`.
+///
+/// Names are as sent (directive names are case-insensitive: compare with
+/// `eq_ignore_ascii_case`); a quoted value is unquoted, and a comma inside the quotes does
+/// not split it (`private="set-cookie, x-user"` is one directive, RFC 9110 §5.6.4). A field
+/// that is not visible ASCII is skipped whole. Nothing is allocated.
+///
+/// ```
+/// use cache_layer::http::cache_control;
+///
+/// let mut headers = http::HeaderMap::new();
+/// headers.append("cache-control", "max-age=60, private=\"set-cookie, x-user\"".parse().unwrap());
+/// headers.append("cache-control", "Stale-While-Revalidate=30".parse().unwrap());
+/// let directives: Vec<_> = cache_control(&headers).collect();
+/// assert_eq!(directives, [
+///     ("max-age", Some("60")),
+///     ("private", Some("set-cookie, x-user")),
+///     ("Stale-While-Revalidate", Some("30")),
+/// ]);
+/// ```
+pub fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<&str>)> {
     headers
         .get_all(CACHE_CONTROL)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| {
-            let d = d.trim();
-            match d.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
-                None => (d, None),
-            }
+        .flat_map(|field| ListMembers { rest: field })
+        .filter_map(|member| {
+            let (name, value) = match member.split_once('=') {
+                Some((n, v)) => (n.trim(), Some(unquote(v.trim()))),
+                None => (member, None),
+            };
+            (!name.is_empty()).then_some((name, value))
         })
+}
+
+/// Whether `Cache-Control` forbids a shared cache to store the response (`no-store`,
+/// `private`, in any case, with or without a field list).
+///
+/// ```
+/// use cache_layer::http::forbids_shared_storage;
+///
+/// let mut headers = http::HeaderMap::new();
+/// assert!(!forbids_shared_storage(&headers));
+/// headers.insert("cache-control", "max-age=5, Private=\"x-user\"".parse().unwrap());
+/// assert!(forbids_shared_storage(&headers));
+/// ```
+pub fn forbids_shared_storage(headers: &HeaderMap) -> bool {
+    cache_control(headers)
+        .any(|(n, _)| n.eq_ignore_ascii_case("no-store") || n.eq_ignore_ascii_case("private"))
+}
+
+/// The members of one comma-separated field value, trimmed, empty ones skipped; commas
+/// inside a quoted string (with `\` escapes) do not split.
+struct ListMembers<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for ListMembers<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let bytes = self.rest.as_bytes();
+            let (mut quoted, mut escaped, mut end) = (false, false, bytes.len());
+            for (i, &b) in bytes.iter().enumerate() {
+                match b {
+                    _ if escaped => escaped = false,
+                    b'\\' if quoted => escaped = true,
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => {
+                        end = i;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let member = self.rest[..end].trim();
+            self.rest = self.rest.get(end + 1..).unwrap_or("");
+            if !member.is_empty() {
+                return Some(member);
+            }
+        }
+    }
+}
+
+/// A quoted string's content (escapes left in place: directive values never need them),
+/// or a token as it is.
+fn unquote(v: &str) -> &str {
+    v.strip_prefix('"')
+        .map(|v| v.strip_suffix('"').unwrap_or(v))
+        .unwrap_or(v)
 }
 
 /// Statuses a shared cache may store by default (RFC 9110 §15.1, heuristically cacheable).
@@ -226,7 +306,7 @@ impl Invalidate {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::convert::Infallible;
 
     use http::Response;
@@ -234,6 +314,46 @@ mod tests {
     use tower_layer::Layer;
 
     use super::*;
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any list of directives, with quoted values holding commas, round-trips; the
+        /// parser never panics on any visible-ASCII field.
+        #[test]
+        fn cache_control_round_trips(
+            directives in prop::collection::vec(
+                ("[a-zA-Z][a-zA-Z-]{0,12}", prop::option::of(prop_oneof![
+                    "[0-9]{1,6}".prop_map(|v| (v, false)),
+                    "[a-z ,-]{0,16}".prop_map(|v| (v, true)),
+                ])),
+                0..8,
+            ),
+            garbage in "[ -~]{0,64}",
+        ) {
+            let field = directives
+                .iter()
+                .map(|(n, v)| match v {
+                    None => n.clone(),
+                    Some((v, true)) => format!("{n}=\"{v}\""),
+                    Some((v, false)) => format!("{n}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut headers = HeaderMap::new();
+            headers.insert(CACHE_CONTROL, HeaderValue::from_str(&field).unwrap());
+            let parsed: Vec<_> = cache_control(&headers).collect();
+            let expected: Vec<_> = directives
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_ref().map(|(v, q)| if *q { v.as_str() } else { v.trim() })))
+                .collect();
+            prop_assert_eq!(parsed, expected);
+            if let Ok(v) = HeaderValue::from_str(&garbage) {
+                headers.insert(CACHE_CONTROL, v);
+                let _ = cache_control(&headers).count();
+            }
+        }
+    }
     use crate::http::{CachedBody, HttpCacheLayer};
 
     #[test]
@@ -313,7 +433,8 @@ mod tests {
         http_directive(&resp, base, &rules)
     }
 
-    fn resp(status: u16, headers: &[(&str, &str)]) -> Response<CachedBody> {
+    /// A response of `status` with `headers` and the body `x`, for the http module's tests.
+    pub(in crate::http) fn resp(status: u16, headers: &[(&str, &str)]) -> Response<CachedBody> {
         let mut b = Response::builder().status(status);
         for (k, v) in headers {
             b = b.header(*k, *v);

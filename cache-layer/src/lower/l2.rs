@@ -39,6 +39,7 @@ use crate::backend::{EntryMeta, Invalidation, Stored, Tier, TierError};
 use crate::codec::Codec;
 use crate::engine::Engine;
 use crate::handle::CacheStats;
+use crate::metrics::facade::Invalidations;
 use crate::metrics::read;
 
 /// Writes queued for Redis, at most.
@@ -53,13 +54,28 @@ enum Op {
     Invalidate(Invalidation),
 }
 
-/// The pub/sub subscriber's counters.
+/// The pub/sub counters.
 #[derive(Debug, Default)]
 struct Coherence {
     /// Invalidations received from other instances.
     messages: AtomicU64,
+    /// Invalidations published for other instances.
+    published: AtomicU64,
     /// Re-subscriptions (each flushed L1).
     resyncs: AtomicU64,
+    exported: Invalidations,
+}
+
+impl Coherence {
+    fn received(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.exported.received();
+    }
+
+    fn sent(&self) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.exported.sent();
+    }
 }
 
 /// Redis as a cache's L2.
@@ -76,20 +92,29 @@ pub(crate) struct RedisL2<V> {
 
 impl<V: 'static> RedisL2<V> {
     /// The wiring, with its writer task started on the current tokio runtime.
-    pub(crate) fn start(tier: RedisTier, codec: Arc<dyn Codec<V>>) -> Result<Self, ConfigError> {
+    pub(crate) fn start(
+        mut tier: RedisTier,
+        codec: Arc<dyn Codec<V>>,
+        source: &str,
+    ) -> Result<Self, ConfigError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
             ConfigError::new("l2", "a cache with L2 must be built inside a tokio runtime")
         })?;
+        tier.bind(source);
         let tier = Arc::new(tier);
+        let coherence = Arc::new(Coherence {
+            exported: Invalidations::new(source),
+            ..Coherence::default()
+        });
         let (queue, rx) = mpsc::channel(QUEUE);
         // Ends when the cache (the only sender) is dropped.
-        runtime.spawn(writer(tier.clone(), rx));
+        runtime.spawn(writer(tier.clone(), rx, coherence.clone()));
         Ok(Self {
             tier,
             codec,
             queue,
             queue_overflow: AtomicU64::new(0),
-            coherence: Arc::default(),
+            coherence,
             runtime,
         })
     }
@@ -160,6 +185,7 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for RedisL2<V> {
         s.l2_errors = read(&m.errors);
         s.l2_queue_overflow = read(&self.queue_overflow);
         s.pubsub_messages = read(&self.coherence.messages);
+        s.pubsub_published = read(&self.coherence.published);
         s.pubsub_resyncs = read(&self.coherence.resyncs);
     }
 
@@ -245,21 +271,25 @@ fn parse(msg: &str) -> Option<(u64, Invalidation, u64)> {
 }
 
 /// Drains the write queue into Redis until the cache is dropped.
-async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>) {
+async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>, coherence: Arc<Coherence>) {
     while let Some(op) = rx.recv().await {
-        match op {
+        let msg = match op {
             Op::Set { key, entry, notify } => {
-                if tier.set_blob(&key, &entry).await.is_ok() && notify {
-                    let msg = message(tier.instance, &Invalidation::Key(key), tier.generation());
-                    let _ = tier.publish(&msg).await;
+                if tier.set_blob(&key, &entry).await.is_err() || !notify {
+                    continue;
                 }
+                message(tier.instance, &Invalidation::Key(key), tier.generation())
             }
             Op::Invalidate(scope) => {
-                if let Ok(generation) = tier.apply(&scope).await {
-                    let g = generation.unwrap_or_else(|| tier.generation());
-                    let _ = tier.publish(&message(tier.instance, &scope, g)).await;
-                }
+                let Ok(generation) = tier.apply(&scope).await else {
+                    continue;
+                };
+                let g = generation.unwrap_or_else(|| tier.generation());
+                message(tier.instance, &scope, g)
             }
+        };
+        if tier.publish(&msg).await.is_ok() {
+            coherence.sent();
         }
     }
 }
@@ -325,7 +355,7 @@ async fn subscriber<V: Clone + Send + Sync + 'static>(
             if from == tier.instance {
                 continue;
             }
-            coherence.messages.fetch_add(1, Ordering::Relaxed);
+            coherence.received();
             engine.invalidate_local(&scope);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -15,6 +15,7 @@ use crate::backend::disk::DiskTier;
 use crate::backend::{EntryMeta, Invalidation, Stored, Tier};
 use crate::codec::Codec;
 use crate::handle::CacheStats;
+use crate::metrics::facade::TierName;
 use crate::metrics::read;
 
 /// Writes queued for the disk, at most.
@@ -36,7 +37,12 @@ pub(crate) struct DiskL3<V> {
 
 impl<V: 'static> DiskL3<V> {
     /// The wiring, with its writer thread started.
-    pub(crate) fn start(tier: DiskTier, codec: Arc<dyn Codec<V>>) -> std::io::Result<Self> {
+    pub(crate) fn start(
+        mut tier: DiskTier,
+        codec: Arc<dyn Codec<V>>,
+        source: &str,
+    ) -> std::io::Result<Self> {
+        tier.metrics.bind(source, TierName::L3);
         let tier = Arc::new(tier);
         let (queue, mut rx) = mpsc::channel(QUEUE);
         let writer = tier.clone();
@@ -51,7 +57,7 @@ impl<V: 'static> DiskL3<V> {
                         DiskOp::SaveHotKeys(keys) => writer.save_hot_keys(&keys),
                     };
                     if let Err(e) = r {
-                        writer.metrics.errors.fetch_add(1, Ordering::Relaxed);
+                        writer.metrics.error();
                         tracing::warn!(error = %e, "disk cache write failed");
                     }
                 }
@@ -121,6 +127,11 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for DiskL3<V> {
 
     fn snapshot(&self) -> CacheLevelSnapshot {
         self.tier.stats()
+    }
+
+    fn publish_metrics(&self) {
+        let s = self.tier.stats();
+        self.tier.metrics.exported.size(s.entries, s.bytes);
     }
 
     fn save_hot_keys(&self, keys: &[String]) {

@@ -66,6 +66,10 @@ pub(crate) trait LowerTier<V>: Send + Sync + 'static {
     /// This tier's health figures.
     fn snapshot(&self) -> CacheLevelSnapshot;
 
+    /// Sets this tier's exported gauges from what it knows now (nothing for a tier whose
+    /// size it cannot know).
+    fn publish_metrics(&self) {}
+
     /// Whether the tier is in use now; `None` for a tier that is never skipped.
     fn available(&self) -> Option<bool> {
         None
@@ -149,7 +153,9 @@ pub(crate) type Started<V> = (Vec<Arc<dyn LowerTier<V>>>, Option<Arc<dyn FlightL
 impl<V: Clone + Send + Sync + 'static> TierSetup<V> {
     /// Checks the settings and starts each tier's background writer. L2 must start
     /// inside a tokio runtime.
-    pub(crate) fn start(self) -> Result<Started<V>, ConfigError> {
+    pub(crate) fn start(self, source: &str) -> Result<Started<V>, ConfigError> {
+        #[cfg(not(any(feature = "redis", feature = "disk")))]
+        let _ = source;
         // Each enabled feature may add its tier; without them both stay empty.
         #[allow(unused_mut)]
         let mut tiers: Vec<Arc<dyn LowerTier<V>>> = Vec::new();
@@ -166,7 +172,7 @@ impl<V: Clone + Send + Sync + 'static> TierSetup<V> {
                 ));
             }
             if let Some((tier, codec)) = self.l2 {
-                let l2 = l2::RedisL2::start(tier, codec)?;
+                let l2 = l2::RedisL2::start(tier, codec, source)?;
                 flight_lock = self
                     .l2_lock
                     .map(|ttl| Arc::new(l2.lock(ttl)) as Arc<dyn FlightLock<V>>);
@@ -175,7 +181,7 @@ impl<V: Clone + Send + Sync + 'static> TierSetup<V> {
         }
         #[cfg(feature = "disk")]
         if let Some((tier, codec)) = self.l3 {
-            let l3 = l3::DiskL3::start(tier, codec).map_err(|e| {
+            let l3 = l3::DiskL3::start(tier, codec, source).map_err(|e| {
                 ConfigError::new("l3", format!("cannot start the disk writer: {e}"))
             })?;
             tiers.push(Arc::new(l3));
@@ -258,7 +264,7 @@ where
                     bump(&engine.metrics.hits);
                     let value = finish(guard, entry.value.clone());
                     if matches!(status, CacheStatus::Stale { .. }) {
-                        bump(&engine.metrics.stale_revalidate);
+                        engine.metrics.stale_revalidating();
                         if let Some(g) = engine.lead_refresh(&key, &entry, now) {
                             spawn_refresh(engine.clone(), g, svc, req, entry);
                         }
@@ -283,7 +289,7 @@ where
                                 let entry = engine.promote(&key, found);
                                 if entry.freshness.phase(engine.clock.now()) == Phase::Fresh {
                                     bump(&engine.metrics.hits);
-                                    bump(&engine.metrics.coalesced);
+                                    engine.metrics.coalesced();
                                     let status = CacheStatus::Miss {
                                         stored: false,
                                         collapsed: true,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use cache_layer::{Cache, CacheHandle, CacheLayer, CacheLayerBuilder};
+use reliability_core::redis::RedisConfig;
 use tower::{BoxError, Service, service_fn};
 
 /// The upstream's error.
@@ -131,4 +132,46 @@ pub fn u64_codec() -> cache_layer::codec::FnCodec<
         |v: &u64| Some(bytes::Bytes::copy_from_slice(&v.to_le_bytes())),
         |b: &bytes::Bytes| Some(u64::from_le_bytes(b.as_ref().try_into().ok()?)),
     )
+}
+
+/// Polls `check` every 5 ms until it holds or `limit` passes; the time it took.
+pub async fn within<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    None
+}
+
+pub async fn pttl(config: &RedisConfig, redis_key: &str) -> i64 {
+    let mut conn = config.connect().await.unwrap();
+    redis::cmd("PTTL")
+        .arg(redis_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or(-2)
+}
+
+pub async fn subscribers(config: &RedisConfig) -> i64 {
+    let Ok(mut conn) = config.connect().await else {
+        return 0;
+    };
+    let channel = format!("{}:cache:invalidate", config.key_prefix);
+    let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    match reply.get(1) {
+        Some(redis::Value::Int(n)) => *n,
+        _ => 0,
+    }
 }

@@ -5,17 +5,26 @@
 //! ```text
 //! cargo run -p examples --bin demo                          # 30 s, seed 42
 //! cargo run -p examples --bin demo -- --duration 10s --seed 7
-//! cargo run -p examples --bin demo -- --json                # summary as JSON
+//! cargo run -p examples --bin demo -- --json                # per-phase timeline and summary as JSON
+//! cargo run -p examples --bin demo -- --simulated-time      # the same scenario on a paused clock
 //! cargo run -p examples --bin demo -- --redis redis://127.0.0.1:6379   # shared quotas in Redis
 //! ```
 //!
 //! The breakers' open waits and the SLA status windows are scaled down to a tenth of the
 //! run so that a short demo shows a circuit opening *and* closing again and the SLA status
 //! recovering; every other setting is the preset's.
+//!
+//! The status shown is the source's, from the stack's health document: the SLA window's
+//! verdict (UNKNOWN while it holds too few calls to judge) folded with the breaker's (an
+//! open breaker makes the source FAILED, a half-open one DEGRADED).
+//!
+//! With `--simulated-time` the run uses tokio's paused clock: every layer, the upstream and
+//! the callers wait on tokio time, so the scenario's `--duration` passes in simulated time,
+//! as fast as the CPU allows, and a seed gives the same run on any machine, loaded or not.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use examples::upstream::{Phase, Source, Upstream, UpstreamRequest};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,10 +32,13 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ratelimit_layer::RedisBackend;
 use reliability::config::StatusWindow;
+use reliability::core::clock::TokioClock;
+use reliability::core::health::{ComponentDetail, HealthSource, HealthStatus};
 use reliability::core::redis::RedisConfig;
-use reliability::presets::{self, Preset, ReliableService};
+use reliability::presets::{self, Handles, Preset, ReliableService};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 struct Args {
@@ -34,9 +46,11 @@ struct Args {
     seed: u64,
     json: bool,
     redis: Option<String>,
+    simulated_time: bool,
 }
 
-const USAGE: &str = "usage: demo [--duration 30s] [--seed N] [--json] [--redis URL]";
+const USAGE: &str =
+    "usage: demo [--duration 30s] [--seed N] [--json] [--simulated-time] [--redis URL]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
@@ -44,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 42,
         json: false,
         redis: None,
+        simulated_time: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -63,10 +78,15 @@ fn parse_args() -> Result<Args, String> {
                 args.seed = v.parse().map_err(|e| format!("--seed: {e}"))?;
             }
             "--json" => args.json = true,
+            "--simulated-time" => args.simulated_time = true,
             "--redis" => args.redis = Some(it.next().ok_or("--redis needs a URL")?),
             "--help" | "-h" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
+    }
+    if args.simulated_time && args.redis.is_some() {
+        // Redis keeps real time: a paused clock would race ahead of its quotas.
+        return Err("--simulated-time and --redis do not go together".into());
     }
     Ok(args)
 }
@@ -104,13 +124,76 @@ struct Row {
     sla_status: String,
 }
 
+/// One source at the end of one phase of the scenario.
+#[derive(Debug, Serialize)]
+struct PhaseRow {
+    source: String,
+    /// Requests answered to the callers during the phase.
+    requests: u64,
+    /// Of those, the answers that failed to the caller.
+    errors: u64,
+    /// Calls that reached the upstream during the phase (retries included).
+    upstream_calls: u64,
+    /// Stale answers the cache served during the phase.
+    stale_served: u64,
+    breaker_state: String,
+    /// Times the breaker opened since the run began.
+    breaker_trips: u64,
+    /// The source's status as the phase ended.
+    sla_status: String,
+    p95_ms: f64,
+}
+
+/// The end of one phase: where the run stood, per source.
+#[derive(Debug, Serialize)]
+struct PhaseEnd {
+    phase: &'static str,
+    /// When the phase ended, from the start of the run.
+    ends_at_ms: u64,
+    sources: Vec<PhaseRow>,
+}
+
+/// What `--json` prints.
+#[derive(Debug, Serialize)]
+struct Report {
+    timeline: Vec<PhaseEnd>,
+    summary: Vec<Row>,
+}
+
+/// The running totals a phase's figures are measured from.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    requests: u64,
+    errors: u64,
+    upstream_calls: u64,
+    stale_served: u64,
+}
+
+impl Totals {
+    fn of(row: &Row) -> Self {
+        Self {
+            requests: row.requests,
+            errors: row.errors,
+            upstream_calls: row.upstream_calls,
+            stale_served: row.stale_served,
+        }
+    }
+}
+
 fn request_for(source: Source, rng: &mut SmallRng) -> UpstreamRequest {
-    // A few hot keys and a long tail, as real traffic has.
+    // A few hot keys and a long tail, as real traffic has. The tail is what still reaches
+    // the upstream once the hot keys are cached: without it the SLA windows would hold
+    // next to no calls and see nothing of the scenario. Social's quota (5 calls per 5 s)
+    // allows it a short tail only.
+    let tail = match source {
+        Source::Cex | Source::Dex => 150,
+        Source::Social => 20,
+    };
     let hot = rng.random_bool(0.8);
     let n = if hot {
         rng.random_range(0..3)
     } else {
-        rng.random_range(3..20)
+        rng.random_range(3..tail)
     };
     match source {
         Source::Cex => UpstreamRequest::OrderBook(format!("SYM{n}-USDT")),
@@ -142,13 +225,21 @@ async fn build_lane(
     let scale = args.duration / 10;
     let mut preset = preset.seed(args.seed).configure(|s| {
         s.breaker.open_wait = s.breaker.open_wait.min(scale);
-        // The status reads the last tenth of the run, so recovery shows.
+        // The status reads the last tenth of the run, so recovery shows: recovery lasts
+        // three tenths, enough for the breaker's open wait (a tenth at most), its probes,
+        // and then a whole window of recovered calls, with time to spare. The window is a
+        // second at least, so a run under 5 s may end before the status has cleared.
         // A whole number of 100 ms intervals.
         s.sla.time_interval = Duration::from_millis(100);
         s.sla.time_window =
             Duration::from_millis((scale.as_millis() as u64).max(1_000) / 100 * 100);
         s.sla.status_window = StatusWindow::Time;
     });
+    if args.simulated_time {
+        // The SLA monitor reads the CPU's counter by default, which a paused clock does
+        // not move; every other layer reads tokio's clock already.
+        preset = preset.clock(Arc::new(TokioClock));
+    }
     if let Some(backend) = quota {
         preset = preset.shared_quota(backend);
     }
@@ -164,6 +255,16 @@ async fn build_lane(
         seen: Arc::default(),
         bar,
     })
+}
+
+/// The source's status from the stack's health document: the SLA monitor's entry, into
+/// which the facade folds the breaker's state.
+fn source_status(handles: &Handles<Value>) -> HealthStatus {
+    handles
+        .health()
+        .into_iter()
+        .find(|c| matches!(c.detail, ComponentDetail::Sla(_)))
+        .map_or(HealthStatus::Unknown, |c| c.status)
 }
 
 fn row(lane: &Lane, upstream: &Upstream) -> Row {
@@ -193,7 +294,43 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
         p50_ms: w.p50.as_secs_f64() * 1e3,
         p95_ms: w.p95.as_secs_f64() * 1e3,
         p99_ms: w.p99.as_secs_f64() * 1e3,
-        sla_status: report.status.as_str().to_owned(),
+        sla_status: source_status(h).as_str().to_owned(),
+    }
+}
+
+/// Every source at the end of `phase`, its counts since `since` (which it moves on).
+fn phase_end(
+    phase: Phase,
+    elapsed: Duration,
+    lanes: &[Arc<Lane>],
+    upstream: &Upstream,
+    since: &mut [Totals],
+) -> PhaseEnd {
+    let sources = lanes
+        .iter()
+        .zip(since.iter_mut())
+        .map(|(lane, since)| {
+            let r = row(lane, upstream);
+            let now = Totals::of(&r);
+            let during = PhaseRow {
+                source: r.source,
+                requests: now.requests - since.requests,
+                errors: now.errors - since.errors,
+                upstream_calls: now.upstream_calls - since.upstream_calls,
+                stale_served: now.stale_served - since.stale_served,
+                breaker_state: r.breaker_state,
+                breaker_trips: r.breaker_trips,
+                sla_status: r.sla_status,
+                p95_ms: r.p95_ms,
+            };
+            *since = now;
+            during
+        })
+        .collect();
+    PhaseEnd {
+        phase: phase.name(),
+        ends_at_ms: elapsed.as_millis() as u64,
+        sources,
     }
 }
 
@@ -211,8 +348,7 @@ fn progress_line(r: &Row, phase: Phase) -> String {
     )
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -220,7 +356,22 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(args).await {
+    // tokio pauses its clock on a current-thread runtime only.
+    let runtime = if args.simulated_time {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    };
+    let result = match runtime {
+        Ok(runtime) => runtime.block_on(run(args)),
+        Err(e) => Err(format!("runtime: {e}")),
+    };
+    if let Err(e) = result {
         eprintln!("demo: {e}");
         std::process::exit(1);
     }
@@ -270,8 +421,11 @@ async fn run(args: Args) -> Result<(), String> {
             workers.push(tokio::spawn(async move {
                 while Instant::now() < deadline {
                     let request = request_for(lane.source, &mut rng);
+                    let failed = lane.client.clone().oneshot(request).await.is_err();
+                    // Counted once answered: the calls still waiting at the end are
+                    // dropped, not counted.
                     lane.seen.requests.fetch_add(1, Ordering::Relaxed);
-                    if lane.client.clone().oneshot(request).await.is_err() {
+                    if failed {
                         lane.seen.errors.fetch_add(1, Ordering::Relaxed);
                     }
                     tokio::time::sleep(pacing(lane.source)).await;
@@ -280,31 +434,50 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
-    // The scenario and the live display.
+    // The scenario, its timeline and the live display.
+    let mut timeline = Vec::new();
+    let mut since = vec![Totals::default(); lanes.len()];
+    let mut phase = Phase::at(0.0);
+    upstream.set_faults(phase.faults());
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    while Instant::now() < deadline {
+    loop {
         tick.tick().await;
-        let progress = started.elapsed().as_secs_f64() / args.duration.as_secs_f64();
-        let phase = Phase::at(progress);
-        upstream.set_faults(phase.faults());
-        header.set_position(started.elapsed().as_millis() as u64);
+        let elapsed = started.elapsed();
+        let ended = elapsed >= args.duration;
+        let now = Phase::at(elapsed.as_secs_f64() / args.duration.as_secs_f64());
+        if ended || now != phase {
+            timeline.push(phase_end(phase, elapsed, &lanes, &upstream, &mut since));
+            if ended {
+                break;
+            }
+            phase = now;
+            upstream.set_faults(phase.faults());
+        }
+        header.set_position(elapsed.as_millis() as u64);
         for lane in &lanes {
             lane.bar
                 .set_message(progress_line(&row(lane, &upstream), phase));
             lane.bar.tick();
         }
     }
-    for w in workers {
-        let _ = w.await;
+    // The summary is the state at the end of the run. Waiting for the calls still in
+    // flight (a social call may wait 10 s for its quota) would let the other sources'
+    // windows drain meanwhile and show them UNKNOWN.
+    let rows: Vec<Row> = lanes.iter().map(|l| row(l, &upstream)).collect();
+    for w in &workers {
+        w.abort();
     }
     header.finish_and_clear();
     for lane in &lanes {
         lane.bar.finish_and_clear();
     }
 
-    let rows: Vec<Row> = lanes.iter().map(|l| row(l, &upstream)).collect();
     if args.json {
-        let json = serde_json::to_string_pretty(&rows).map_err(|e| e.to_string())?;
+        let report = Report {
+            timeline,
+            summary: rows,
+        };
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{json}");
         return Ok(());
     }

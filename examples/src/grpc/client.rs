@@ -6,8 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use breaker_layer::grpc::AsGrpc;
 use breaker_layer::{Breaker, CircuitBreaker, CircuitBreakerLayer};
+use reliability_core::answer::AsGrpc;
 use reliability_core::classify::{Classification, Classify, GrpcClassifier};
 use retry_layer::backoff::{Backoff, Jitter};
 use retry_layer::grpc::{GrpcPolicy, GrpcRetryLayer};

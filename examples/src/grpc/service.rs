@@ -13,10 +13,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use breaker_layer::CircuitBreakerLayer;
-use breaker_layer::grpc::AsGrpc;
 use ratelimit_layer::http::HeaderKey;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{KeyExtractorExt, Quota, RateLimitLayer, RateLimiter, Subject};
+use reliability_core::answer::AsGrpc;
 use reliability_core::classify::GrpcClassifier;
 use sla_layer::{SlaLayer, SlaMonitor};
 use tonic::body::Body;

@@ -263,6 +263,10 @@ impl<B: Backend> Backend for Leased<B> {
     fn unavailable(&self) -> bool {
         self.inner.backend.unavailable()
     }
+
+    fn attach(&self, limiter: &str) {
+        self.inner.backend.attach(limiter);
+    }
 }
 
 #[cfg(test)]

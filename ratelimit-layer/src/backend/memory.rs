@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
-use reliability_core::clock::{Instant, SharedClock, default_clock};
+use reliability_core::clock::{SharedClock, Ticker, default_clock};
 use reliability_core::error::ConfigError;
 
 use super::{Backend, Pending};
@@ -73,10 +73,9 @@ pub struct MemoryBackend {
 struct Inner {
     shards: Box<[CachePadded<Mutex<Shard>>]>,
     hasher: RandomState,
-    clock: SharedClock,
-    base: Instant,
-    /// Set by [`MemoryBackendBuilder::system_clock`]: the CPU's time-stamp counter.
-    system: Option<(quanta::Clock, quanta::Instant)>,
+    /// The injected clock, or the CPU's time-stamp counter after
+    /// [`MemoryBackendBuilder::system_clock`].
+    ticker: Ticker,
     base_wall: u64,
     shard_cap: usize,
     sweep_interval: u64,
@@ -156,13 +155,7 @@ impl MemoryBackendBuilder {
                     .map(|_| CachePadded::new(Mutex::new(Shard::default())))
                     .collect(),
                 hasher: RandomState::default(),
-                base: clock.now(),
-                system: self.system_clock.then(|| {
-                    let clock = quanta::Clock::new();
-                    let start = clock.now();
-                    (clock, start)
-                }),
-                clock,
+                ticker: Ticker::new((!self.system_clock).then_some(clock)),
                 base_wall,
                 shard_cap: self.max_keys.div_ceil(SHARDS),
                 sweep_interval: self.sweep_interval.as_micros() as u64,
@@ -195,11 +188,7 @@ impl MemoryBackend {
     /// Microseconds since the Unix epoch, by the injected clock.
     pub fn now_micros(&self) -> u64 {
         let i = &self.inner;
-        let elapsed = match &i.system {
-            Some((clock, base)) => clock.now().saturating_duration_since(*base),
-            None => i.clock.now().saturating_duration_since(i.base),
-        };
-        i.base_wall + elapsed.as_micros() as u64
+        i.base_wall + i.ticker.now_ns() / 1_000
     }
 
     /// Keys evicted while still active because the cap was reached.

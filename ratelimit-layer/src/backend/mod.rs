@@ -107,4 +107,12 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     fn unavailable(&self) -> bool {
         false
     }
+
+    /// Told once, when a [`RateLimiter`](crate::RateLimiter) is built on this backend,
+    /// the limiter's name: a backend that exports metrics or logs its state changes does
+    /// so under it (the `source` label). A backend shared by several limiters keeps the
+    /// first name. Default: nothing.
+    fn attach(&self, limiter: &str) {
+        let _ = limiter;
+    }
 }

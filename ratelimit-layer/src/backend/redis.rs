@@ -1,8 +1,8 @@
 //! The Redis backend (single node or Redis Cluster), with a local fallback (see
 //! [`RedisBackend`]).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::Value;
@@ -84,6 +84,31 @@ struct Inner {
     retry_at: AtomicU64,
     round_trips: AtomicU64,
     failures: AtomicU64,
+    /// Set by [`Backend::attach`]: the limiter's name and, with feature `metrics`, the
+    /// handles registered under it.
+    attached: OnceLock<Attached>,
+}
+
+/// What the backend records under its limiter's name.
+#[derive(Debug)]
+struct Attached {
+    source: String,
+    #[cfg(feature = "metrics")]
+    fallback_active: metrics::Gauge,
+    #[cfg(feature = "metrics")]
+    round_trips: metrics::Counter,
+}
+
+impl Attached {
+    fn new(source: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            #[cfg(feature = "metrics")]
+            fallback_active: metrics::gauge!("ratelimit_fallback_active", "source" => source.to_owned()),
+            #[cfg(feature = "metrics")]
+            round_trips: metrics::counter!("ratelimit_lease_round_trips_total", "source" => source.to_owned()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -164,6 +189,7 @@ impl RedisBackendBuilder {
                 retry_at: AtomicU64::new(0),
                 round_trips: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                attached: OnceLock::new(),
             }),
         })
     }
@@ -272,10 +298,44 @@ impl RedisBackend {
 }
 
 impl Inner {
+    fn source(&self) -> &str {
+        self.attached.get().map_or("", |a| a.source.as_str())
+    }
+
+    fn backend(&self) -> &'static str {
+        if self.conn.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
+    }
+
+    fn round_trip(&self) {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(a) = self.attached.get() {
+            a.round_trips.increment(1);
+        }
+    }
+
+    /// Sets the exported fallback gauge to what [`Backend::fallback_active`] answers.
+    fn export_fallback(&self, down: bool) {
+        #[cfg(feature = "metrics")]
+        if let Some(a) = self.attached.get() {
+            let active = down && self.failure_mode == FailureMode::Open;
+            a.fallback_active.set(if active { 1.0 } else { 0.0 });
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = down;
+    }
+
     fn mark(&self, ok: bool, error: Option<&redis::RedisError>) {
         if ok {
             if self.down.swap(false, Ordering::AcqRel) {
+                self.export_fallback(false);
                 tracing::info!(
+                    source = self.source(),
+                    backend = self.backend(),
                     prefix = self.keys.prefix(),
                     "redis is back: rate limits are shared again"
                 );
@@ -285,7 +345,15 @@ impl Inner {
             self.retry_at
                 .store(self.fallback.now_micros() + self.recheck, Ordering::Release);
             if !self.down.swap(true, Ordering::AcqRel) {
-                tracing::warn!(prefix = self.keys.prefix(), error = ?error, mode = ?self.failure_mode, "redis unreachable: rate limits fall back");
+                self.export_fallback(true);
+                tracing::warn!(
+                    source = self.source(),
+                    backend = self.backend(),
+                    prefix = self.keys.prefix(),
+                    error = ?error,
+                    mode = ?self.failure_mode,
+                    "redis unreachable: rate limits fall back"
+                );
             }
         }
     }
@@ -334,7 +402,7 @@ impl Backend for RedisBackend {
                     .arg(w.emission_interval());
             }
             let mut conn = inner.conn.clone();
-            inner.round_trips.fetch_add(1, Ordering::Relaxed);
+            inner.round_trip();
             match invocation.invoke_async::<Value>(&mut conn).await {
                 Ok(value) => {
                     inner.mark(true, None);
@@ -373,10 +441,13 @@ impl Backend for RedisBackend {
     }
 
     fn name(&self) -> &'static str {
-        if self.inner.conn.is_cluster() {
-            "redis-cluster"
-        } else {
-            "redis"
+        self.inner.backend()
+    }
+
+    fn attach(&self, limiter: &str) {
+        if self.inner.attached.set(Attached::new(limiter)).is_ok() {
+            self.inner
+                .export_fallback(self.inner.down.load(Ordering::Acquire));
         }
     }
 

@@ -85,12 +85,16 @@ impl RateLimiterBuilder {
             ));
         }
         let usage = (self.usage_capacity > 0).then(|| UsageTable::new(self.usage_capacity));
+        let backend = self
+            .backend
+            .unwrap_or_else(|| Arc::new(MemoryBackend::new()));
+        backend.attach(&self.name);
+        let tier_names: Vec<&str> = self.tiers.tiers().iter().map(Tier::name).collect();
+        let metrics = Metrics::new(&self.name, &tier_names);
         Ok(RateLimiter {
             inner: Arc::new(Inner {
                 name: self.name,
-                backend: self
-                    .backend
-                    .unwrap_or_else(|| Arc::new(MemoryBackend::new())),
+                backend,
                 tiers: ArcSwap::from_pointee(self.tiers),
                 users: (0..SHARDS)
                     .map(|_| CachePadded::new(RwLock::new(HashMap::default())))
@@ -99,7 +103,7 @@ impl RateLimiterBuilder {
                 endpoints: ArcSwap::from_pointee(self.endpoints),
                 hasher: RandomState::default(),
                 usage,
-                metrics: Metrics::default(),
+                metrics,
             }),
         })
     }

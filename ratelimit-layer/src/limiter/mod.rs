@@ -148,8 +148,7 @@ impl RateLimiter {
         let decision = match result {
             Ok(d) => d,
             Err(e) => {
-                m.backend_errors.add(1);
-                m.rejected.add(1);
+                m.backend_error(resolved.policy);
                 tracing::warn!(limiter = %self.inner.name, error = %e, "rate limit backend unavailable, rejecting");
                 return Err(RateLimited::new(
                     Reason::BackendUnavailable,
@@ -164,10 +163,10 @@ impl RateLimiter {
             usage.record(self.shard(&user), &user, decision.allowed);
         }
         if decision.allowed {
-            m.allowed.add(1);
+            m.allowed(resolved.policy);
             return Ok(decision);
         }
-        m.rejected.add(1);
+        m.rejected(resolved.policy);
         let reason = if decision.retry_after == u64::MAX {
             Reason::CostTooHigh
         } else {

@@ -15,6 +15,14 @@
 //! | DEX | 3 / 200 ms..5 s / decorrelated / 20 % | 10 per 1 s / 5 s | 5 s |
 //! | Social | 4 / 500 ms..10 s / full / 10 % | 5 per 5 s / 10 s | 10 s |
 //!
+//! And a bulkhead in front of each upstream (calls in flight at once):
+//!
+//! | source | concurrency limit | wait queue | when full |
+//! |---|---|---|---|
+//! | CEX | 32, fixed | none | refused at once (`BulkheadFull`, 503 + `Retry-After: 1`) |
+//! | DEX | 64, fixed | 64 calls, 1 s | waits, then refused |
+//! | Social | adaptive (Gradient2), 16 to start, 4..64 | 32 calls, 2 s | waits, then refused; the limit falls as latency climbs |
+//!
 //! Everything else is the layer's default, but for these: the SLA windows are the last 100
 //! calls and 60 s in 5 s intervals; the breaker also trips at 50 % failures over a window
 //! of 20 calls (DEX: 40) once it holds 10 (DEX: 20), and admits as many half-open probes
@@ -40,6 +48,7 @@ use breaker_layer::CircuitBreakerConfig;
 use breaker_layer::config::WindowConfig as BreakerWindow;
 use cache_layer::adaptive::AdaptiveRule;
 use cache_layer::{AdaptiveConfig, CacheConfig};
+use concurrency_layer::{AlgorithmConfig, ConcurrencyConfig, Gradient2Config};
 use ratelimit_layer::WindowConfig;
 use retry_layer::RetryConfig;
 use retry_layer::backoff::{Backoff, Jitter};
@@ -150,6 +159,35 @@ pub fn rate_limit(kind: SourceKind) -> ClientRateLimitConfig {
     ClientRateLimitConfig {
         window: WindowConfig::new(limit, period),
         max_wait,
+    }
+}
+
+/// The bulkhead of the preset table: small and strict for exchanges, a queue for DEX
+/// aggregators, an adaptive limit for social APIs whose latency climbs under load.
+pub fn concurrency(kind: SourceKind) -> ConcurrencyConfig {
+    match kind {
+        SourceKind::Cex => ConcurrencyConfig {
+            limit: 32,
+            queue_capacity: 0,
+            ..ConcurrencyConfig::default()
+        },
+        SourceKind::Dex => ConcurrencyConfig {
+            limit: 64,
+            queue_capacity: 64,
+            queue_timeout: secs(1),
+            ..ConcurrencyConfig::default()
+        },
+        SourceKind::Social => ConcurrencyConfig {
+            limit: 16,
+            queue_capacity: 32,
+            queue_timeout: secs(2),
+            adaptive: Some(AlgorithmConfig::Gradient2(Gradient2Config {
+                min_limit: 4,
+                max_limit: 64,
+                ..Gradient2Config::default()
+            })),
+            ..ConcurrencyConfig::default()
+        },
     }
 }
 

@@ -32,6 +32,7 @@ pub struct Handles<V> {
     pub(super) breakers: Breakers,
     pub(super) retry: RetryHandle,
     pub(super) limiter: RateLimiter,
+    pub(super) concurrency: concurrency_layer::Limiter,
     pub(super) cache: Option<CacheHandle<V>>,
     pub(super) trips: Arc<AtomicU64>,
 }
@@ -88,6 +89,12 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
         &self.limiter
     }
 
+    /// The bulkhead's limiter: its limit (moving, when adaptive), calls in flight, calls
+    /// refused.
+    pub fn concurrency(&self) -> &concurrency_layer::Limiter {
+        &self.concurrency
+    }
+
     /// The cache (`None` for a stack built by
     /// [`Preset::wrap_uncached`](super::Preset::wrap_uncached)).
     pub fn cache(&self) -> Option<&CacheHandle<V>> {
@@ -109,14 +116,34 @@ impl<V: Clone + Send + Sync + 'static> HealthSource for Handles<V> {
     fn health(&self) -> Vec<ComponentHealth> {
         let mut all = Vec::with_capacity(5);
         all.extend(self.monitor.health());
+        let sla = all.len();
         match &self.breakers {
             Breakers::One(b) => all.extend(b.health()),
             Breakers::PerHost(r) => all.extend(r.health()),
+        }
+        // A source whose breaker is open is not HEALTHY, whatever its (then empty) window
+        // says: the source's status is the worse of its SLA and its breakers'.
+        let (monitor, breakers) = all.split_at_mut(sla);
+        if let Some(worst) = breakers.iter().max_by_key(|b| b.status)
+            && let Some(source) = monitor.first_mut()
+            && worst.status > source.status
+        {
+            source.status = worst.status;
+            let why = format!(
+                "breaker `{}`: {}",
+                worst.name,
+                worst.message.as_deref().unwrap_or(worst.status.as_str())
+            );
+            source.message = Some(match source.message.take() {
+                Some(m) => format!("{m}; {why}"),
+                None => why,
+            });
         }
         if let Some(cache) = &self.cache {
             all.extend(cache.health());
         }
         all.extend(self.limiter.health());
+        all.extend(self.concurrency.health());
         let retry = self.retry.snapshot();
         all.push(ComponentHealth::new(
             self.name.clone(),

@@ -5,6 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cache_layer::CacheHandle;
+use cache_layer::http::forbids_shared_storage;
 use reliability_core::classify::HttpClassifier;
 use reliability_core::error::ConfigError;
 use retry_layer::http::Idempotent;
@@ -121,17 +122,4 @@ where
             Ok(res)
         }))
     }
-}
-
-/// Whether `Cache-Control` forbids storing an answer in a shared cache.
-// cache-layer parses `Cache-Control` for its HTTP mode, but privately (not in its public API);
-// this stays until it exposes a parser.
-fn forbids_shared_storage(headers: &http::HeaderMap) -> bool {
-    headers
-        .get_all(http::header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|d| d.trim().to_ascii_lowercase())
-        .any(|d| d == "no-store" || d == "private" || d.starts_with("private="))
 }

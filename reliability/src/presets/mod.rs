@@ -73,6 +73,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use breaker_layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use cache_layer::http::{HttpCacheLayer, HttpCacheLayerBuilder};
 use cache_layer::{CacheConfig, CacheHandle, CacheKey, CacheLayer, CacheLayerBuilder};
+use concurrency_layer::ConcurrencyLimitLayer;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject};
 use reliability_core::classify::{Classify, ErrorClassifier};
@@ -328,6 +329,7 @@ impl Preset {
                     }))
                     .wait_up_to(self.settings.rate_limit.max_wait),
             )
+            .layer(parts.bulkhead.clone())
             .layer(SlaLayer::new(parts.monitor.clone()).classifier(GrpcClassifier))
             .timeout(self.settings.attempt_timeout)
             .service(channel.map_err(Into::<BoxError>::into));
@@ -387,6 +389,7 @@ impl Preset {
                         .key(key_fn(move |_: &Req| Some(name.clone())))
                         .wait_up_to(self.settings.rate_limit.max_wait),
                 )
+                .layer(parts.bulkhead.clone())
                 .layer(SlaLayer::new(parts.monitor.clone()).classifier(classifier))
                 .timeout(self.settings.attempt_timeout)
                 .service(inner.map_err(Into::<BoxError>::into)),
@@ -423,6 +426,7 @@ impl Preset {
             breakers,
             retry: parts.retry.retry_handle(),
             limiter: parts.limiter,
+            concurrency: parts.bulkhead.limiter().clone(),
             cache,
             trips: parts.trips,
         }
@@ -519,11 +523,19 @@ impl Preset {
         }
         let limiter = limiter.build().map_err(|e| e.within("rate_limit"))?;
 
+        let mut bulkhead =
+            ConcurrencyLimitLayer::builder(self.name.clone()).config(s.concurrency.clone());
+        if let Some(clock) = &self.clock {
+            bulkhead = bulkhead.clock(clock.clone());
+        }
+        let bulkhead = bulkhead.build().map_err(|e| e.within("concurrency"))?;
+
         Ok((
             Parts {
                 monitor,
                 retry: (),
                 limiter,
+                bulkhead,
                 trips,
             },
             breaker,
@@ -535,6 +547,7 @@ struct Parts<R> {
     monitor: SlaMonitor,
     retry: R,
     limiter: RateLimiter,
+    bulkhead: ConcurrencyLimitLayer,
     trips: Arc<AtomicU64>,
 }
 
@@ -544,6 +557,7 @@ impl Parts<()> {
             monitor: self.monitor,
             retry,
             limiter: self.limiter,
+            bulkhead: self.bulkhead,
             trips: self.trips,
         }
     }

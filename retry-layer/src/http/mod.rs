@@ -118,7 +118,8 @@ pub use self::answer::{AnswerErrors, AnswerErrorsLayer, AnswerFuture};
 pub use self::buffer::{BufferFuture, BufferRequest};
 pub use self::policy::{HttpPolicy, Idempotent};
 pub use self::replay::{PrefixedBody, ReplayBody};
-use crate::layer::{RetryBuilder, RetryConfig, RetryLayer};
+use crate::RetryConfig;
+use crate::layer::{RetryBuilder, RetryLayer};
 use crate::metrics::RetryHandle;
 use crate::service::Retry;
 

@@ -69,6 +69,7 @@ impl MonitorCore {
             let Assessment { status, reasons } =
                 assess(window, consecutive, data_quality, &self.config.thresholds);
             if let Some(from) = e.tracker.update(status, now_ns) {
+                self.instruments.status_changed();
                 status_events.push(StatusChange {
                     source: Arc::clone(&self.name),
                     from,

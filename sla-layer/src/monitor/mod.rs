@@ -28,12 +28,13 @@ use reliability_core::health::{ComponentHealth, HealthSource, HealthStatus};
 pub use self::report::{CallTotals, SlaReport};
 use self::shard::{Shard, ShardState, default_shards, thread_slot};
 use crate::budget::BudgetTracker;
-use crate::clock::Ticker;
 use crate::config::{SlaConfig, SlaMonitorBuilder};
 use crate::error::InvalidScore;
 use crate::events::{AlertListener, StatusListener};
+use crate::metrics::Instruments;
 use crate::status::StatusTracker;
 use crate::window::{CountRing, IntervalData, TimeRing};
+use reliability_core::clock::Ticker;
 
 const NO_SCORE: u64 = u64::MAX;
 
@@ -54,6 +55,7 @@ struct MonitorCore {
     eval: Mutex<EvalState>,
     status_listeners: Vec<StatusListener>,
     alert_listeners: Vec<AlertListener>,
+    instruments: Instruments,
 }
 
 struct EvalState {
@@ -106,8 +108,10 @@ impl SlaMonitor {
             .next_power_of_two();
         let ticker = Ticker::new(b.clock);
         let now = ticker.now_ns();
+        let name: Arc<str> = b.name.into();
         let core = Arc::new(MonitorCore {
-            name: b.name.into(),
+            instruments: Instruments::new(&name),
+            name,
             interval_ns,
             slots,
             eval_every_ns: nanos(config.evaluation_interval),
@@ -215,6 +219,16 @@ impl SlaMonitor {
     pub fn component_health(&self) -> ComponentHealth {
         self.report().to_component()
     }
+
+    /// Evaluates the monitor and sets its windowed gauges (percentiles, ratios, status,
+    /// budget, burn rates, alerts) from the report, for an exporter about to render (the
+    /// families are in the crate's README, feature `metrics`). The first call
+    /// registers the gauges with the recorder installed then; later calls only set them.
+    #[cfg(feature = "metrics")]
+    pub fn publish_metrics(&self) {
+        let report = self.report();
+        self.core.instruments.publish(&report);
+    }
 }
 
 impl HealthSource for SlaMonitor {
@@ -253,6 +267,7 @@ impl Drop for CallTimer {
     fn drop(&mut self) {
         if let Some(shard) = self.shard.take() {
             shard.state.lock().totals.cancelled += 1;
+            shard.core.instruments.cancelled();
         }
     }
 }

@@ -88,6 +88,7 @@ impl Shard {
                 }
             }
         }
+        core.instruments.recorded(outcome);
         core.after_record(end_ns, outcome);
     }
 }

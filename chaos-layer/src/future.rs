@@ -1,0 +1,149 @@
+//! [`ResponseFuture`]: the inner call as it is, the inner call then a delay, or an
+//! injected answer (after its delay).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use pin_project_lite::pin_project;
+use reliability_core::answer::Answer;
+use tokio::time::Sleep;
+
+use crate::error::InjectedFault;
+
+/// An answer that replaces the upstream's.
+#[derive(Debug)]
+pub(crate) enum Injection<Res> {
+    Error(InjectedFault),
+    Response(Res),
+}
+
+pin_project! {
+    /// The future of [`Chaos`](crate::Chaos).
+    pub struct ResponseFuture<F, A, Res>
+    where
+        F: Future,
+    {
+        #[pin]
+        kind: Kind<F, Res>,
+        answer: A,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F, Res>
+    where
+        F: Future,
+    {
+        Inner { #[pin] future: F },
+        Slow {
+            #[pin] future: F,
+            // Started when the inner call finishes, so the delay is added to its latency.
+            #[pin] sleep: Option<Sleep>,
+            delay: Duration,
+            output: Option<F::Output>,
+        },
+        Injected {
+            #[pin] sleep: Option<Sleep>,
+            injection: Option<Injection<Res>>,
+        },
+    }
+}
+
+impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
+    #[inline]
+    pub(crate) fn inner(future: F, answer: A) -> Self {
+        Self {
+            kind: Kind::Inner { future },
+            answer,
+        }
+    }
+
+    pub(crate) fn slow(future: F, delay: Duration, answer: A) -> Self {
+        Self {
+            kind: Kind::Slow {
+                future,
+                sleep: None,
+                delay,
+                output: None,
+            },
+            answer,
+        }
+    }
+
+    pub(crate) fn injected(injection: Injection<Res>, delay: Option<Duration>, answer: A) -> Self {
+        Self {
+            kind: Kind::Injected {
+                sleep: delay.map(tokio::time::sleep),
+                injection: Some(injection),
+            },
+            answer,
+        }
+    }
+}
+
+impl<F: Future, A: fmt::Debug, Res> fmt::Debug for ResponseFuture<F, A, Res> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Slow { .. } => "slow",
+            Kind::Injected { .. } => "injected",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("kind", &kind)
+            .field("answer", &self.answer)
+            .finish()
+    }
+}
+
+impl<F, Res, E, A> Future for ResponseFuture<F, A, Res>
+where
+    F: Future<Output = Result<Res, E>>,
+    A: Answer<InjectedFault, Res, E>,
+{
+    type Output = Result<Res, A::Error>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Inner { future } => {
+                let result = ready!(future.poll(cx));
+                Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
+            }
+            KindProj::Slow {
+                future,
+                mut sleep,
+                delay,
+                output,
+            } => {
+                if output.is_none() {
+                    *output = Some(ready!(future.poll(cx)));
+                    sleep.set(Some(tokio::time::sleep(*delay)));
+                }
+                if let Some(sleep) = sleep.as_pin_mut() {
+                    ready!(sleep.poll(cx));
+                }
+                let result = output
+                    .take()
+                    .expect("chaos ResponseFuture polled after completion");
+                Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
+            }
+            KindProj::Injected { sleep, injection } => {
+                if let Some(sleep) = sleep.as_pin_mut() {
+                    ready!(sleep.poll(cx));
+                }
+                match injection
+                    .take()
+                    .expect("chaos ResponseFuture polled after completion")
+                {
+                    Injection::Error(fault) => Poll::Ready(this.answer.refused(fault)),
+                    Injection::Response(res) => Poll::Ready(Ok(res)),
+                }
+            }
+        }
+    }
+}
