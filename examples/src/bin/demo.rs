@@ -118,6 +118,10 @@ struct Row {
     breaker_trips: u64,
     breaker_state: String,
     rate_limit_waits: u64,
+    /// Calls the bulkhead refused (full, queue full, queue timeout, shed).
+    shed: u64,
+    /// The bulkhead's limit at the end (adaptive for social: it falls as latency climbs).
+    inflight_limit: usize,
     p50_ms: f64,
     p95_ms: f64,
     p99_ms: f64,
@@ -142,6 +146,10 @@ struct PhaseRow {
     /// The source's status as the phase ended.
     sla_status: String,
     p95_ms: f64,
+    /// Calls the bulkhead refused during the phase.
+    shed: u64,
+    /// The bulkhead's limit as the phase ended.
+    inflight_limit: usize,
 }
 
 /// The end of one phase: where the run stood, per source.
@@ -167,6 +175,7 @@ struct Totals {
     errors: u64,
     upstream_calls: u64,
     stale_served: u64,
+    shed: u64,
 }
 
 impl Totals {
@@ -176,6 +185,7 @@ impl Totals {
             errors: row.errors,
             upstream_calls: row.upstream_calls,
             stale_served: row.stale_served,
+            shed: row.shed,
         }
     }
 }
@@ -272,6 +282,7 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
     let cache = h.cache().map(|c| c.stats()).unwrap_or_default();
     let report = h.sla().report();
     let w = &report.count_window;
+    let bulkhead = h.concurrency().snapshot();
     let lookups = cache.hits + cache.misses;
     Row {
         source: lane.source.to_string(),
@@ -291,6 +302,8 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
             .and_then(|v| v.as_str().map(str::to_owned))
             .unwrap_or_default(),
         rate_limit_waits: h.limiter().snapshot().waited,
+        shed: bulkhead.rejected,
+        inflight_limit: bulkhead.limit,
         p50_ms: w.p50.as_secs_f64() * 1e3,
         p95_ms: w.p95.as_secs_f64() * 1e3,
         p99_ms: w.p99.as_secs_f64() * 1e3,
@@ -322,6 +335,8 @@ fn phase_end(
                 breaker_trips: r.breaker_trips,
                 sla_status: r.sla_status,
                 p95_ms: r.p95_ms,
+                shed: now.shed - since.shed,
+                inflight_limit: r.inflight_limit,
             };
             *since = now;
             during
@@ -497,7 +512,7 @@ fn print_table(rows: &[Row], args: &Args) {
         }
     );
     println!(
-        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>8} {:>8} {:>8}  sla",
+        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  sla",
         "source",
         "requests",
         "errors",
@@ -508,13 +523,15 @@ fn print_table(rows: &[Row], args: &Args) {
         "trips",
         "breaker",
         "waits",
+        "shed",
+        "limit",
         "p50 ms",
         "p95 ms",
         "p99 ms",
     );
     for r in rows {
         println!(
-            "{:<7} {:>8} {:>7} {:>9} {:>5.1}% {:>6} {:>7} {:>6} {:<10} {:>6} {:>8.1} {:>8.1} {:>8.1}  {}",
+            "{:<7} {:>8} {:>7} {:>9} {:>5.1}% {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1}  {}",
             r.source,
             r.requests,
             r.errors,
@@ -525,6 +542,8 @@ fn print_table(rows: &[Row], args: &Args) {
             r.breaker_trips,
             r.breaker_state,
             r.rate_limit_waits,
+            r.shed,
+            r.inflight_limit,
             r.p50_ms,
             r.p95_ms,
             r.p99_ms,
