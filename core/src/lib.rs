@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod answer;
+#[cfg(feature = "test-util")]
+pub mod captured;
 pub mod classify;
 pub mod clock;
 pub mod deadline;
