@@ -21,6 +21,10 @@ use crate::state::{Counts, Permit, StateMachine, Transition, state_name};
 /// A state-change listener: the breaker's name and the transition.
 pub type Listener = Arc<dyn Fn(&str, &Transition) + Send + Sync>;
 
+/// A listener attached after the breaker was built (a fleet link), removed by its id.
+#[cfg(feature = "redis")]
+pub(crate) type Tap = Arc<dyn Fn(&Breaker, &Transition) + Send + Sync>;
+
 struct Shared {
     name: Arc<str>,
     /// Off the cache line of the `Arc`'s counts, which every call writes twice, so that
@@ -30,6 +34,10 @@ struct Shared {
     listeners: Box<[Listener]>,
     /// The layer's metric handles, shared by the breakers of a per-key layer.
     instruments: Arc<Instruments>,
+    /// Fleet links come and go while the breaker lives, unlike `listeners`. Read only on
+    /// a transition, so a mutex costs the call path nothing.
+    #[cfg(feature = "redis")]
+    taps: parking_lot::Mutex<Vec<(u64, Tap)>>,
 }
 
 impl Drop for Shared {
@@ -105,6 +113,8 @@ impl Breaker {
                 clock,
                 listeners,
                 instruments,
+                #[cfg(feature = "redis")]
+                taps: parking_lot::Mutex::new(Vec::new()),
             }),
         }
     }
@@ -170,6 +180,49 @@ impl Breaker {
         }
         for listener in self.shared.listeners.iter() {
             listener(name, tr);
+        }
+        #[cfg(feature = "redis")]
+        {
+            // Called outside the lock: a tap may read the breaker.
+            let taps: Vec<Tap> = self
+                .shared
+                .taps
+                .lock()
+                .iter()
+                .map(|t| t.1.clone())
+                .collect();
+            for tap in taps {
+                tap(self, tr);
+            }
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_name(&self) -> Arc<str> {
+        self.shared.name.clone()
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn tap(&self, id: u64, tap: Tap) {
+        self.shared.taps.lock().push((id, tap));
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn untap(&self, id: u64) {
+        self.shared.taps.lock().retain(|t| t.0 != id);
+    }
+
+    /// Opens the circuit because a peer instance tripped (see
+    /// [`StateMachine::open_for_peer`]); whether the state changed.
+    #[cfg(feature = "redis")]
+    pub(crate) fn open_for_peer(&self) -> bool {
+        let now = self.shared.clock.now();
+        match self.shared.machine.open_for_peer(now) {
+            Some(tr) => {
+                self.notify(&tr);
+                true
+            }
+            None => false,
         }
     }
 

@@ -286,6 +286,17 @@ pub struct RateLimitSnapshot {
     pub fallback_active: bool,
     /// Subjects currently tracked in process.
     pub tracked_keys: u64,
+    /// Whether control state (tiers, custom limits, usage) is shared by a fleet through
+    /// the backend.
+    #[serde(default)]
+    pub shared_control: bool,
+    /// Whether the shared control state could not be read or written lately: the last
+    /// known rules apply until it answers again.
+    #[serde(default)]
+    pub control_stale: bool,
+    /// Garbage found in the shared control state (reported and ignored).
+    #[serde(default)]
+    pub control_errors: u64,
 }
 
 /// Figures of a retry layer.

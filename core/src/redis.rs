@@ -33,6 +33,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::ConfigError;
 use crate::key::KeySpace;
 
+pub mod pubsub;
+
 /// How to reach Redis, and under which key prefix to write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

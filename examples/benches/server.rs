@@ -123,10 +123,13 @@ fn server(c: &mut Criterion) {
         });
         let config = ServerConfig::parse(CONFIG).unwrap();
         let (router, app) = app(&config, upstream, None).unwrap();
-        app.limiter.set_user_limit(
-            "bench",
-            Quota::per(1_000_000, Duration::from_secs(1)).unwrap(),
-        );
+        app.limiter
+            .set_user_limit(
+                "bench",
+                Quota::per(1_000_000, Duration::from_secs(1)).unwrap(),
+            )
+            .await
+            .unwrap();
         let full = spawn(router).await;
         let mut bodies = Vec::new();
         for path in PATHS {

@@ -29,7 +29,9 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_layer::http::PeerIp;
 use ratelimit_layer::key::key_fn;
-use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject, TierTable};
+use ratelimit_layer::{
+    RateLimitLayer, RateLimiter, RateLimiterBuilder, RedisBackend, Subject, TierTable,
+};
 use reliability::admin::Admin;
 use reliability::admin::prometheus::{self, RecorderTaken};
 use reliability::cache::CacheHandle;
@@ -142,8 +144,7 @@ pub fn app(
     let metrics = prometheus::recorder()?;
     let limiter = RateLimiter::builder()
         .name("api")
-        .tiers(TierTable::standard())
-        .build()?;
+        .tiers(TierTable::standard());
     assemble(config, upstream, admin_token, limiter, None, metrics)
 }
 
@@ -165,8 +166,7 @@ pub async fn app_with_redis(
     let limiter = RateLimiter::builder()
         .name("api")
         .tiers(TierTable::standard())
-        .backend(backend)
-        .build()?;
+        .backend(backend);
     let mut tiers = Vec::with_capacity(3);
     for kind in ROUTES {
         let route = redis
@@ -184,7 +184,7 @@ fn assemble(
     config: &ServerConfig,
     upstream: Upstream,
     admin_token: Option<&str>,
-    limiter: RateLimiter,
+    limiter: RateLimiterBuilder,
     l2: Option<Vec<RedisTier>>,
     metrics: PrometheusHandle,
 ) -> Result<(axum::Router, App), StartError> {
@@ -196,6 +196,23 @@ fn assemble(
             .registry(&registry)
     };
     let client = |kind| preset(kind).wrap_uncached(upstream.clone(), ErrorClassifier);
+    let mut limiter = limiter;
+    let mut accounts = BTreeMap::new();
+    let standard = TierTable::standard();
+    for (key, entry) in &config.keys {
+        if standard.index_of(&entry.tier).is_none() {
+            return Err(ConfigError::new(
+                format!("keys.{key}.tier"),
+                format!("unknown tier {:?}", entry.tier),
+            )
+            .into());
+        }
+        // The configured tier is the base; one set at run time through the admin API
+        // (shared by the fleet on Redis) wins over it.
+        limiter = limiter.user_tier(&entry.account, &entry.tier);
+        accounts.insert(key.clone(), entry.account.clone());
+    }
+    let limiter = limiter.build()?;
     let app = App {
         upstream: upstream.clone(),
         cex: client(SourceKind::Cex)?,
@@ -204,18 +221,6 @@ fn assemble(
         limiter,
         registry: registry.clone(),
     };
-    let mut accounts = BTreeMap::new();
-    for (key, entry) in &config.keys {
-        app.limiter
-            .set_tier(&entry.account, &entry.tier)
-            .map_err(|e| {
-                ConfigError::new(
-                    format!("keys.{key}.tier"),
-                    format!("unknown tier {:?}", e.0),
-                )
-            })?;
-        accounts.insert(key.clone(), entry.account.clone());
-    }
     let accounts = Arc::new(accounts);
     let peer = PeerIp::new();
     let subject = key_fn(move |req: &Request<axum::body::Body>| {

@@ -376,9 +376,15 @@ impl Drop for Process {
 
 /// Starts the `server` binary on a free port with `--redis`; returns its address.
 fn spawn_server(config: &std::path::Path, redis: &str) -> (Process, SocketAddr) {
+    spawn_server_with(config, &["--redis", redis])
+}
+
+/// Starts the `server` binary on a free port with `redis_args`; returns its address.
+fn spawn_server_with(config: &std::path::Path, redis_args: &[&str]) -> (Process, SocketAddr) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--addr", "127.0.0.1:0", "--redis", redis])
+        .args(["--addr", "127.0.0.1:0"])
+        .args(redis_args)
         .arg("--config")
         .arg(config)
         .env("ADMIN_TOKEN", TOKEN)
@@ -415,7 +421,102 @@ async fn two_server_processes_share_limits_and_cache_clears() {
             .await
             .unwrap();
     share_limits_and_clears(a, b).await;
+    tier_and_usage_are_fleet_wide(&[a, b]).await;
     let _ = std::fs::remove_file(file);
+}
+
+/// Three server processes on a real 3-master Redis Cluster (`--redis-cluster`): one
+/// truth for tiers, usage, limits and cache clears, whichever server a request reaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_server_processes_on_a_cluster_share_one_truth() {
+    let Some(cluster) = reliability_core::harness::RedisCluster::start() else {
+        return;
+    };
+    let file = std::env::temp_dir().join(format!("fleet-server-{}.toml", std::process::id()));
+    std::fs::write(&file, CONFIG).unwrap();
+    let seeds = cluster.urls().join(",");
+    let path = file.clone();
+    let servers = tokio::task::spawn_blocking(move || {
+        (0..3)
+            .map(|_| spawn_server_with(&path, &["--redis-cluster", &seeds]))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let addrs: Vec<SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    share_limits_and_clears(addrs[0], addrs[1]).await;
+    tier_and_usage_are_fleet_wide(&addrs).await;
+    let _ = std::fs::remove_file(file);
+}
+
+/// A tier set through one server's admin router holds on every other within 100 ms, and
+/// top users read on any server count the traffic sent to all of them.
+async fn tier_and_usage_are_fleet_wide(servers: &[SocketAddr]) {
+    let c = client();
+    let user = format!("acct-{}", std::process::id());
+    for &s in servers {
+        let status = admin(&c, s, "GET", &format!("/admin/ratelimit/{user}"), "").await;
+        assert_eq!(status["tier"], "free", "{status}");
+    }
+    let set_on = servers[0];
+    let began = Instant::now();
+    admin(
+        &c,
+        set_on,
+        "PUT",
+        &format!("/admin/ratelimit/{user}/tier"),
+        r#"{"tier":"pro"}"#,
+    )
+    .await;
+    for &s in &servers[1..] {
+        loop {
+            let status = admin(&c, s, "GET", &format!("/admin/ratelimit/{user}"), "").await;
+            if status["tier"] == "pro" {
+                break;
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(10),
+                "{s} never saw the tier"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let took = began.elapsed();
+    assert!(
+        took < Duration::from_millis(100),
+        "the tier reached every server after {took:?}"
+    );
+
+    // Enterprise traffic on every server: the top list on each counts all of it.
+    for (i, &s) in servers.iter().enumerate() {
+        for j in 0..(i + 2) {
+            let answer = get(&c, s, &format!("/api/dex/quote/U{i}-{j}"), ENTERPRISE).await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+        }
+    }
+    let sent: u64 = (0..servers.len() as u64).map(|i| i + 2).sum();
+    for &s in servers {
+        let mut seen = 0;
+        let began = Instant::now();
+        while began.elapsed() < Duration::from_secs(10) {
+            let top = admin(&c, s, "GET", "/admin/ratelimit?top=5", "").await;
+            seen = top["top"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["user"] == "ent")
+                .map_or(0, |e| e["usage"]["allowed"].as_u64().unwrap());
+            // Flushed every 250 ms by each server; earlier traffic of "ent" counts too.
+            if seen >= sent {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            seen >= sent,
+            "{s} counts {seen} of at least {sent} requests of ent"
+        );
+    }
 }
 
 async fn share_limits_and_clears(a: SocketAddr, b: SocketAddr) {

@@ -115,7 +115,9 @@ async fn server_answers_resource_exhausted_when_the_quota_is_spent() {
     // loaded machine. Three calls an hour cannot refill during the test.
     server
         .limiter
-        .set_user_limit("alice", Quota::per(3, Duration::from_secs(3600)).unwrap());
+        .set_user_limit("alice", Quota::per(3, Duration::from_secs(3600)).unwrap())
+        .await
+        .unwrap();
     for _ in 0..3 {
         let reply = get_price(server.addr, "alice").await.unwrap();
         assert_eq!(reply.symbol, "ETH-USDC");

@@ -37,8 +37,8 @@ use crate::tier::{Tier, TierTable};
 ///     algorithm = "sliding_window"
 /// "#).unwrap();
 /// let limiter = config.build().await.unwrap();
-/// assert_eq!(limiter.tier_of("anyone"), "free");
-/// assert!(limiter.set_tier("acme", "pro").is_ok());
+/// assert_eq!(limiter.tier_of("anyone").await, "free");
+/// assert!(limiter.set_tier("acme", "pro").await.is_ok());
 /// # }
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -205,6 +205,17 @@ impl reliability_core::answer::Refusal for RateLimited {
 #[error("unknown tier {0:?}")]
 pub struct UnknownTier(pub String);
 
+/// Why an operations call that changes a rule failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlError {
+    /// The tier is not in the table.
+    #[error(transparent)]
+    UnknownTier(#[from] UnknownTier),
+    /// The shared control store refused or could not be reached; nothing changed.
+    #[error(transparent)]
+    Store(#[from] crate::control::ControlFailure),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,7 +130,7 @@ where
                 StateProj::Deciding { pending, job } => {
                     let result = ready!(Pin::new(pending).poll(cx));
                     let mut job = job.take().expect("polled after completion");
-                    let decided = job.limiter.finish(&job.subject, &job.resolved, result);
+                    let decided = job.limiter.finish(&job.subject, &mut job.resolved, result);
                     let waits = matches!(
                         (&decided, job.deadline),
                         (Err(r), Some(deadline)) if r.reason == Reason::Exceeded

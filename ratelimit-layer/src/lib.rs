@@ -2,6 +2,7 @@
 
 mod backend;
 mod config;
+pub mod control;
 mod error;
 mod future;
 pub mod gcra;
@@ -24,7 +25,7 @@ pub use backend::{
 #[cfg(feature = "redis")]
 pub use backend::{FailureMode, RedisBackend, RedisBackendBuilder};
 pub use config::{RateLimiterConfig, TiersConfig, WindowConfig};
-pub use error::{KeyNotFound, RateLimited, Reason, UnknownTier};
+pub use error::{ControlError, KeyNotFound, RateLimited, Reason, UnknownTier};
 pub use future::ResponseFuture;
 pub use key::{KeyExtractor, KeyExtractorExt, MissingKey, Subject};
 pub use layer::RateLimitLayer;

@@ -199,12 +199,12 @@ where
                 }
             }
         };
-        let (resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
+        let (mut resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
         let Some(result) = pending.now_or_never() else {
             let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
             return ResponseFuture::deciding(pending, job, respond);
         };
-        let decided = shared.limiter.finish(&subject, &resolved, result);
+        let decided = shared.limiter.finish(&subject, &mut resolved, result);
         if decided.is_ok() || shared.max_wait.is_none() {
             span.record("outcome", outcome(decided.is_ok()));
         }

@@ -59,7 +59,7 @@ async fn axum_answers_429_with_draft_headers() {
         .build()
         .unwrap();
     let limiter = RateLimiter::builder().backend(backend).build().unwrap();
-    limiter.set_tier("pro-key", "pro").unwrap();
+    limiter.set_tier("pro-key", "pro").await.unwrap();
     let layer = RateLimitLayer::new(limiter.clone())
         .key(
             HeaderKey::new("x-api-key")
@@ -137,13 +137,23 @@ async fn axum_answers_429_with_draft_headers() {
         assert_eq!(get(Some("pro-key")).await.status(), 200);
     }
     assert_eq!(get(Some("pro-key")).await.status(), 429);
-    assert!(limiter.top_users(5).iter().any(|(u, _)| u == "pro-key"));
+    assert!(
+        limiter
+            .top_users(5)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(u, _)| u == "pro-key")
+    );
 
     // An endpoint limit, keyed by the matched route template.
-    limiter.set_endpoint_limit(
-        "/hello/{name}",
-        Quota::per(1, Duration::from_secs(60)).unwrap(),
-    );
+    limiter
+        .set_endpoint_limit(
+            "/hello/{name}",
+            Quota::per(1, Duration::from_secs(60)).unwrap(),
+        )
+        .await
+        .unwrap();
     assert_eq!(get(Some("other")).await.status(), 200);
     let r = get(Some("other")).await;
     assert_eq!(r.status(), 429);

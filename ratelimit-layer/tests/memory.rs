@@ -79,9 +79,9 @@ async fn tiers_custom_limits_and_the_operations_api() {
     let endpoint_quota = Quota::per(1, Duration::from_secs(60)).unwrap();
     let (limiter, clock) = manual(RateLimiter::builder().endpoint_limit("/search", endpoint_quota));
     assert_eq!(limiter.tiers().len(), 4);
-    assert!(limiter.set_tier("bob", "platinum").is_err());
-    limiter.set_tier("bob", "enterprise").unwrap();
-    assert_eq!(limiter.tier_of("bob"), "enterprise");
+    assert!(limiter.set_tier("bob", "platinum").await.is_err());
+    limiter.set_tier("bob", "enterprise").await.unwrap();
+    assert_eq!(limiter.tier_of("bob").await, "enterprise");
     for _ in 0..50 {
         limiter.check("bob", 1).await.unwrap();
     }
@@ -101,16 +101,26 @@ async fn tiers_custom_limits_and_the_operations_api() {
     limiter.check("carol", 1).await.unwrap();
 
     // A user's custom limit beats both.
-    limiter.set_user_limit("carol", Quota::per(100, Duration::from_secs(1)).unwrap());
+    limiter
+        .set_user_limit("carol", Quota::per(100, Duration::from_secs(1)).unwrap())
+        .await
+        .unwrap();
     limiter.check_subject(&search).await.unwrap();
-    limiter.clear_user_limit("carol");
+    limiter.clear_user_limit("carol").await.unwrap();
     assert!(limiter.check_subject(&search).await.is_err());
 
     // Reset forgets the counted state.
     limiter.reset("bob").await.unwrap();
     limiter.check("bob", 1).await.unwrap();
-    assert_eq!(limiter.usage("bob").allowed, 1);
-    assert!(limiter.top_users(10).iter().any(|(u, _)| u == "bob"));
+    assert_eq!(limiter.usage("bob").await.unwrap().allowed, 1);
+    assert!(
+        limiter
+            .top_users(10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|(u, _)| u == "bob")
+    );
 
     // Peek never consumes.
     for _ in 0..5 {
@@ -209,7 +219,7 @@ async fn hostile_subjects_are_bounded() {
         limiter.check(&huge, 1).await.unwrap_err().reason,
         Reason::Exceeded
     );
-    assert_eq!(limiter.usage(&huge).allowed, 2);
+    assert_eq!(limiter.usage(&huge).await.unwrap().allowed, 2);
     let e = limiter.check("x", u32::MAX).await.unwrap_err();
     assert_eq!(e.reason, Reason::CostTooHigh);
     // A cost of 0 counts as 1.

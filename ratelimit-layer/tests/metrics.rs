@@ -116,8 +116,11 @@ async fn decisions_per_tier_equal_usage_and_snapshot() {
             .build()
             .unwrap()
     });
-    limiter.set_tier("bob", "pro").unwrap();
-    limiter.set_user_limit("carol", Quota::per(1, Duration::from_secs(60)).unwrap());
+    limiter.set_tier("bob", "pro").await.unwrap();
+    limiter
+        .set_user_limit("carol", Quota::per(1, Duration::from_secs(60)).unwrap())
+        .await
+        .unwrap();
     let svc = ServiceBuilder::new()
         .layer(RateLimitLayer::new(limiter.clone()).key(key_fn(|s: &Subject| Some(s.clone()))))
         .service(service_fn(|_: Subject| async { Ok::<_, Infallible>(()) }));
@@ -128,9 +131,13 @@ async fn decisions_per_tier_equal_usage_and_snapshot() {
     }
 
     let m = Scrape::of(&recorder.snapshotter());
+    let mut counted = std::collections::HashMap::new();
+    for u in ["alice", "dave", "bob", "carol"] {
+        counted.insert(u, limiter.usage(u).await.unwrap());
+    }
     let usage = |users: &[&str]| {
         users.iter().fold((0, 0), |(a, r), u| {
-            let x = limiter.usage(u);
+            let x = counted[u];
             (a + x.allowed, r + x.rejected)
         })
     };

@@ -132,7 +132,7 @@ async fn http_global_shares_one_bucket() {
     assert_eq!(get_from(addr, "/", None).await.status, 200);
     assert_eq!(get_from(addr, "/", None).await.status, 429);
     // Both counted against the anonymous subject, not against the (unknown) client IP.
-    let usage = limiter.usage("");
+    let usage = limiter.usage("").await.unwrap();
     assert_eq!((usage.allowed, usage.rejected), (1, 1));
 }
 

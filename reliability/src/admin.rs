@@ -16,7 +16,7 @@
 //! | `GET /admin/breakers` | breaker components JSON |
 //! | `POST /admin/breakers/{name}/reset` | `{"name": .., "state": "CLOSED"}` |
 //! | `POST /admin/breakers/{name}/open` | `{"name": .., "state": "FORCED_OPEN"}` |
-//! | `GET /admin/ratelimit/top?n=10` | top users by volume |
+//! | `GET /admin/ratelimit?top=10` (or `/admin/ratelimit/top?n=10`) | top users by volume (fleet-wide with the Redis backend) |
 //! | `GET /admin/ratelimit/{user}` | the user's status per window |
 //! | `PUT /admin/ratelimit/{user}/tier` | body `{"tier": "pro"}` |
 //! | `POST /admin/ratelimit/{user}/reset` | `{"user": .., "reset": true}` |
@@ -158,9 +158,19 @@ impl RateLimitControl for ratelimit_layer::RateLimiter {
     }
 
     fn set_tier(&self, user: &str, tier: &str) -> BoxFuture<'_, Result<(), AdminError>> {
-        let result = ratelimit_layer::RateLimiter::set_tier(self, user, tier)
-            .map_err(|e| AdminError::BadRequest(format!("unknown tier {:?}", e.0)));
-        Box::pin(std::future::ready(result))
+        let (user, tier) = (user.to_owned(), tier.to_owned());
+        Box::pin(async move {
+            ratelimit_layer::RateLimiter::set_tier(self, &user, &tier)
+                .await
+                .map_err(|e| match e {
+                    ratelimit_layer::ControlError::UnknownTier(t) => {
+                        AdminError::BadRequest(format!("unknown tier {:?}", t.0))
+                    }
+                    ratelimit_layer::ControlError::Store(e) => {
+                        AdminError::Unavailable(e.to_string())
+                    }
+                })
+        })
     }
 
     fn reset(&self, user: &str) -> BoxFuture<'_, Result<(), AdminError>> {
@@ -173,12 +183,16 @@ impl RateLimitControl for ratelimit_layer::RateLimiter {
     }
 
     fn top(&self, n: usize) -> BoxFuture<'_, Result<Value, AdminError>> {
-        let top: Vec<Value> = self
-            .top_users(n)
-            .into_iter()
-            .map(|(user, usage)| json!({ "user": user, "usage": usage }))
-            .collect();
-        Box::pin(std::future::ready(Ok(json!({ "top": top }))))
+        Box::pin(async move {
+            let top: Vec<Value> = self
+                .top_users(n)
+                .await
+                .map_err(|e| AdminError::Unavailable(e.to_string()))?
+                .into_iter()
+                .map(|(user, usage)| json!({ "user": user, "usage": usage }))
+                .collect();
+            Ok(json!({ "top": top }))
+        })
     }
 }
 
@@ -327,6 +341,7 @@ impl Admin {
             .route("/admin/breakers", get(breakers))
             .route("/admin/breakers/{name}/reset", post(breaker_reset))
             .route("/admin/breakers/{name}/open", post(breaker_open))
+            .route("/admin/ratelimit", get(ratelimit_top))
             .route("/admin/ratelimit/top", get(ratelimit_top))
             .route("/admin/ratelimit/{user}", get(ratelimit_status))
             .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
@@ -502,13 +517,14 @@ fn limits(admin: &Admin) -> Result<&dyn RateLimitControl, AdminError> {
 #[derive(Deserialize)]
 struct TopQuery {
     n: Option<usize>,
+    top: Option<usize>,
 }
 
 async fn ratelimit_top(
     State(admin): Shared,
     Query(q): Query<TopQuery>,
 ) -> Result<Json<Value>, AdminError> {
-    let n = q.n.unwrap_or(10).clamp(1, 1000);
+    let n = q.top.or(q.n).unwrap_or(10).clamp(1, 1000);
     Ok(Json(limits(&admin)?.top(n).await?))
 }
 

@@ -22,6 +22,8 @@
 //!   `success_threshold` successful probes close it, with an empty window. A probe that
 //!   ends "ignore" or is cancelled gives its place back.
 //! - **FORCED_OPEN** (isolated by an operator) rejects everything until released.
+//! - A peer's trip ([`StateMachine::open_for_peer`], the `fleet` module) opens a CLOSED or
+//!   HALF_OPEN circuit as a trip would; it leaves OPEN and FORCED_OPEN as they are.
 //! - A call's outcome counts only in the state period (the *epoch*) that admitted it: a
 //!   slow call admitted while CLOSED that ends after the circuit opened changes nothing.
 //! - The open wait of the k-th trip in a row is `open_wait × multiplier^(k-1)`, capped.

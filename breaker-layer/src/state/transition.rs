@@ -31,6 +31,9 @@ pub enum TransitionCause {
     HalfOpenTimeout,
     /// An operator called `reset`, `force_open`, `isolate` or `release`.
     Manual,
+    /// Another instance sharing this breaker's upstream opened its circuit (module
+    /// `fleet`, feature `redis`).
+    PeerOpened,
 }
 
 impl TransitionCause {
@@ -45,6 +48,7 @@ impl TransitionCause {
             Self::ProbesSucceeded => "probes_succeeded",
             Self::HalfOpenTimeout => "half_open_timeout",
             Self::Manual => "manual",
+            Self::PeerOpened => "peer_opened",
         }
     }
 }
@@ -167,6 +171,27 @@ impl StateMachine {
     pub fn release(&self, now: Instant) -> Option<Transition> {
         self.manual(CLOSED, now, Some(FORCED_OPEN))
     }
+
+    /// Opens the circuit because another instance tripped for the same upstream: as a
+    /// trip would (the open wait is this breaker's own, with its backoff, and it probes
+    /// after it), from CLOSED or HALF_OPEN only.
+    ///
+    /// An OPEN circuit keeps the wait it has: a peer's news must not postpone this
+    /// breaker's own probe, or a fleet whose instances keep hearing of each other's trips
+    /// would never probe. An isolated circuit stays isolated: the operator decides.
+    pub fn open_for_peer(&self, now: Instant) -> Option<Transition> {
+        let mut periods = self.periods.lock();
+        let current = self.word.load(Acquire);
+        matches!(state_of(current), CLOSED | HALF_OPEN).then(|| {
+            self.enter(
+                &mut periods,
+                current,
+                OPEN,
+                now,
+                TransitionCause::PeerOpened,
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -202,5 +227,37 @@ mod tests {
         assert_eq!(m.state(), BreakerState::Closed);
         m.isolate(later);
         assert_eq!(m.release(later).unwrap().to, BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_peer_opens_closed_and_half_open_but_never_extends_or_lifts() {
+        let config = CircuitBreakerConfig {
+            open_wait: Duration::from_secs(10),
+            ..CircuitBreakerConfig::default()
+        };
+        let (m, t0) = machine(config);
+        let tr = m.open_for_peer(t0).unwrap();
+        assert_eq!(
+            (tr.from, tr.to, tr.cause),
+            (
+                BreakerState::Closed,
+                BreakerState::Open,
+                TransitionCause::PeerOpened
+            )
+        );
+        // Already OPEN: the wait is not pushed back.
+        let t5 = t0 + Duration::from_secs(5);
+        assert!(m.open_for_peer(t5).is_none());
+        let r = call(&m, t5, Outcome::Success).unwrap_err();
+        assert_eq!(r.retry_at, Some(t0 + Duration::from_secs(10)));
+        // After its own wait it probes; a peer's trip then reopens it.
+        let t10 = t0 + Duration::from_secs(10);
+        let _probe = m.try_acquire(|| t10, |_| {}).unwrap();
+        assert_eq!(m.state(), BreakerState::HalfOpen);
+        assert_eq!(m.open_for_peer(t10).unwrap().from, BreakerState::HalfOpen);
+        // Isolation is the operator's.
+        m.isolate(t10);
+        assert!(m.open_for_peer(t10).is_none());
+        assert_eq!(m.state(), BreakerState::ForcedOpen);
     }
 }

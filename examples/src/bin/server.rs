@@ -11,7 +11,10 @@
 //!
 //! `--config FILE` reads another `server.toml`; `--seed N` seeds the upstream;
 //! `--redis redis://127.0.0.1:6379` shares the rate limits and the route caches with
-//! every other server on that Redis (limits fail open while it is down).
+//! every other server on that Redis (limits fail open while it is down);
+//! `--redis-cluster redis://h1:p1,redis://h2:p2,...` does the same on a Redis Cluster.
+//! Either way tier assignments, custom limits, usage statistics and cache clears made
+//! through one server's admin router hold for all of them.
 
 use std::net::SocketAddr;
 
@@ -20,7 +23,7 @@ use examples::upstream::Upstream;
 use reliability::core::redis::RedisConfig;
 
 const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] \
-     [--redis redis://HOST:PORT]";
+     [--redis redis://HOST:PORT | --redis-cluster redis://HOST:PORT,redis://HOST:PORT,...]";
 
 #[tokio::main]
 async fn main() {
@@ -47,6 +50,15 @@ async fn run() -> Result<(), String> {
             }
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--redis" => redis = Some(RedisConfig::single(value()?)),
+            "--redis-cluster" => {
+                let seeds: Vec<String> = value()?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                redis = Some(RedisConfig::cluster(seeds));
+            }
             _ => return Err(USAGE.to_owned()),
         }
     }

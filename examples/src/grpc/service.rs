@@ -130,16 +130,16 @@ pub fn bind(
     ),
     BoxError,
 > {
-    let limiter = RateLimiter::builder()
+    let mut limiter = RateLimiter::builder()
         .name("prices-server")
         .quota(Quota::per(
             settings.quota_per_second,
             Duration::from_secs(1),
-        )?)
-        .build()?;
+        )?);
     for (key, per_second) in &settings.trusted_keys {
-        limiter.set_user_limit(key, Quota::per(*per_second, Duration::from_secs(1))?);
+        limiter = limiter.user_limit(key, Quota::per(*per_second, Duration::from_secs(1))?);
     }
+    let limiter = limiter.build()?;
     let sla = SlaMonitor::builder("prices-server")
         .count_window(50)
         .p95(Duration::from_millis(50))

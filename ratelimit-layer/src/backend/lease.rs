@@ -246,6 +246,10 @@ impl<B: Backend> Backend for Leased<B> {
         self.inner.backend.name()
     }
 
+    fn control(&self) -> Option<Arc<dyn crate::control::ControlStore>> {
+        self.inner.backend.control()
+    }
+
     fn tracked_keys(&self) -> u64 {
         self.inner.backend.tracked_keys()
             + self

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::control::ControlStore;
 use crate::quota::{Decision, Mode, Quota};
 
 mod lease;
@@ -106,6 +107,13 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Whether the shared store is down and requests are refused (fail-closed).
     fn unavailable(&self) -> bool {
         false
+    }
+
+    /// Where limiters on this backend keep their control state (tiers, custom limits,
+    /// usage), when it is shared by a fleet (see [`control`](crate::control)); `None`
+    /// (the default) keeps it in each process.
+    fn control(&self) -> Option<std::sync::Arc<dyn ControlStore>> {
+        None
     }
 
     /// Told once, when a [`RateLimiter`](crate::RateLimiter) is built on this backend,

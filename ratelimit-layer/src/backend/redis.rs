@@ -3,6 +3,8 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+mod control;
 use std::time::Duration;
 
 use redis::Value;
@@ -12,6 +14,7 @@ use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
 use serde::{Deserialize, Serialize};
 
 use super::{Backend, BackendUnavailable, MemoryBackend, Pending};
+use crate::control::ControlStore;
 use crate::quota::{Algorithm, Decision, MAX_WINDOWS, Mode, Quota, WindowStatus};
 
 /// What to do while Redis is unreachable.
@@ -61,7 +64,7 @@ pub enum FailureMode {
 ///     .build()
 ///     .await?;
 /// let limiter = RateLimiter::builder().backend(backend).build()?;
-/// limiter.set_tier("key-123", "pro")?;
+/// limiter.set_tier("key-123", "pro").await?;
 /// let decision = limiter.check("key-123", 1).await?;
 /// assert!(decision.allowed);
 /// # Ok(())
@@ -73,6 +76,8 @@ pub struct RedisBackend {
 }
 
 struct Inner {
+    config: RedisConfig,
+    shared_control: bool,
     conn: RedisConnection,
     keys: KeySpace,
     script: redis::Script,
@@ -130,6 +135,7 @@ pub struct RedisBackendBuilder {
     fallback_share: u64,
     recheck_interval: Duration,
     fallback: Option<MemoryBackend>,
+    shared_control: bool,
 }
 
 impl RedisBackendBuilder {
@@ -146,6 +152,13 @@ impl RedisBackendBuilder {
     /// How long to stay on the fallback before trying Redis again (default 250 ms).
     pub fn recheck_interval(mut self, d: Duration) -> Self {
         self.recheck_interval = d;
+        self
+    }
+    /// Whether limiters on this backend keep their control state (tiers, custom limits,
+    /// usage) in Redis, shared by the fleet (default `true`; see
+    /// [`control`](crate::control)). `false` keeps it per process.
+    pub fn shared_control(mut self, shared: bool) -> Self {
+        self.shared_control = shared;
         self
     }
     /// The fallback limiter (default: a fresh [`MemoryBackend`]).
@@ -178,6 +191,8 @@ impl RedisBackendBuilder {
         let conn = self.config.connect().await?;
         Ok(RedisBackend {
             inner: Arc::new(Inner {
+                config: self.config,
+                shared_control: self.shared_control,
                 conn,
                 keys,
                 script: redis::Script::new(RedisBackend::DECIDE_SCRIPT),
@@ -255,6 +270,7 @@ impl RedisBackend {
             fallback_share: 1,
             recheck_interval: Duration::from_millis(250),
             fallback: None,
+            shared_control: true,
         }
     }
 
@@ -442,6 +458,12 @@ impl Backend for RedisBackend {
 
     fn name(&self) -> &'static str {
         self.inner.backend()
+    }
+
+    fn control(&self) -> Option<Arc<dyn ControlStore>> {
+        self.inner
+            .shared_control
+            .then(|| Arc::new(control::RedisControl::new(self.clone())) as Arc<dyn ControlStore>)
     }
 
     fn attach(&self, limiter: &str) {

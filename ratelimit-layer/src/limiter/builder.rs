@@ -12,6 +12,8 @@ use parking_lot::RwLock;
 use reliability_core::error::ConfigError;
 
 use super::metrics::Metrics;
+use super::rules::UserRule;
+use super::shared::Shared;
 use super::usage::UsageTable;
 use super::{Inner, RateLimiter, SHARDS};
 use crate::backend::{Backend, MemoryBackend};
@@ -25,6 +27,8 @@ pub struct RateLimiterBuilder {
     backend: Option<Arc<dyn Backend>>,
     tiers: TierTable,
     endpoints: HashMap<Box<str>, Quota>,
+    user_tiers: Vec<(String, String)>,
+    user_limits: Vec<(String, Quota)>,
     usage_capacity: usize,
 }
 
@@ -63,6 +67,19 @@ impl RateLimiterBuilder {
             .insert(endpoint.into().into_boxed_str(), quota);
         self
     }
+    /// Puts `user` in `tier` from configuration (checked at build). With a shared control
+    /// store this is the base under the stored assignments: an assignment made at run
+    /// time wins, and clearing it falls back to this one.
+    pub fn user_tier(mut self, user: impl Into<String>, tier: impl Into<String>) -> Self {
+        self.user_tiers.push((user.into(), tier.into()));
+        self
+    }
+    /// Gives `user` a custom quota from configuration (the base under run-time changes,
+    /// as for [`user_tier`](Self::user_tier)).
+    pub fn user_limit(mut self, user: impl Into<String>, quota: Quota) -> Self {
+        self.user_limits.push((user.into(), quota));
+        self
+    }
     /// Most users whose usage is counted (default 100,000; 0 turns usage statistics off).
     pub fn usage_capacity(mut self, n: usize) -> Self {
         self.usage_capacity = n;
@@ -91,7 +108,20 @@ impl RateLimiterBuilder {
         backend.attach(&self.name);
         let tier_names: Vec<&str> = self.tiers.tiers().iter().map(Tier::name).collect();
         let metrics = Metrics::new(&self.name, &tier_names);
-        Ok(RateLimiter {
+        let mut base_rules: HashMap<Box<str>, UserRule> = HashMap::new();
+        for (user, tier) in &self.user_tiers {
+            let index = self.tiers.index_of(tier).ok_or_else(|| {
+                ConfigError::new("user_tier", format!("unknown tier {tier:?} for {user:?}"))
+            })?;
+            base_rules.entry(user.as_str().into()).or_default().tier = Some(index);
+        }
+        for (user, quota) in &self.user_limits {
+            base_rules.entry(user.as_str().into()).or_default().custom = Some(*quota);
+        }
+        let shared = backend
+            .control()
+            .map(|store| Shared::new(store, self.endpoints.clone(), base_rules.clone()));
+        let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 name: self.name,
                 backend,
@@ -99,13 +129,21 @@ impl RateLimiterBuilder {
                 users: (0..SHARDS)
                     .map(|_| CachePadded::new(RwLock::new(HashMap::default())))
                     .collect(),
-                user_rules: AtomicUsize::new(0),
+                // With shared control, every lookup reads the rule cache.
+                user_rules: AtomicUsize::new(usize::from(shared.is_some())),
                 endpoints: ArcSwap::from_pointee(self.endpoints),
                 hasher: RandomState::default(),
                 usage,
                 metrics,
+                shared,
             }),
-        })
+        };
+        if limiter.inner.shared.is_none() {
+            for (user, rule) in base_rules {
+                limiter.update_user(&user, |r| *r = rule);
+            }
+        }
+        Ok(limiter)
     }
 }
 
@@ -117,6 +155,8 @@ impl RateLimiter {
             backend: None,
             tiers: TierTable::standard(),
             endpoints: HashMap::new(),
+            user_tiers: Vec::new(),
+            user_limits: Vec::new(),
             usage_capacity: 100_000,
         }
     }

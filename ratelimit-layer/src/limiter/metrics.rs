@@ -189,6 +189,13 @@ impl RateLimiter {
             backend: self.inner.backend.name().to_owned(),
             fallback_active: self.inner.backend.fallback_active(),
             tracked_keys: self.inner.backend.tracked_keys(),
+            shared_control: self.inner.shared.is_some(),
+            control_stale: self.inner.shared.as_ref().is_some_and(|s| s.stale()),
+            control_errors: self
+                .inner
+                .shared
+                .as_ref()
+                .map_or(0, |s| s.errors.load(Ordering::Relaxed)),
         }
     }
 
@@ -212,6 +219,11 @@ impl HealthSource for RateLimiter {
             (
                 HealthStatus::Degraded,
                 Some("shared backend down: deciding with the local fallback"),
+            )
+        } else if snap.control_stale {
+            (
+                HealthStatus::Degraded,
+                Some("shared control state unreachable: the last known tier assignments apply"),
             )
         } else {
             (HealthStatus::Healthy, None)

@@ -12,6 +12,7 @@ mod builder;
 mod metrics;
 mod ops;
 mod rules;
+mod shared;
 mod usage;
 
 use std::borrow::Cow;
@@ -64,18 +65,18 @@ type Shards<T> = Box<[CachePadded<T>]>;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let limiter = RateLimiter::new(); // free, basic, pro, enterprise; free by default
-/// limiter.set_tier("acme", "pro").unwrap();
+/// limiter.set_tier("acme", "pro").await.unwrap();
 /// limiter.check("acme", 1).await.unwrap();
 ///
 /// let status = limiter.status("acme", None).await.unwrap();
 /// assert_eq!(status.policy, "pro");
 /// assert_eq!(status.windows[0].remaining, 9); // 10 per second, one used
 ///
-/// limiter.set_user_limit("acme", Quota::per(1, Duration::from_secs(60)).unwrap());
+/// limiter.set_user_limit("acme", Quota::per(1, Duration::from_secs(60)).unwrap()).await.unwrap();
 /// assert_eq!(limiter.status("acme", None).await.unwrap().policy, "user");
-/// limiter.clear_user_limit("acme");
+/// limiter.clear_user_limit("acme").await.unwrap();
 /// limiter.reset("acme").await.unwrap();
-/// assert_eq!(limiter.top_users(10).len(), 0);
+/// assert_eq!(limiter.top_users(10).await.unwrap().len(), 0);
 /// assert_eq!(limiter.tiers().iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["free", "basic", "pro", "enterprise"]);
 /// # }
 /// ```
@@ -94,6 +95,8 @@ struct Inner {
     hasher: RandomState,
     usage: Option<UsageTable>,
     metrics: Metrics,
+    /// Control state shared through the backend's store, when it has one.
+    shared: Option<shared::Shared>,
 }
 
 impl fmt::Debug for RateLimiter {
@@ -123,6 +126,28 @@ impl RateLimiter {
     /// Starts a decision for `subject`: the service's first step, before it knows whether
     /// the backend answers now or later (see [`RateLimiter::check`]).
     pub(crate) fn begin(&self, subject: &Subject, mode: Mode) -> (Resolved, Pending<Decision>) {
+        if self.inner.shared.is_some() {
+            self.ensure_listening();
+            if self.cached_rule(&subject.user).is_none() {
+                // The user's first request here: load the rule, then decide under it.
+                let mut resolved = self.resolve(&subject.user, subject.endpoint.as_deref());
+                resolved.provisional = true;
+                let this = self.clone();
+                let subject = subject.clone();
+                return (
+                    resolved,
+                    Pending::Remote(Box::pin(async move {
+                        this.load_rule(&subject.user).await;
+                        this.decide(&subject, mode).1.await
+                    })),
+                );
+            }
+        }
+        self.decide(subject, mode)
+    }
+
+    /// Resolves with what is known now and asks the backend.
+    fn decide(&self, subject: &Subject, mode: Mode) -> (Resolved, Pending<Decision>) {
         let resolved = self.resolve(&subject.user, subject.endpoint.as_deref());
         let endpoint = if resolved.per_endpoint {
             subject.endpoint.as_deref()
@@ -141,9 +166,12 @@ impl RateLimiter {
     pub(crate) fn finish(
         &self,
         subject: &Subject,
-        resolved: &Resolved,
+        resolved: &mut Resolved,
         result: Result<Decision, BackendUnavailable>,
     ) -> Result<Decision, RateLimited> {
+        if resolved.provisional {
+            *resolved = self.resolve(&subject.user, subject.endpoint.as_deref());
+        }
         let m = &self.inner.metrics;
         let decision = match result {
             Ok(d) => d,
@@ -161,6 +189,7 @@ impl RateLimiter {
         if let Some(usage) = &self.inner.usage {
             let user = crate::key::stored_key(&subject.user);
             usage.record(self.shard(&user), &user, decision.allowed);
+            self.maybe_flush();
         }
         if decision.allowed {
             m.allowed(resolved.policy);
@@ -188,9 +217,9 @@ impl RateLimiter {
 
     /// Consumes for a full subject (user, endpoint, cost).
     pub async fn check_subject(&self, subject: &Subject) -> Result<Decision, RateLimited> {
-        let (resolved, pending) = self.begin(subject, Mode::Consume);
+        let (mut resolved, pending) = self.begin(subject, Mode::Consume);
         let result = pending.await;
-        self.finish(subject, &resolved, result)
+        self.finish(subject, &mut resolved, result)
     }
 
     /// Whether `subject` would be admitted now, without consuming anything.

@@ -32,7 +32,7 @@ pub struct Status {
     pub tier: String,
     /// One entry per window of the quota.
     pub windows: Vec<WindowReport>,
-    /// What this process counted for the user.
+    /// What was counted for the user (fleet-wide with a shared control store).
     pub usage: Usage,
 }
 
@@ -48,12 +48,16 @@ pub struct TierInfo {
 }
 
 impl RateLimiter {
-    /// Forgets `user`'s counted state (all windows, user-level key) and usage.
+    /// Forgets `user`'s counted state (all windows, user-level key) and usage (the
+    /// fleet's, with a shared control store).
     pub async fn reset(&self, user: &str) -> Result<(), BackendUnavailable> {
         let resolved = self.resolve(user, None);
+        let stored = crate::key::stored_key(user);
         if let Some(usage) = &self.inner.usage {
-            let user = crate::key::stored_key(user);
-            usage.forget(self.shard(&user), &user);
+            usage.forget(self.shard(&stored), &stored);
+        }
+        if let Some(shared) = self.shared() {
+            shared.store.forget_usage(Some(&stored)).await?;
         }
         self.inner
             .backend
@@ -69,8 +73,11 @@ impl RateLimiter {
     ) -> Result<Status, BackendUnavailable> {
         let mut subject = Subject::new(user);
         subject.endpoint = endpoint.map(str::to_owned);
-        let (resolved, pending) = self.begin(&subject, Mode::Peek);
+        let (mut resolved, pending) = self.begin(&subject, Mode::Peek);
         let decision = pending.await?;
+        if resolved.provisional {
+            resolved = self.resolve(user, endpoint);
+        }
         let window = |w: &WindowStatus| WindowReport {
             limit: w.limit,
             period_secs: w.period as f64 / 1e6,
@@ -84,9 +91,16 @@ impl RateLimiter {
         Ok(Status {
             user: user.to_owned(),
             policy: self.policy_name(resolved.policy),
-            tier: self.tier_of(user),
+            tier: self.tier_of(user).await,
             windows: decision.windows().iter().map(window).collect(),
-            usage: self.usage(user),
+            // Usage is reported, not decided on: a store that cannot say gives zeros.
+            usage: match self.usage(user).await {
+                Ok(u) => u,
+                Err(e) => {
+                    self.control_failed("reading usage", &e);
+                    Usage::default()
+                }
+            },
         })
     }
 

@@ -9,14 +9,15 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::RateLimiter;
-use crate::error::UnknownTier;
+use crate::control::{ControlFailure, RuleField, encode_quota};
+use crate::error::{ControlError, UnknownTier};
 use crate::quota::Quota;
 
 /// A user's own rule: an assigned tier and/or a custom quota.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct UserRule {
-    tier: Option<u16>,
-    custom: Option<Quota>,
+    pub(super) tier: Option<u16>,
+    pub(super) custom: Option<Quota>,
 }
 
 /// Which rule gave a request its quota.
@@ -39,21 +40,27 @@ pub struct Resolved {
     pub policy: Policy,
     /// Whether state is kept per (user, endpoint) rather than per user.
     pub per_endpoint: bool,
+    /// Resolved before the user's shared rule was known (the default tier): the limiter
+    /// resolves again once it is loaded.
+    pub(crate) provisional: bool,
 }
 
 impl RateLimiter {
     /// The quota that applies to `user` on `endpoint`: the user's custom limit, else the
-    /// endpoint's custom limit, else the user's tier, else the default tier.
+    /// endpoint's custom limit, else the user's tier, else the default tier. With a shared
+    /// control store, the rule is the one this process has cached (a user not cached yet
+    /// resolves to the default tier; requests load it first).
     pub fn resolve(&self, user: &str, endpoint: Option<&str>) -> Resolved {
         let mut tier = None;
         if self.inner.user_rules.load(Ordering::Relaxed) > 0 {
-            let rule = self.inner.users[self.shard(user)].read().get(user).copied();
+            let rule = self.cached_rule(user);
             if let Some(rule) = rule {
                 if let Some(quota) = rule.custom {
                     return Resolved {
                         quota,
                         policy: Policy::User,
                         per_endpoint: false,
+                        provisional: false,
                     };
                 }
                 tier = rule.tier;
@@ -66,6 +73,7 @@ impl RateLimiter {
                     quota: *quota,
                     policy: Policy::Endpoint,
                     per_endpoint: true,
+                    provisional: false,
                 };
             }
         }
@@ -75,10 +83,18 @@ impl RateLimiter {
             quota: *tiers.get(index).quota(),
             policy: Policy::Tier(index),
             per_endpoint: false,
+            provisional: false,
         }
     }
 
-    fn update_user(&self, user: &str, f: impl FnOnce(&mut UserRule)) {
+    pub(super) fn update_user(&self, user: &str, f: impl FnOnce(&mut UserRule)) {
+        if self.shared().is_some() {
+            // A cache: an empty rule is a known "no rule", kept.
+            let mut rule = self.cached_rule(user).unwrap_or_default();
+            f(&mut rule);
+            self.cache_rule(user, rule);
+            return;
+        }
         let mut map = self.inner.users[self.shard(user)].write();
         let existed = map.contains_key(user);
         let rule = map.entry(user.into()).or_default();
@@ -93,25 +109,57 @@ impl RateLimiter {
         }
     }
 
-    /// Puts `user` in tier `tier`.
-    pub fn set_tier(&self, user: &str, tier: &str) -> Result<(), UnknownTier> {
+    /// Writes one part of `user`'s rule: to the shared store first (announced to the
+    /// fleet), then here.
+    async fn write_rule(
+        &self,
+        user: &str,
+        field: RuleField,
+        value: Option<String>,
+        f: impl FnOnce(&mut UserRule),
+    ) -> Result<(), ControlFailure> {
+        if let Some(shared) = self.shared() {
+            self.ensure_listening();
+            if let Err(e) = shared.store.store_rule(user, field, value).await {
+                self.control_failed("writing a rule", &e);
+                return Err(e);
+            }
+            self.control_answered();
+        }
+        self.update_user(user, f);
+        Ok(())
+    }
+
+    /// Puts `user` in tier `tier` (fleet-wide with a shared control store).
+    pub async fn set_tier(&self, user: &str, tier: &str) -> Result<(), ControlError> {
         let index = self
             .inner
             .tiers
             .load()
             .index_of(tier)
             .ok_or_else(|| UnknownTier(tier.to_owned()))?;
-        self.update_user(user, |r| r.tier = Some(index));
+        self.write_rule(user, RuleField::Tier, Some(tier.to_owned()), |r| {
+            r.tier = Some(index);
+        })
+        .await?;
         Ok(())
     }
 
-    /// The tier of `user`.
-    pub fn tier_of(&self, user: &str) -> String {
-        let rule = self.inner.users[self.shard(user)]
-            .read()
-            .get(user)
-            .copied()
-            .unwrap_or_default();
+    /// Puts `user` back in the default tier.
+    pub async fn clear_tier(&self, user: &str) -> Result<(), ControlFailure> {
+        self.write_rule(user, RuleField::Tier, None, |r| r.tier = None)
+            .await
+    }
+
+    /// The tier of `user` (loaded from the shared control store when not cached; the
+    /// default tier when the store cannot say).
+    pub async fn tier_of(&self, user: &str) -> String {
+        self.ensure_listening();
+        let rule = match self.cached_rule(user) {
+            Some(rule) => Some(rule),
+            None => self.load_rule(user).await,
+        }
+        .unwrap_or_default();
         let tiers = self.inner.tiers.load();
         tiers
             .get(rule.tier.unwrap_or_else(|| tiers.default_index()))
@@ -120,30 +168,56 @@ impl RateLimiter {
     }
 
     /// Gives `user` a custom quota that overrides tier and endpoint limits.
-    pub fn set_user_limit(&self, user: &str, quota: Quota) {
-        self.update_user(user, |r| r.custom = Some(quota));
+    pub async fn set_user_limit(&self, user: &str, quota: Quota) -> Result<(), ControlFailure> {
+        self.write_rule(user, RuleField::Limit, Some(encode_quota(&quota)), |r| {
+            r.custom = Some(quota);
+        })
+        .await
     }
 
     /// Removes `user`'s custom quota.
-    pub fn clear_user_limit(&self, user: &str) {
-        self.update_user(user, |r| r.custom = None);
+    pub async fn clear_user_limit(&self, user: &str) -> Result<(), ControlFailure> {
+        self.write_rule(user, RuleField::Limit, None, |r| r.custom = None)
+            .await
     }
 
     /// Sets a custom quota for `endpoint`.
-    pub fn set_endpoint_limit(&self, endpoint: &str, quota: Quota) {
-        self.inner.endpoints.rcu(|m| {
-            let mut m = HashMap::clone(m);
-            m.insert(endpoint.into(), quota);
-            m
-        });
+    pub async fn set_endpoint_limit(
+        &self,
+        endpoint: &str,
+        quota: Quota,
+    ) -> Result<(), ControlFailure> {
+        self.write_endpoint(endpoint, Some(quota)).await
     }
 
-    /// Removes `endpoint`'s custom quota.
-    pub fn clear_endpoint_limit(&self, endpoint: &str) {
+    /// Removes `endpoint`'s custom quota (also one from configuration, fleet-wide with a
+    /// shared control store).
+    pub async fn clear_endpoint_limit(&self, endpoint: &str) -> Result<(), ControlFailure> {
+        self.write_endpoint(endpoint, None).await
+    }
+
+    async fn write_endpoint(
+        &self,
+        endpoint: &str,
+        quota: Option<Quota>,
+    ) -> Result<(), ControlFailure> {
+        if let Some(shared) = self.shared() {
+            self.ensure_listening();
+            let text = quota.as_ref().map(encode_quota);
+            if let Err(e) = shared.store.store_endpoint(endpoint, text).await {
+                self.control_failed("writing an endpoint limit", &e);
+                return Err(e);
+            }
+            self.control_answered();
+        }
         self.inner.endpoints.rcu(|m| {
             let mut m = HashMap::clone(m);
-            m.remove(endpoint);
+            match quota {
+                Some(q) => m.insert(endpoint.into(), q),
+                None => m.remove(endpoint),
+            };
             m
         });
+        Ok(())
     }
 }

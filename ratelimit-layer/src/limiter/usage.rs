@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::{RateLimiter, SHARDS, Shards};
+use crate::control::ControlFailure;
 
 /// Admitted and refused units of one user, as counted by this process.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,16 +57,52 @@ impl UsageTable {
         }
     }
 
+    /// Adds counts that could not be flushed back.
+    pub(super) fn add(&self, shard: usize, user: &str, u: Usage) {
+        let mut map = self.shards[shard].lock();
+        if !map.contains_key(user) && map.len() >= self.per_shard {
+            self.untracked
+                .fetch_add(u.allowed + u.rejected, Ordering::Relaxed);
+            return;
+        }
+        let entry = map.entry(user.into()).or_default();
+        entry.allowed += u.allowed;
+        entry.rejected += u.rejected;
+    }
+
+    /// Takes every count out (the shared store's flush).
+    pub(super) fn drain(&self) -> Vec<(String, Usage)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let map = std::mem::take(&mut *shard.lock());
+            out.extend(map.into_iter().map(|(k, v)| (String::from(k), v)));
+        }
+        out
+    }
+
+    /// Most users tracked.
+    pub(super) fn capacity(&self) -> usize {
+        self.per_shard * SHARDS
+    }
+
     pub(super) fn forget(&self, shard: usize, user: &str) {
         self.shards[shard].lock().remove(user);
     }
 }
 
 impl RateLimiter {
-    /// What this process counted for `user`.
-    pub fn usage(&self, user: &str) -> Usage {
+    /// What was counted for `user`: by the whole fleet with a shared control store (this
+    /// process' counts are flushed first), else by this process.
+    pub async fn usage(&self, user: &str) -> Result<Usage, ControlFailure> {
         let user = crate::key::stored_key(user);
-        let user = &*user;
+        if let Some(shared) = self.shared() {
+            self.flush_usage().await?;
+            return shared.store.usage(&user).await;
+        }
+        Ok(self.local_usage(&user))
+    }
+
+    fn local_usage(&self, user: &str) -> Usage {
         self.inner
             .usage
             .as_ref()
@@ -73,8 +110,17 @@ impl RateLimiter {
             .unwrap_or_default()
     }
 
-    /// The `n` users with the most requests (admitted + refused) counted by this process.
-    pub fn top_users(&self, n: usize) -> Vec<(String, Usage)> {
+    /// The `n` users with the most requests (admitted + refused): fleet-wide with a shared
+    /// control store (this process' counts are flushed first), else as counted here.
+    pub async fn top_users(&self, n: usize) -> Result<Vec<(String, Usage)>, ControlFailure> {
+        if let Some(shared) = self.shared() {
+            self.flush_usage().await?;
+            return shared.store.top(n).await;
+        }
+        Ok(self.local_top_users(n))
+    }
+
+    fn local_top_users(&self, n: usize) -> Vec<(String, Usage)> {
         let Some(usage) = &self.inner.usage else {
             return Vec::new();
         };
@@ -93,11 +139,15 @@ impl RateLimiter {
         all
     }
 
-    /// Forgets all usage statistics.
-    pub fn clear_usage(&self) {
+    /// Forgets all usage statistics (the fleet's, with a shared control store).
+    pub async fn clear_usage(&self) -> Result<(), ControlFailure> {
         if let Some(usage) = &self.inner.usage {
             usage.shards.iter().for_each(|s| s.lock().clear());
             usage.untracked.store(0, Ordering::Relaxed);
+        }
+        match self.shared() {
+            Some(shared) => shared.store.forget_usage(None).await,
+            None => Ok(()),
         }
     }
 }
