@@ -202,11 +202,14 @@ async fn redis_fallback_gauge_and_errors_follow_the_backend() {
     let Some(mut server) = RedisServer::start() else {
         return;
     };
+    // Decision round trips only: control state per process (no rule loads, no flushes).
     let open = RedisBackend::builder(server.config().key_prefix("m-open"))
+        .shared_control(false)
         .build()
         .await
         .unwrap();
     let closed = RedisBackend::builder(server.config().key_prefix("m-closed"))
+        .shared_control(false)
         .failure_mode(FailureMode::Closed)
         .build()
         .await
