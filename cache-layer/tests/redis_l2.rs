@@ -1,7 +1,8 @@
 //! L2 against a real Redis (started by the shared harness; skipped without
 //! `redis-server` unless RELIABILITY_REQUIRE_REDIS=1): read-through and promotion, TTL in
 //! Redis, pub/sub eviction across two instances, degradation and recovery, resync after a
-//! reconnect, and a 3-master cluster.
+//! reconnect or a late first subscription, the subscriber's end with its cache, and a
+//! 3-master cluster (sharded pub/sub, eviction latency).
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use cache_layer::backend::redis::RedisTier;
 use cache_layer::{Cache, CacheHandle, CacheLayer};
-use common::{Key, Upstream, key, pttl, secs, subscribers, u64_codec, within};
+use common::{Key, Upstream, key, pttl, pubsub_count, secs, subscribers, u64_codec, within};
+use redis::AsyncCommands;
 use reliability_core::harness::{RedisCluster, RedisServer};
 use reliability_core::health::{HealthSource, HealthStatus};
 use reliability_core::redis::RedisConfig;
@@ -29,11 +31,22 @@ async fn instance_with(
     lock: Option<Duration>,
     delay: Duration,
 ) -> (Svc, CacheHandle<u64>, RedisTier) {
+    lasting(config, up, lock, delay, secs(10)).await
+}
+
+/// The same, with entries fresh for `ttl` (stale-if-error twice as long).
+async fn lasting(
+    config: &RedisConfig,
+    up: &Upstream,
+    lock: Option<Duration>,
+    delay: Duration,
+    ttl: Duration,
+) -> (Svc, CacheHandle<u64>, RedisTier) {
     let tier = RedisTier::connect(config).await.unwrap();
     let probe = RedisTier::connect(config).await.unwrap();
     let mut b = CacheLayer::builder(key as Key)
-        .ttl(secs(10))
-        .stale_if_error(secs(20))
+        .ttl(ttl)
+        .stale_if_error(ttl * 2)
         .l2(tier, u64_codec());
     if let Some(ttl) = lock {
         b = b.distributed_single_flight(ttl);
@@ -201,6 +214,11 @@ async fn a_reconnected_subscriber_flushes_its_l1() {
     );
     get(&b, "k").await;
     assert!(hb.peek("k").is_some());
+    assert_eq!(
+        hb.stats().pubsub_resyncs,
+        0,
+        "a prompt first subscription is no resync"
+    );
     server.stop();
     server.restart().unwrap();
     // Invalidations published while B was disconnected are lost to it: it flushes.
@@ -420,4 +438,195 @@ async fn two_processes_times_200_concurrent_misses_make_one_upstream_call() {
         1,
         "one upstream call across two processes"
     );
+}
+
+#[tokio::test]
+async fn a_dropped_cache_unsubscribes_at_once() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t9");
+    let up = Upstream::default();
+    let (svc, handle, _probe) = instance(&config, &up).await;
+    assert!(
+        within(secs(10), || async { subscribers(&config).await >= 1 })
+            .await
+            .is_some(),
+        "subscribed"
+    );
+    get(&svc, "k").await;
+    // The service and the handle are the only owners of the engine.
+    drop((svc, handle));
+    let dropped_at = Instant::now();
+    let gone = within(secs(5), || async { subscribers(&config).await == 0 }).await;
+    let took = dropped_at.elapsed();
+    assert!(gone.is_some(), "still subscribed {took:?} after the drop");
+    // No periodic wake-up decides this: the drop itself stops the subscriber.
+    assert!(
+        took < Duration::from_millis(500),
+        "unsubscribed after {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cache_built_while_redis_is_down_subscribes_and_flushes_once_it_is_back() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t10");
+    let tier = RedisTier::connect(&config).await.unwrap();
+    server.stop();
+    let up = Upstream::default();
+    let layer = CacheLayer::builder(key as Key)
+        .ttl(secs(60))
+        .l2(tier, u64_codec())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = tower::ServiceBuilder::new()
+        .layer(layer)
+        .service(up.service::<String>(Duration::ZERO));
+    // Served from the upstream while Redis is away, and kept in L1.
+    assert_eq!(svc.oneshot("k".to_owned()).await.unwrap(), 1);
+    assert_eq!(handle.peek("k"), Some(1));
+    // Attempts to subscribe fail (or are retried) for longer than a connect may take;
+    // then Redis comes back.
+    tokio::time::sleep(config.connect_timeout * 2).await;
+    server.restart().unwrap();
+    assert!(
+        within(secs(20), || async { subscribers(&config).await >= 1 })
+            .await
+            .is_some(),
+        "subscribed once Redis was back"
+    );
+    // Invalidations published before the subscription are lost to it: L1 is flushed.
+    let flushed = within(secs(5), || async { handle.stats().pubsub_resyncs == 1 }).await;
+    assert!(
+        flushed.is_some(),
+        "the late first subscription counts as a resync"
+    );
+    assert_eq!(handle.peek("k"), None, "L1 flushed");
+}
+
+/// Sharded subscribers of `channel` (`PUBSUB SHARDNUMSUB` on the master of its slot) and
+/// classic ones (`PUBSUB NUMSUB` on every node: classic subscriptions are node-local).
+async fn cluster_subscribers(cluster: &RedisCluster, channel: &str) -> (i64, i64) {
+    async fn count(url: &str, subcommand: &str, channel: &str) -> i64 {
+        let Ok(client) = redis::Client::open(url) else {
+            return 0;
+        };
+        let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+            return 0;
+        };
+        pubsub_count(&mut conn, subcommand, channel).await
+    }
+    let Ok(port) = cluster.master_port_for(channel) else {
+        return (0, 0);
+    };
+    let sharded = count(&format!("redis://127.0.0.1:{port}"), "SHARDNUMSUB", channel).await;
+    let mut classic = 0;
+    for url in cluster.urls() {
+        classic += count(&url, "NUMSUB", channel).await;
+    }
+    (sharded, classic)
+}
+
+/// Polls every millisecond (10 s at most) until B has received a new invalidation and
+/// no longer holds `k` in L1; the time since `since`.
+async fn evicted_within(
+    hb: &CacheHandle<u64>,
+    k: &str,
+    before: u64,
+    since: Instant,
+) -> Option<Duration> {
+    while since.elapsed() < secs(10) {
+        if hb.stats().pubsub_messages > before && hb.peek(k).is_none() {
+            return Some(since.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// Invalidation latency bound on loopback. Measured figures are printed (`--nocapture`).
+const EVICTED_WITHIN: Duration = Duration::from_millis(100);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_invalidations_are_sharded_and_evict_the_others_l1_within_100ms() {
+    let Some(cluster) = RedisCluster::start() else {
+        return;
+    };
+    let config = cluster.config().key_prefix("tcs");
+    let (up_a, up_b) = (Upstream::default(), Upstream::default());
+    // A long TTL: no copy can run out during the test and fake an eviction.
+    let ttl = secs(60);
+    let (a, ha, probe) = lasting(&config, &up_a, None, Duration::ZERO, ttl).await;
+    let (b, hb, _) = lasting(&config, &up_b, None, Duration::ZERO, ttl).await;
+    let channel = probe.channel();
+    assert_eq!(channel, "tcs:cache:invalidate");
+    let both = within(secs(10), || async {
+        cluster_subscribers(&cluster, &channel).await.0 >= 2
+    })
+    .await;
+    assert!(both.is_some(), "both instances subscribed, sharded");
+    assert_eq!(
+        cluster_subscribers(&cluster, &channel).await,
+        (2, 0),
+        "sharded subscriptions only, no classic one on any node"
+    );
+
+    // B caches K from L2 (A's upstream answer).
+    let k = "k";
+    assert_eq!(get(&a, k).await, 1);
+    let redis_key = probe.redis_key(k);
+    within(secs(10), || async { pttl(&config, &redis_key).await > 0 }).await;
+    assert_eq!(get(&b, k).await, 1);
+    assert_eq!((up_b.calls(), hb.stats().l2_hits), (0, 1));
+    assert_eq!(hb.peek(k), Some(1));
+
+    // A well-formed invalidation sent with classic PUBLISH, on every node, reaches nobody.
+    let before = hb.stats().pubsub_messages;
+    for url in cluster.urls() {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let heard: i64 = conn
+            .publish(&channel, format!("dead|k|0|{k}"))
+            .await
+            .unwrap();
+        assert_eq!(heard, 0, "classic PUBLISH on {url} heard");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        hb.stats().pubsub_messages,
+        before,
+        "classic messages ignored"
+    );
+    assert_eq!(hb.peek(k), Some(1));
+
+    // Every kind of invalidation on A evicts B's copy, over sharded pub/sub; B then reads
+    // what A left: the put value from L2, else (L2 key deleted, or generation bumped) a
+    // new answer from its upstream.
+    let mut measured = Vec::new();
+    for (kind, then) in [("put", 99), ("key", 1), ("prefix", 2), ("all", 3)] {
+        assert!(hb.peek(k).is_some());
+        let before = hb.stats().pubsub_messages;
+        let at = Instant::now();
+        match kind {
+            "put" => ha.put(k, 99).unwrap(),
+            "key" => ha.invalidate(k),
+            "prefix" => ha.invalidate_prefix("k"),
+            _ => ha.clear(),
+        }
+        let took = evicted_within(&hb, k, before, at).await;
+        let took = took.unwrap_or_else(|| panic!("B's copy not evicted by A's {kind}"));
+        measured.push((kind, took));
+        assert_eq!(get(&b, k).await, then, "B after A's {kind}");
+    }
+    println!("cluster invalidation latency: {measured:?}");
+    for (kind, took) in &measured {
+        assert!(*took < EVICTED_WITHIN, "{kind}: evicted after {took:?}");
+    }
+    assert_eq!(up_b.calls(), 3);
+    // Every eviction came from a message: none from a resynchronising flush.
+    assert_eq!(hb.stats().pubsub_resyncs, 0);
 }

@@ -103,3 +103,55 @@ async fn cluster_uses_sharded_pubsub_on_every_slot() {
         .unwrap();
     assert_eq!(classic, 0, "the subscription is sharded, not classic");
 }
+
+/// The master of a subscribed channel's slot is SIGKILLed: the subscription reports the
+/// gap and, once a replica is promoted, hears that slot's messages again without any
+/// other command on it, within 5 s of the promotion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_subscription_follows_its_slot_to_the_promoted_replica() {
+    let Some(mut cluster) = RedisCluster::start_with_replicas() else {
+        return;
+    };
+    let config = cluster.config();
+    let channel = "t:{failover}:inv";
+    let mut sub = config.subscribe(&[channel]).await.unwrap();
+    publish_until_heard(&config, channel, b"before").await;
+    assert_eq!(next_message(&mut sub).await.1, b"before");
+
+    let victim = cluster.master_for_key(channel).unwrap();
+    tokio::task::block_in_place(|| cluster.kill_master(victim)).unwrap();
+    tokio::time::timeout(WITHIN, async {
+        while sub.next().await.expect("ended") != Event::Lost {}
+    })
+    .await
+    .expect("the dead master was not reported");
+    tokio::task::block_in_place(|| cluster.wait_failover(Duration::from_secs(30)))
+        .expect("a replica is promoted");
+    let promoted = std::time::Instant::now();
+
+    // A publisher of its own, so that nothing this subscription's client does is shared.
+    let mut conn = config.connect().await.unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let _ = publish(&mut conn, channel, b"after").await;
+            let listen = tokio::time::timeout(Duration::from_millis(50), async {
+                loop {
+                    if let Some(Event::Message { payload, .. }) = sub.next().await {
+                        return payload;
+                    }
+                }
+            });
+            if let Ok(payload) = listen.await
+                && payload == b"after"
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        heard.is_ok(),
+        "no message on the promoted replica {:?} after the promotion",
+        promoted.elapsed()
+    );
+}

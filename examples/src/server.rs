@@ -34,6 +34,7 @@ use ratelimit_layer::{
 };
 use reliability::admin::Admin;
 use reliability::admin::prometheus::{self, RecorderTaken};
+use reliability::breaker::{FleetError, FleetLink};
 use reliability::cache::CacheHandle;
 use reliability::cache::backend::redis::RedisTier;
 use reliability::cache::http::HttpCacheLayer;
@@ -60,6 +61,21 @@ pub struct ServerConfig {
     /// Preset overrides in the facade's settings format.
     #[serde(default)]
     pub reliability: toml::Table,
+    /// What a fleet of servers on one Redis shares beyond limits and caches.
+    #[serde(default)]
+    pub fleet: FleetSettings,
+}
+
+/// The `[fleet]` table: opt-in sharing between the servers on one Redis.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetSettings {
+    /// Link each source's breaker to the other servers' breakers for that source
+    /// (`Breaker::share`, upstream named after the source): a trip on one server opens
+    /// the breaker on every server. Right when the upstream bans the shared API key after
+    /// too many failures; ignored without Redis. Off by default.
+    #[serde(default)]
+    pub share_breakers: bool,
 }
 
 /// An API key's account and tier.
@@ -90,6 +106,9 @@ pub enum StartError {
     /// Redis could not be reached or configured.
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
+    /// A breaker could not join its fleet (`[fleet] share_breakers`).
+    #[error("breaker fleet: {0}")]
+    Fleet(#[from] FleetError),
     /// Another `metrics` recorder holds the process.
     #[error(transparent)]
     Metrics(#[from] RecorderTaken),
@@ -131,6 +150,9 @@ pub struct App {
     pub limiter: RateLimiter,
     /// The SLA monitors.
     pub registry: SlaRegistry,
+    /// The breakers' fleet links (`[fleet] share_breakers` on Redis); dropping the last
+    /// `App` clone unlinks them.
+    pub fleet: Arc<Vec<FleetLink>>,
 }
 
 /// Builds the application router with in-memory limits and caches. `admin_token`
@@ -174,7 +196,18 @@ pub async fn app_with_redis(
             .key_prefix(format!("{base}:{}", kind.as_str()));
         tiers.push(RedisTier::connect(&route).await?);
     }
-    assemble(config, upstream, admin_token, limiter, Some(tiers), metrics)
+    let (router, mut app) = assemble(config, upstream, admin_token, limiter, Some(tiers), metrics)?;
+    if config.fleet.share_breakers {
+        let breakers = redis.clone().key_prefix(base);
+        let mut links = Vec::with_capacity(ROUTES.len());
+        for (kind, client) in ROUTES.iter().zip([&app.cex, &app.dex, &app.social]) {
+            if let Some(breaker) = client.handles().breaker() {
+                links.push(breaker.share(kind.as_str(), &breakers).await?);
+            }
+        }
+        app.fleet = Arc::new(links);
+    }
+    Ok((router, app))
 }
 
 /// The route caches' sources, in route order.
@@ -220,6 +253,7 @@ fn assemble(
         social: client(SourceKind::Social)?,
         limiter,
         registry: registry.clone(),
+        fleet: Arc::default(),
     };
     let accounts = Arc::new(accounts);
     let peer = PeerIp::new();

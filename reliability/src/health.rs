@@ -109,6 +109,9 @@ pub struct RateLimitHealth {
     pub backend: String,
     /// Whether the local fallback is deciding (Redis unreachable).
     pub fallback_active: bool,
+    /// Whether the shared control state (tiers, custom limits) is unreachable, so the last
+    /// known assignments apply.
+    pub control_stale: bool,
     /// Requests admitted.
     pub allowed: u64,
     /// Requests rejected.
@@ -156,6 +159,7 @@ impl HealthReport {
                     name,
                     backend: r.backend.clone(),
                     fallback_active: r.fallback_active,
+                    control_stale: r.control_stale,
                     allowed: r.allowed,
                     rejected: r.rejected,
                 }),

@@ -9,6 +9,10 @@
 //!   *generation* (`<prefix>:generation`): every older key becomes unreachable at once and
 //!   expires on its own. Redis cannot find keys by prefix or tag across a cluster cheaply,
 //!   so these clear the whole L2 namespace (L1s drop exactly the matching entries).
+//! - Invalidations travel to the other instances on the channel `<prefix>:invalidate`:
+//!   `PUBLISH` on one node, sharded `SPUBLISH` on a cluster (the channel's shard only).
+//! - Here `<prefix>` is the config's `key_prefix` followed by `:cache`; the crate README
+//!   tabulates every key and channel, with its TTL.
 //! - A failing Redis is skipped for [`BACKOFF`] after each error (counted): lookups fall
 //!   back to L1 and the upstream (and stale-if-error), never to an error for the caller.
 //!   It is used again automatically once the back-off has passed and a command succeeds.
@@ -22,7 +26,7 @@ use futures_util::future::BoxFuture;
 use redis::AsyncCommands;
 use reliability_core::health::CacheLevelSnapshot;
 use reliability_core::key::KeySpace;
-use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError};
+use reliability_core::redis::{RedisConfig, RedisConnection, RedisSetupError, pubsub};
 
 use super::wire::{decode_owned, encode, keep_ms};
 use super::{Invalidation, Stored, Tier, TierError};
@@ -107,7 +111,9 @@ impl RedisTier {
         &self.config
     }
 
-    pub(crate) fn channel(&self) -> String {
+    /// The invalidation channel, `<prefix>:cache:invalidate`: one fixed name per cache
+    /// prefix, hence one cluster slot, as sharded pub/sub requires.
+    pub fn channel(&self) -> String {
         self.keys.fixed("invalidate")
     }
 
@@ -145,6 +151,11 @@ impl RedisTier {
     pub(crate) fn bind(&mut self, source: &str) {
         self.metrics.bind(source, TierName::L2);
         source.clone_into(&mut self.source);
+    }
+
+    /// The cache this tier serves, for logs.
+    pub(crate) fn source(&self) -> &str {
+        &self.source
     }
 
     fn failed(&self, e: &redis::RedisError) -> TierError {
@@ -291,10 +302,13 @@ impl RedisTier {
         self.keys.key(key, "lock")
     }
 
+    /// Publishes an invalidation for the other instances: `PUBLISH` on one node,
+    /// sharded `SPUBLISH` on a cluster.
     pub(crate) async fn publish(&self, message: &str) -> Result<(), TierError> {
         let mut conn = self.conn.clone();
-        conn.publish::<_, _, ()>(self.channel(), message)
+        pubsub::publish(&mut conn, &self.channel(), message.as_bytes())
             .await
+            .map(drop)
             .map_err(|e| self.failed(&e))
     }
 }

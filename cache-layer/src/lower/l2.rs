@@ -15,24 +15,37 @@
 //! upstream itself.
 //!
 //! **Coherence**: explicit writes and invalidations are published on
-//! `<prefix>:cache:invalidate`; every other instance evicts the matching L1 entries (and
-//! reads the new value from L2 on its next miss). Pub/sub is fire-and-forget, so messages
-//! published while an instance is disconnected are lost to it: when its subscription comes
-//! back, the instance **flushes its whole L1** and re-reads the generation, so it can only
-//! serve what L2 holds now. On a cluster, classic `PUBLISH` reaches every node's
-//! subscribers.
+//! `<prefix>:cache:invalidate` (one channel per cache prefix); every other instance
+//! evicts the matching L1 entries (and reads the new value from L2 on its next miss). On
+//! a Redis Cluster this is **sharded pub/sub** (`SPUBLISH` / `SSUBSCRIBE`, through
+//! [`reliability_core::redis::pubsub`]): the channel is one fixed name, hence one slot,
+//! and its messages stay on the shard that owns it instead of crossing the whole cluster
+//! bus; the subscription follows the slot across a failover. Pub/sub is fire-and-forget,
+//! so messages published while an instance is disconnected are lost to it: when its
+//! subscription comes back, the instance **flushes its whole L1** and re-reads the
+//! generation, so it can only serve what L2 holds now.
+//!
+//! The subscriber task lives exactly as long as the cache: it stops as soon as the engine
+//! (the sole owner of this tier) is dropped, through a channel closed by that drop, with
+//! no periodic wake-up while all is quiet. The subscription reconnects and resubscribes
+//! by itself; only a first `SUBSCRIBE` (at start, or if a subscription ever ends for
+//! good) is retried here, with jittered exponential back-off
+//! ([`backoff`](super::backoff)).
 
+use std::future::Future;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, Either, select};
 use reliability_core::error::ConfigError;
 use reliability_core::health::CacheLevelSnapshot;
-use tokio::sync::mpsc;
+use reliability_core::redis::pubsub::{Event, Subscription};
+use tokio::sync::{mpsc, watch};
 
+use super::backoff::Backoff;
 use super::{FlightLock, LowerTier};
 use crate::backend::redis::RedisTier;
 use crate::backend::{EntryMeta, Invalidation, Stored, Tier, TierError};
@@ -44,6 +57,12 @@ use crate::metrics::read;
 
 /// Writes queued for Redis, at most.
 const QUEUE: usize = 10_000;
+
+/// First wait before subscribing again after a failed first subscription; it doubles.
+const SUBSCRIBE_RETRY_FIRST: Duration = Duration::from_millis(100);
+
+/// Longest wait between two attempts to subscribe.
+const SUBSCRIBE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 enum Op {
     Set {
@@ -88,6 +107,9 @@ pub(crate) struct RedisL2<V> {
     /// Where the subscriber runs once the engine exists (the runtime the cache was built
     /// in).
     runtime: tokio::runtime::Handle,
+    /// Never sent on: dropped with this tier, i.e. with the engine that solely owns it,
+    /// which is what tells the subscriber to stop.
+    cache_dropped: watch::Sender<()>,
 }
 
 impl<V: 'static> RedisL2<V> {
@@ -116,6 +138,7 @@ impl<V: 'static> RedisL2<V> {
             queue_overflow: AtomicU64::new(0),
             coherence,
             runtime,
+            cache_dropped: watch::Sender::new(()),
         })
     }
 
@@ -175,6 +198,7 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for RedisL2<V> {
             Arc::downgrade(engine),
             self.tier.clone(),
             self.coherence.clone(),
+            self.cache_dropped.subscribe(),
         ));
     }
 
@@ -294,71 +318,123 @@ async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>, coherence: Arc
     }
 }
 
+/// `f`, unless the cache is dropped first (`None`).
+async fn unless_dropped<F: Future>(
+    cache_dropped: &mut watch::Receiver<()>,
+    f: F,
+) -> Option<F::Output> {
+    // Nothing is ever sent: `changed` completes only when the sender is dropped.
+    match select(pin!(f), pin!(cache_dropped.changed())).await {
+        Either::Left((out, _)) => Some(out),
+        Either::Right(_) => None,
+    }
+}
+
+/// Subscribes to the invalidation channel, retrying with jittered exponential back-off
+/// while Redis is out of reach. Also says whether it was *late*: an attempt failed, or
+/// took longer than a connect should (the connection's own retries hid an outage), so
+/// the cache ran without invalidations for a while. `None` once the cache is dropped.
+async fn subscribe(
+    tier: &RedisTier,
+    channel: &str,
+    cache_dropped: &mut watch::Receiver<()>,
+) -> Option<(Subscription, bool)> {
+    let mut backoff = Backoff::new(SUBSCRIBE_RETRY_FIRST, SUBSCRIBE_RETRY_MAX);
+    let mut failures = 0_u32;
+    let started = std::time::Instant::now();
+    loop {
+        match unless_dropped(cache_dropped, tier.config().subscribe(&[channel])).await? {
+            Ok(subscription) => {
+                if failures > 0 {
+                    tracing::info!(source = %tier.source(), channel, failures, "cache invalidations subscribed");
+                }
+                let late = failures > 0 || started.elapsed() > tier.config().connect_timeout;
+                return Some((subscription, late));
+            }
+            Err(error) => {
+                failures += 1;
+                let delay = backoff.next_delay(rand::random());
+                if failures == 1 {
+                    tracing::warn!(source = %tier.source(), channel, %error, ?delay, "cannot subscribe to cache invalidations: retrying");
+                } else {
+                    tracing::debug!(source = %tier.source(), channel, %error, ?delay, failures, "still cannot subscribe to cache invalidations");
+                }
+                unless_dropped(cache_dropped, tokio::time::sleep(delay)).await?;
+            }
+        }
+    }
+}
+
 /// Listens for other instances' invalidations until the cache is dropped; flushes L1 on
 /// every re-subscription (messages may have been lost meanwhile).
 async fn subscriber<V: Clone + Send + Sync + 'static>(
     engine: Weak<Engine<V>>,
     tier: Arc<RedisTier>,
     coherence: Arc<Coherence>,
+    mut cache_dropped: watch::Receiver<()>,
 ) {
-    let mut first = true;
+    let channel = tier.channel();
+    // Whether the next subscription follows a gap in which messages may have been lost:
+    // true after any subscription (a later one is a resubscription), and after a late
+    // first one (the cache ran, and filled L1, unsubscribed). The few milliseconds of a
+    // prompt first subscription are not a gap worth flushing a fresh cache for.
+    let mut after_gap = false;
     loop {
-        if engine.strong_count() == 0 {
+        let Some((mut events, late)) = subscribe(&tier, &channel, &mut cache_dropped).await else {
             return;
-        }
-        let subscribed = async {
-            let client = tier.config().client().ok()?;
-            let mut pubsub =
-                tokio::time::timeout(Duration::from_secs(1), client.get_async_pubsub())
-                    .await
-                    .ok()?
-                    .ok()?;
-            pubsub.subscribe(tier.channel()).await.ok()?;
-            Some(pubsub)
-        }
-        .await;
-        let Some(pubsub) = subscribed else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
         };
-        {
-            let Some(engine) = engine.upgrade() else {
-                return;
-            };
-            tier.refresh_generation().await;
-            if !first {
-                coherence.resyncs.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(cache = %engine.settings.name, "pub/sub reconnected: flushing L1");
-                engine.invalidate_local(&Invalidation::All);
-            }
-        }
-        first = false;
-        let mut messages = pubsub.into_on_message();
+        after_gap |= late;
         loop {
-            // Wakes up every second to notice a dropped cache even when all is quiet.
-            let msg = match tokio::time::timeout(Duration::from_secs(1), messages.next()).await {
-                Err(_) if engine.strong_count() == 0 => return,
-                Err(_) => continue,
-                Ok(None) => break,
-                Ok(Some(msg)) => msg,
-            };
-            let Some(engine) = engine.upgrade() else {
+            let Some(event) = unless_dropped(&mut cache_dropped, events.next()).await else {
                 return;
             };
-            let Ok(text) = msg.get_payload::<String>() else {
-                continue;
-            };
-            let Some((from, scope, generation)) = parse(&text) else {
-                continue;
-            };
-            tier.set_generation(generation);
-            if from == tier.instance {
-                continue;
+            match event {
+                Some(Event::Message { payload, .. }) => {
+                    let Some((from, scope, generation)) =
+                        std::str::from_utf8(&payload).ok().and_then(parse)
+                    else {
+                        continue;
+                    };
+                    tier.set_generation(generation);
+                    if from == tier.instance {
+                        continue;
+                    }
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    coherence.received();
+                    engine.invalidate_local(&scope);
+                }
+                Some(Event::Subscribed) => {
+                    // Before the engine is upgraded: a cache dropped meanwhile is not
+                    // kept alive by this task for a Redis round trip.
+                    tier.refresh_generation().await;
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    if after_gap {
+                        coherence.resyncs.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(cache = %engine.settings.name, "pub/sub resubscribed: flushing L1");
+                        engine.invalidate_local(&Invalidation::All);
+                    }
+                    after_gap = true;
+                }
+                Some(Event::Lost) => {
+                    tracing::warn!(source = %tier.source(), channel, "pub/sub connection lost: L1 will be flushed on resubscription");
+                }
+                None => {
+                    // Gone for good (not a reconnect, which `Subscription` does itself).
+                    tracing::warn!(source = %tier.source(), channel, "pub/sub subscription ended: subscribing again");
+                    // A pause, so that a subscription ending at once cannot spin this loop.
+                    unless_dropped(
+                        &mut cache_dropped,
+                        tokio::time::sleep(SUBSCRIBE_RETRY_FIRST),
+                    )
+                    .await;
+                    break;
+                }
             }
-            coherence.received();
-            engine.invalidate_local(&scope);
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

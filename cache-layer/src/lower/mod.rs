@@ -32,6 +32,8 @@ use crate::singleflight::LeaderGuard;
 use crate::status::CacheStatus;
 
 #[cfg(feature = "redis")]
+mod backoff;
+#[cfg(feature = "redis")]
 pub(crate) mod l2;
 #[cfg(feature = "disk")]
 pub(crate) mod l3;

@@ -164,10 +164,19 @@ pub async fn subscribers(config: &RedisConfig) -> i64 {
         return 0;
     };
     let channel = format!("{}:cache:invalidate", config.key_prefix);
+    pubsub_count(&mut conn, "NUMSUB", &channel).await
+}
+
+/// `PUBSUB <subcommand> <channel>`'s count on `conn` (0 when Redis does not answer).
+pub async fn pubsub_count(
+    conn: &mut impl redis::aio::ConnectionLike,
+    subcommand: &str,
+    channel: &str,
+) -> i64 {
     let reply: Vec<redis::Value> = redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(&channel)
-        .query_async(&mut conn)
+        .arg(subcommand)
+        .arg(channel)
+        .query_async(conn)
         .await
         .unwrap_or_default();
     match reply.get(1) {

@@ -8,7 +8,9 @@
 //!
 //! Both ends speak RESP3 on their own connection (redis-rs's connection manager for a
 //! node, its cluster connection for a cluster), which resubscribes by itself after a
-//! reconnect or a failover. Pub/sub is fire-and-forget: what is published while a
+//! reconnect. After a failover a cluster subscription sends `SSUBSCRIBE` again (with
+//! back-off) until it lands on the promoted replica: a listening connection sends no other
+//! command that would make the client learn the new slot map. Pub/sub is fire-and-forget: what is published while a
 //! subscriber is disconnected is lost to it. [`Event::Subscribed`] therefore arrives on
 //! every (re)subscription, and [`Event::Lost`] when the connection drops, so a subscriber
 //! that keeps a local copy of shared state can resynchronise after a gap.
@@ -36,7 +38,12 @@
 use redis::aio::ConnectionManagerConfig;
 use redis::cluster::ClusterClientBuilder;
 use redis::{IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::cluster_async::ClusterConnection;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 
 use super::{RedisConfig, RedisConnection, RedisSetupError};
 
@@ -63,6 +70,51 @@ pub struct Subscription {
     events: mpsc::UnboundedReceiver<PushInfo>,
     // Held for its background reconnect-and-resubscribe task.
     _conn: RedisConnection,
+    /// On a cluster: moves the subscriptions to the new master after a failover.
+    repair: Option<Repair>,
+}
+
+/// A cluster connection resubscribes by itself only when it refreshes its slot map, which
+/// it does when a command fails; a connection that only listens sends none, so after its
+/// shard's master dies it would wait for that node forever. On every lost connection this
+/// task sends `SSUBSCRIBE` again (idempotent on the server), with capped exponential
+/// back-off: the first attempts fail on the dead node and make the client refresh its
+/// slots, a later one lands on the promoted replica.
+struct Repair {
+    kick: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Repair {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const REPAIR_FIRST: Duration = Duration::from_millis(50);
+const REPAIR_MAX: Duration = Duration::from_secs(2);
+
+fn repair(mut conn: ClusterConnection, channels: Vec<String>) -> Repair {
+    let kick = Arc::new(Notify::new());
+    let kicked = kick.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            kicked.notified().await;
+            let mut delay = REPAIR_FIRST;
+            'attempt: loop {
+                tokio::time::sleep(delay).await;
+                for channel in &channels {
+                    if let Err(error) = conn.ssubscribe(channel).await {
+                        tracing::debug!(channel, %error, ?delay, "sharded resubscription failed: retrying");
+                        delay = (delay * 2).min(REPAIR_MAX);
+                        continue 'attempt;
+                    }
+                }
+                break;
+            }
+        }
+    });
+    Repair { kick, task }
 }
 
 impl std::fmt::Debug for Subscription {
@@ -80,6 +132,9 @@ impl Subscription {
         loop {
             let push = self.events.recv().await?;
             if let Some(event) = event(push) {
+                if let (Event::Lost, Some(repair)) = (&event, &self.repair) {
+                    repair.kick.notify_one();
+                }
                 return Some(event);
             }
         }
@@ -117,6 +172,7 @@ impl RedisConfig {
     pub async fn subscribe(&self, channels: &[&str]) -> Result<Subscription, RedisSetupError> {
         self.validate()?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut repair = None;
         let conn = if let Some(url) = &self.url {
             let info = url.as_str().into_connection_info()?;
             let settings = info
@@ -144,11 +200,16 @@ impl RedisConfig {
             for channel in channels {
                 conn.ssubscribe(channel).await?;
             }
+            repair = Some(self::repair(
+                conn.clone(),
+                channels.iter().map(|c| (*c).to_owned()).collect(),
+            ));
             RedisConnection::Cluster(conn)
         };
         Ok(Subscription {
             events: rx,
             _conn: conn,
+            repair,
         })
     }
 }
