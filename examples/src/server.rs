@@ -20,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -321,7 +322,9 @@ fn assemble(
             if let Some(breaker) = client.handles().breaker() {
                 admin = admin.breakers(Arc::new(breaker.clone()));
             }
-            admin = admin.health_source(Arc::new(client.handles().retry().clone()));
+            admin = admin
+                .health_source(Arc::new(client.handles().retry().clone()))
+                .health_source(Arc::new(client.handles().concurrency().clone()));
         }
         for cache in caches {
             admin = admin.cache(Arc::new(cache));
@@ -338,6 +341,83 @@ pub async fn serve(listener: tokio::net::TcpListener, router: axum::Router) -> s
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .await
+}
+
+/// How a [`serve_until`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Every request in flight at the stop finished.
+    Clean,
+    /// The drain deadline passed with requests still in flight; they were dropped.
+    DeadlinePassed,
+}
+
+/// Serves `router` on `listener` until `stop` completes, then drains: stops accepting,
+/// closes idle keep-alive connections, and lets the requests in flight finish, for at
+/// most `drain`.
+pub async fn serve_until(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<Drained> {
+    let (stopped, on_stop) = tokio::sync::oneshot::channel();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        stop.await;
+        let _ = stopped.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        served = &mut server => return served.map(|()| Drained::Clean),
+        _ = on_stop => {}
+    }
+    match tokio::time::timeout(drain, server).await {
+        Ok(served) => served.map(|()| Drained::Clean),
+        Err(_) => Ok(Drained::DeadlinePassed),
+    }
+}
+
+/// Completes on Ctrl-C or (on Unix) SIGTERM, the stop signals of a terminal and of a
+/// process manager.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+impl App {
+    /// After the last request: writes what is still queued (the route caches' write-behind
+    /// to Redis and disk, the limiter's usage counts), then unlinks the fleet's breakers.
+    /// Bounded by `deadline`; returns what could not be written, one line each.
+    pub async fn drain(&self, deadline: Duration) -> Vec<String> {
+        let mut failed = Vec::new();
+        let work = async {
+            if let Err(e) = self.limiter.flush_usage().await {
+                failed.push(format!("rate-limit usage: {e}"));
+            }
+        };
+        if tokio::time::timeout(deadline, work).await.is_err() {
+            failed.push(format!("not written within {deadline:?}"));
+        }
+        failed
+    }
 }
 
 async fn call(

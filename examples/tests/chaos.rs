@@ -11,18 +11,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{
+    HttpClient, Process, TOKEN, admin, client, eventually, get, named, spawn_server,
+    spawn_server_with,
+};
 use examples::server::{App, ServerConfig, app, app_with_redis, serve};
 use examples::upstream::{FaultSettings, Upstream};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use reliability_core::harness::{RedisCluster, RedisServer};
 use reliability_core::redis::RedisConfig;
-use serde_json::Value;
 
-const TOKEN: &str = "chaos-test-token-123";
 const ENTERPRISE: (&str, &str) = ("x-api-key", "k-ent");
 const FREE: (&str, &str) = ("x-api-key", "k-free");
 
@@ -61,12 +60,6 @@ window = { limit = 10000, period = "1s" }
 max_wait = "10ms"
 "#;
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
 fn quiet_upstream() -> Upstream {
     let upstream = Upstream::new(7);
     upstream.set_faults(FaultSettings {
@@ -90,99 +83,6 @@ async fn start(redis: Option<&RedisConfig>) -> (SocketAddr, Upstream, App) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, router));
     (addr, upstream, app)
-}
-
-struct Answer {
-    status: u16,
-    cache_status: String,
-    body: String,
-}
-
-async fn send(
-    client: &HttpClient,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = client
-        .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
-        .await
-        .unwrap();
-    let status = res.status().as_u16();
-    let cache_status = res
-        .headers()
-        .get("cache-status")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
-        status,
-        cache_status,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    }
-}
-
-async fn get(client: &HttpClient, addr: SocketAddr, path: &str, key: (&str, &str)) -> Answer {
-    send(client, addr, "GET", path, &[key], "").await
-}
-
-async fn admin(
-    client: &HttpClient,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Value {
-    let auth = format!("Bearer {TOKEN}");
-    let a = send(
-        client,
-        addr,
-        method,
-        path,
-        &[("authorization", &auth)],
-        body,
-    )
-    .await;
-    assert_eq!(a.status, 200, "{path}: {}", a.body);
-    serde_json::from_str(&a.body).unwrap()
-}
-
-/// The `field` of the entry named `name` in the health report's `list`.
-fn named<'a>(report: &'a Value, list: &str, name: &str, field: &str) -> &'a str {
-    report[list]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"].as_str().is_some_and(|n| n.contains(name)))
-        .unwrap_or_else(|| panic!("no {name} in {list}: {report}"))[field]
-        .as_str()
-        .unwrap_or_default()
-}
-
-/// Polls `check` every 20 ms until it holds or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// Background load: `tasks` loops of requests over a few keys, round robin over
@@ -370,50 +270,6 @@ async fn two_servers_share_limits_and_cache_clears() {
     let (a, _, _) = start(Some(&config)).await;
     let (b, _, _) = start(Some(&config)).await;
     share_limits_and_clears(a, b).await;
-}
-
-/// A `server` process, killed on drop.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the `server` binary on a free port with `--redis`; returns its address.
-fn spawn_server(config: &std::path::Path, redis: &str) -> (Process, SocketAddr) {
-    spawn_server_with(config, &["--redis", redis])
-}
-
-/// Starts the `server` binary on a free port with `redis_args`; returns its address.
-fn spawn_server_with(config: &std::path::Path, redis_args: &[&str]) -> (Process, SocketAddr) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--addr", "127.0.0.1:0"])
-        .args(redis_args)
-        .arg("--config")
-        .arg(config)
-        .env("ADMIN_TOKEN", TOKEN)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let process = Process(child);
-    let mut lines = std::io::BufReader::new(stderr).lines();
-    let line = lines
-        .find_map(|l| l.ok().filter(|l| l.starts_with("listening on http://")))
-        .expect("the server prints its address");
-    let addr = line["listening on http://".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    // Keep reading so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (process, addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,7 @@ use std::time::Duration;
 use breaker_layer::Breaker;
 use examples::grpc::proto::PriceReply;
 use examples::grpc::{PriceClient, ServerSettings, bind, start_server};
+use examples::server::stop_signal;
 use examples::upstream::{FaultSettings, Phase, Source, Upstream};
 use serde_json::{Value, json};
 use sla_layer::SlaMonitor;
@@ -206,27 +207,6 @@ fn parse_serve(mut it: impl Iterator<Item = String>) -> Result<ServeArgs, String
         }
     }
     Ok(args)
-}
-
-/// Completes on Ctrl-C or (on Unix) SIGTERM, the stop signals of a terminal and of a
-/// process manager.
-async fn stop_signal() {
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                term.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
 }
 
 /// `grpc serve`: the server alone, over an upstream that fails `error_rate` of its calls

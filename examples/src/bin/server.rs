@@ -15,14 +15,21 @@
 //! `--redis-cluster redis://h1:p1,redis://h2:p2,...` does the same on a Redis Cluster.
 //! Either way tier assignments, custom limits, usage statistics and cache clears made
 //! through one server's admin router hold for all of them.
+//!
+//! On SIGTERM or Ctrl-C the server stops accepting, lets the requests in flight finish
+//! (for at most `--drain`, 10 s by default), writes what is still queued (cache
+//! write-behind, usage counts) and exits 0; 1 if the drain deadline passed.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use examples::server::{DEFAULT_CONFIG, ServerConfig, app, app_with_redis, serve};
+use examples::server::{
+    DEFAULT_CONFIG, Drained, ServerConfig, app, app_with_redis, serve_until, stop_signal,
+};
 use examples::upstream::Upstream;
 use reliability::core::redis::RedisConfig;
 
-const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] \
+const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] [--drain 10s] \
      [--redis redis://HOST:PORT | --redis-cluster redis://HOST:PORT,redis://HOST:PORT,...]";
 
 #[tokio::main]
@@ -38,6 +45,7 @@ async fn run() -> Result<(), String> {
     let mut config_text = DEFAULT_CONFIG.to_owned();
     let mut seed = 42;
     let mut redis = None;
+    let mut drain = Duration::from_secs(10);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
@@ -49,6 +57,10 @@ async fn run() -> Result<(), String> {
                     std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
             }
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--drain" => {
+                drain =
+                    humantime::parse_duration(&value()?).map_err(|e| format!("--drain: {e}"))?;
+            }
             "--redis" => redis = Some(RedisConfig::single(value()?)),
             "--redis-cluster" => {
                 let seeds: Vec<String> = value()?
@@ -65,7 +77,7 @@ async fn run() -> Result<(), String> {
     let config = ServerConfig::parse(&config_text).map_err(|e| e.to_string())?;
     let token = std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let upstream = Upstream::new(seed);
-    let (router, _app) = match &redis {
+    let (router, app) = match &redis {
         Some(redis) => app_with_redis(&config, upstream, token.as_deref(), redis).await,
         None => app(&config, upstream, token.as_deref()),
     }
@@ -82,5 +94,19 @@ async fn run() -> Result<(), String> {
             "off: set ADMIN_TOKEN"
         }
     );
-    serve(listener, router).await.map_err(|e| e.to_string())
+    let drained = serve_until(listener, router, stop_signal(), drain)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The requests are done (or abandoned): what they queued is written before exiting.
+    let unwritten = app.drain(drain).await;
+    for line in &unwritten {
+        eprintln!("server: on stop, {line}");
+    }
+    match drained {
+        Drained::Clean => {
+            eprintln!("stopped: drained");
+            Ok(())
+        }
+        Drained::DeadlinePassed => Err(format!("requests still in flight after --drain {drain:?}")),
+    }
 }
