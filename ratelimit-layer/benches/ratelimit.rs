@@ -233,5 +233,45 @@ fn redis(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, in_process, redis);
+/// One hot key (the global key: every request counts against one subject) decided on one
+/// thread, then the same number of decisions split over two threads. Each decision: the
+/// limiter's whole path (resolve, one window under the key's shard lock, the usage count
+/// under a shared lock with atomic adds, one clock read). The ratio of the two per-decision
+/// times is the scaling; on one key it is bounded by the key's own critical section.
+fn global_key(c: &mut Criterion) {
+    let mut g = c.benchmark_group("global_key");
+    // A burst of 10^8: every decision of the run is admitted (the refusal path is another
+    // path).
+    let quota = Quota::per(100_000_000, Duration::from_secs(100)).unwrap();
+    let limiter = RateLimiter::builder().quota(quota).build().unwrap();
+    let subjects = [Subject::new("global"), Subject::new("another")];
+    for (name, threads, keys) in [
+        ("one_thread", 1_u64, 1_usize),
+        ("two_threads", 2, 1),
+        ("two_threads_two_keys", 2, 2),
+    ] {
+        let subjects = &subjects[..keys];
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let each = iters.div_ceil(threads);
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for t in 0..threads as usize {
+                        let subject = &subjects[t % subjects.len()];
+                        let limiter = &limiter;
+                        scope.spawn(move || {
+                            for _ in 0..each {
+                                black_box(check_now(limiter, subject));
+                            }
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, in_process, global_key, redis);
 criterion_main!(benches);

@@ -11,6 +11,7 @@ use tower_service::Service;
 use crate::backend::Pending;
 use crate::error::{KeyNotFound, RateLimited, Reason};
 use crate::quota::{Decision, Mode};
+use crate::respond::PolicyLabel;
 use crate::respond::Respond;
 use crate::service::{Job, outcome};
 
@@ -35,7 +36,7 @@ pin_project! {
     {
         Rejected { rejection: Option<RateLimited> },
         KeyNotFound { missing: Option<KeyNotFound> },
-        Calling { #[pin] future: S::Future, detail: Option<(Decision, String)> },
+        Calling { #[pin] future: S::Future, detail: Option<(Decision, PolicyLabel)> },
         Deciding { pending: Pending<Decision>, job: Option<Job<S, Req>> },
         Waiting { #[pin] sleep: tokio::time::Sleep, job: Option<Job<S, Req>> },
     }
@@ -60,7 +61,7 @@ impl<S: Service<Req>, Req, R> ResponseFuture<S, Req, R> {
     }
     pub(crate) fn calling(
         future: S::Future,
-        detail: Option<(Decision, String)>,
+        detail: Option<(Decision, PolicyLabel)>,
         respond: R,
     ) -> Self {
         Self {
@@ -141,8 +142,12 @@ where
                     }
                     match decided {
                         Ok(decision) => {
-                            let detail = R::WANTS_DECISION
-                                .then(|| (decision, job.limiter.policy_name(job.resolved.policy)));
+                            let detail = R::WANTS_DECISION.then(|| {
+                                (
+                                    decision,
+                                    job.limiter.policy_label(job.resolved.policy, &decision),
+                                )
+                            });
                             State::Calling {
                                 future: job.inner.call(job.request),
                                 detail,

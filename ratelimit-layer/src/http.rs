@@ -52,7 +52,9 @@ use reliability_core::error::ConfigError;
 use crate::error::KeyNotFound;
 use crate::key::{KeyExtractor, MAX_KEY_LEN, Subject};
 use crate::quota::Decision;
-use crate::respond::Decorate;
+use std::fmt::Write as _;
+
+use crate::respond::{Decorate, PolicyLabel, WindowLabel};
 use reliability_core::answer::{Answer, AsHttp, Refusal};
 
 /// `RateLimit-Policy`.
@@ -64,46 +66,29 @@ fn secs_ceil(micros: u64) -> u64 {
     micros.div_ceil(1_000_000)
 }
 
-fn window_label(period_us: u64) -> String {
-    if period_us.is_multiple_of(1_000_000) {
-        format!("{}s", period_us / 1_000_000)
-    } else {
-        format!("{}ms", period_us / 1_000)
-    }
-}
-
 /// The `RateLimit-Policy` value for `policy` and a decision's windows.
 pub fn policy_header(policy: &str, decision: &Decision) -> String {
-    decision
-        .windows()
-        .iter()
-        .map(|w| {
-            format!(
-                "\"{policy}-{}\";q={};w={}",
-                window_label(w.period),
-                w.limit,
-                secs_ceil(w.period).max(1)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    PolicyLabel::for_decision(policy, decision)
+        .policy_field()
+        .to_owned()
 }
 
 /// The `RateLimit` value for `policy` and a decision's windows.
 pub fn ratelimit_header(policy: &str, decision: &Decision) -> String {
-    decision
-        .windows()
-        .iter()
-        .map(|w| {
-            format!(
-                "\"{policy}-{}\";r={};t={}",
-                window_label(w.period),
-                w.remaining,
-                secs_ceil(w.reset_after)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+    let mut value = String::with_capacity(24 * decision.windows().len());
+    for (i, w) in decision.windows().iter().enumerate() {
+        if i > 0 {
+            value.push_str(", ");
+        }
+        let _ = write!(
+            value,
+            "\"{policy}-{}\";r={};t={}",
+            WindowLabel(w.period),
+            w.remaining,
+            secs_ceil(w.reset_after)
+        );
+    }
+    value
 }
 
 /// The `Decorate` impl of an HTTP mode: the IETF fields, and the legacy ones if `$legacy`.
@@ -116,7 +101,7 @@ macro_rules! http_fields {
                 &self,
                 mut res: Response<B>,
                 decision: &Decision,
-                policy: &str,
+                policy: &PolicyLabel,
             ) -> Response<B> {
                 put_fields(res.headers_mut(), decision, policy, $legacy);
                 res
@@ -150,26 +135,32 @@ impl<R: Refusal, B: Default + From<String>, E> Answer<R, Response<B>, E> for Leg
     }
 }
 
-fn put_fields(headers: &mut http::HeaderMap, decision: &Decision, policy: &str, legacy: bool) {
-    let mut put = |name: HeaderName, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    };
-    put(RATELIMIT_POLICY, policy_header(policy, decision));
-    put(RATELIMIT, ratelimit_header(policy, decision));
+fn put_fields(
+    headers: &mut http::HeaderMap,
+    decision: &Decision,
+    policy: &PolicyLabel,
+    legacy: bool,
+) {
+    // The policy field is the label's, built with the tier; the `RateLimit` field is one
+    // string written in place and handed over without a copy.
+    if let Some(v) = policy.policy_header() {
+        headers.insert(RATELIMIT_POLICY, v.clone());
+    }
+    if let Ok(v) = HeaderValue::try_from(ratelimit_header(policy.name(), decision)) {
+        headers.insert(RATELIMIT, v);
+    }
     if legacy && let Some(w) = decision.binding() {
-        put(
+        headers.insert(
             HeaderName::from_static("x-ratelimit-limit"),
-            w.limit.to_string(),
+            HeaderValue::from(w.limit),
         );
-        put(
+        headers.insert(
             HeaderName::from_static("x-ratelimit-remaining"),
-            w.remaining.to_string(),
+            HeaderValue::from(w.remaining),
         );
-        put(
+        headers.insert(
             HeaderName::from_static("x-ratelimit-reset"),
-            secs_ceil(w.reset_after).to_string(),
+            HeaderValue::from(secs_ceil(w.reset_after)),
         );
     }
 }
@@ -437,7 +428,11 @@ mod tests {
         let now = 1_700_000_000_000_000;
         decide(&quota, &mut cells, now, 1, Mode::Consume);
         let d = decide(&quota, &mut cells, now, 1, Mode::Consume);
-        let res = LegacyHeaders.decorate(Response::new(String::new()), &d, "free");
+        let res = LegacyHeaders.decorate(
+            Response::new(String::new()),
+            &d,
+            &PolicyLabel::for_decision("free", &d),
+        );
         let h = res.headers();
         assert_eq!(h["x-ratelimit-limit"], "2");
         assert_eq!(h["x-ratelimit-remaining"], "0");
@@ -450,7 +445,13 @@ mod tests {
             h["ratelimit"],
             "\"free-1s\";r=0;t=1, \"free-60s\";r=58;t=2, \"free-3600s\";r=998;t=8, \"free-86400s\";r=9998;t=18"
         );
-        assert_eq!(window_label(500_000), "500ms");
+        assert_eq!(WindowLabel(500_000).to_string(), "500ms");
+        let tier = crate::tier::TierTable::standard();
+        assert_eq!(
+            tier.default_tier().label().policy_field(),
+            h["ratelimit-policy"].to_str().unwrap(),
+            "the prebuilt label is what a decision would format"
+        );
     }
 
     #[test]

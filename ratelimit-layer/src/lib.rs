@@ -33,6 +33,6 @@ pub use limiter::{
     Policy, RateLimiter, RateLimiterBuilder, Resolved, Status, TierInfo, Usage, WindowReport,
 };
 pub use quota::{Algorithm, Decision, Quota, Window};
-pub use respond::{Decorate, Respond};
+pub use respond::{Decorate, PolicyLabel, Respond};
 pub use service::RateLimit;
 pub use tier::{Tier, TierTable};

@@ -11,10 +11,95 @@
 //! | `AsGrpc` ([`RateLimitLayer::grpc`](crate::RateLimitLayer::grpc)) | `RESOURCE_EXHAUSTED` / `UNAVAILABLE` | `INVALID_ARGUMENT` / `INTERNAL` | the inner error, unchanged |
 //! | `http::LegacyHeaders` | as `AsHttp`, plus `X-RateLimit-*` | as `AsHttp` | the inner error, unchanged |
 
+use std::fmt::Write as _;
+use std::sync::Arc;
+
 use reliability_core::answer::{Answer, AsError};
 
 use crate::error::{KeyNotFound, RateLimited};
-use crate::quota::Decision;
+use crate::quota::{Decision, Quota};
+
+/// The policy a decision was made under: its name and its `RateLimit-Policy` field value
+/// (`"free-1s";q=2;w=1, ...`). A tier's label is built once, with the tier, so decorating
+/// an admitted response formats nothing for the policy; cloning one is two reference-count
+/// increments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyLabel {
+    name: Arc<str>,
+    field: Arc<str>,
+    #[cfg(feature = "http")]
+    header: Option<http::HeaderValue>,
+}
+
+impl PolicyLabel {
+    /// The label of `quota` under `name`.
+    pub fn new(name: &str, quota: &Quota) -> Self {
+        Self::from_windows(
+            name,
+            quota
+                .windows()
+                .iter()
+                .map(|w| (w.limit(), w.period_micros())),
+        )
+    }
+
+    /// The label of the windows a decision was made on, under `name` (for custom user and
+    /// endpoint limits, which have no precomputed label).
+    pub fn for_decision(name: &str, decision: &Decision) -> Self {
+        Self::from_windows(name, decision.windows().iter().map(|w| (w.limit, w.period)))
+    }
+
+    fn from_windows(name: &str, windows: impl Iterator<Item = (u64, u64)>) -> Self {
+        let mut field = String::new();
+        for (i, (limit, period_us)) in windows.enumerate() {
+            if i > 0 {
+                field.push_str(", ");
+            }
+            let _ = write!(
+                field,
+                "\"{name}-{}\";q={limit};w={}",
+                WindowLabel(period_us),
+                period_us.div_ceil(1_000_000).max(1)
+            );
+        }
+        Self {
+            name: name.into(),
+            #[cfg(feature = "http")]
+            header: http::HeaderValue::from_str(&field).ok(),
+            field: field.into(),
+        }
+    }
+
+    /// The policy's name (a tier's name, `user` or `endpoint`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `RateLimit-Policy` field value.
+    pub fn policy_field(&self) -> &str {
+        &self.field
+    }
+
+    /// The `RateLimit-Policy` field as a header value (`None` if it is not one: never for
+    /// a validated tier name).
+    #[cfg(feature = "http")]
+    pub fn policy_header(&self) -> Option<&http::HeaderValue> {
+        self.header.as_ref()
+    }
+}
+
+/// A window's period in a policy item's name: `1s`, `60s`, `500ms`.
+pub(crate) struct WindowLabel(pub(crate) u64);
+
+impl std::fmt::Display for WindowLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_multiple_of(1_000_000) {
+            write!(f, "{}s", self.0 / 1_000_000)
+        } else {
+            write!(f, "{}ms", self.0 / 1_000)
+        }
+    }
+}
 
 /// What a mode adds to a response the limiter decided on (admitted, or refused with the
 /// backend's per-window detail): HTTP mode writes the IETF `RateLimit` fields.
@@ -23,7 +108,7 @@ pub trait Decorate<Res>: Clone + Send + Sync + 'static {
     const WANTS_DECISION: bool = false;
 
     /// Adds the decision's fields to `response`.
-    fn decorate(&self, response: Res, _decision: &Decision, _policy: &str) -> Res {
+    fn decorate(&self, response: Res, _decision: &Decision, _policy: &PolicyLabel) -> Res {
         response
     }
 }
@@ -59,7 +144,7 @@ where
             rejection
                 .decision
                 .as_deref()
-                .map(|d| (*d, rejection.policy.clone()))
+                .map(|d| (*d, PolicyLabel::for_decision(&rejection.policy, d)))
         } else {
             None
         };

@@ -210,8 +210,12 @@ where
         }
         match decided {
             Ok(decision) => {
-                let detail = R::WANTS_DECISION
-                    .then(|| (decision, shared.limiter.policy_name(resolved.policy)));
+                let detail = R::WANTS_DECISION.then(|| {
+                    (
+                        decision,
+                        shared.limiter.policy_label(resolved.policy, &decision),
+                    )
+                });
                 ResponseFuture::calling(self.inner.call(request), detail, respond)
             }
             Err(rejection) => match (shared.max_wait, rejection.retry_after) {

@@ -3,12 +3,14 @@
 use reliability_core::error::ConfigError;
 
 use crate::quota::Quota;
+use crate::respond::PolicyLabel;
 
 /// One named tier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tier {
     name: String,
     quota: Quota,
+    label: PolicyLabel,
 }
 
 impl Tier {
@@ -20,7 +22,8 @@ impl Tier {
     pub fn new(name: impl Into<String>, quota: Quota) -> Result<Self, ConfigError> {
         let name = name.into();
         validate_name(&name)?;
-        Ok(Self { name, quota })
+        let label = PolicyLabel::new(&name, &quota);
+        Ok(Self { name, quota, label })
     }
     /// The name.
     pub fn name(&self) -> &str {
@@ -29,6 +32,10 @@ impl Tier {
     /// The quota.
     pub fn quota(&self) -> &Quota {
         &self.quota
+    }
+    /// Its policy label (name and `RateLimit-Policy` value), built once.
+    pub fn label(&self) -> &PolicyLabel {
+        &self.label
     }
 }
 

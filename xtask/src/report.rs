@@ -71,6 +71,12 @@ const BENCHES: &[Bench] = &[
         features: "metrics",
         filter: "",
     },
+    Bench {
+        package: "ratelimit-layer",
+        bench: "ratelimit",
+        features: "",
+        filter: "^global_key/",
+    },
 ];
 
 /// How a row is judged.
@@ -169,6 +175,20 @@ const ROWS: &[Row] = &[
         baseline: "metrics_overhead/l1_hit_no_recorder",
         per_call: "as the breaker row",
         goal: Goal::ExtraNs(15.0),
+    },
+    Row {
+        what: "rate limiter, one hot key (the global key) on 2 threads vs 1 (≤ 0.625× = scales ≥ 1.6×)",
+        ours: "global_key/two_threads",
+        baseline: "global_key/one_thread",
+        per_call: "both: the whole limiter path per decision (rule look-up under a shared lock, one window under the key's shard mutex, the usage count under a shared lock with an atomic add, one clock read); the same decisions split over two threads. The key's own decision is one critical section, so two threads on it share its cache lines",
+        goal: Goal::Ratio(0.625),
+    },
+    Row {
+        what: "rate limiter, two keys on 2 threads vs one key on 1",
+        ours: "global_key/two_threads_two_keys",
+        baseline: "global_key/one_thread",
+        per_call: "as the row above, each thread on a key of its own: nothing in the process is shared by the two",
+        goal: Goal::Ratio(0.625),
     },
     Row {
         what: "rate-limit decision, metrics recorded",

@@ -35,6 +35,7 @@ use crate::backend::{Backend, BackendUnavailable, Pending};
 use crate::error::{RateLimited, Reason};
 use crate::key::Subject;
 use crate::quota::{Decision, Mode, Quota};
+use crate::respond::PolicyLabel;
 use crate::tier::TierTable;
 
 pub use self::builder::RateLimiterBuilder;
@@ -227,7 +228,17 @@ impl RateLimiter {
         self.begin(subject, Mode::Peek).1.await
     }
 
-    /// The display name of a policy (tier name, `user` or `endpoint`).
+    /// The label of `policy` for a decision made under it: a tier's prebuilt one, or one
+    /// built from the decision for a custom user or endpoint limit.
+    pub fn policy_label(&self, policy: Policy, decision: &Decision) -> PolicyLabel {
+        match policy {
+            Policy::Tier(i) => self.inner.tiers.load().get(i).label().clone(),
+            Policy::User => PolicyLabel::for_decision("user", decision),
+            Policy::Endpoint => PolicyLabel::for_decision("endpoint", decision),
+        }
+    }
+
+    /// The name of `policy` (a tier's name, `user` or `endpoint`).
     pub fn policy_name(&self, policy: Policy) -> String {
         match policy {
             Policy::Tier(i) => self.inner.tiers.load().get(i).name().to_owned(),
