@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod answer;
+pub mod backoff;
 #[cfg(feature = "test-util")]
 pub mod captured;
 pub mod classify;

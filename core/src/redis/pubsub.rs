@@ -45,6 +45,8 @@ use redis::cluster_async::ClusterConnection;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
+use crate::backoff::{Backoff, unit_draw};
+
 use super::{RedisConfig, RedisConnection, RedisSetupError};
 
 /// One thing a [`Subscription`] saw.
@@ -78,7 +80,7 @@ pub struct Subscription {
 /// it does when a command fails; a connection that only listens sends none, so after its
 /// shard's master dies it would wait for that node forever. On every lost connection this
 /// task sends `SSUBSCRIBE` again (idempotent on the server), with capped exponential
-/// back-off: the first attempts fail on the dead node and make the client refresh its
+/// back-off and jitter: the first attempts fail on the dead node and make the client refresh its
 /// slots, a later one lands on the promoted replica.
 struct Repair {
     kick: Arc<Notify>,
@@ -100,13 +102,13 @@ fn repair(mut conn: ClusterConnection, channels: Vec<String>) -> Repair {
     let task = tokio::spawn(async move {
         loop {
             kicked.notified().await;
-            let mut delay = REPAIR_FIRST;
+            let mut backoff = Backoff::new(REPAIR_FIRST, REPAIR_MAX);
             'attempt: loop {
+                let delay = backoff.next_delay(unit_draw());
                 tokio::time::sleep(delay).await;
                 for channel in &channels {
                     if let Err(error) = conn.ssubscribe(channel).await {
                         tracing::debug!(channel, %error, ?delay, "sharded resubscription failed: retrying");
-                        delay = (delay * 2).min(REPAIR_MAX);
                         continue 'attempt;
                     }
                 }

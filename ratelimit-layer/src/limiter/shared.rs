@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use reliability_core::backoff::{Backoff, unit_draw};
 use tokio::sync::watch;
 
 use super::rules::UserRule;
@@ -282,7 +283,7 @@ impl RateLimiter {
 
 /// Applies other instances' changes to this limiter until it is dropped.
 async fn listen(weak: Weak<Inner>, store: Arc<dyn ControlStore>, mut stop: watch::Receiver<()>) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let stream = tokio::select! {
             s = store.changes() => s,
@@ -295,14 +296,13 @@ async fn listen(weak: Weak<Inner>, store: Arc<dyn ControlStore>, mut stop: watch
                     RateLimiter { inner }.control_failed("subscribing to changes", &e);
                 }
                 tokio::select! {
-                    () = tokio::time::sleep(backoff) => {}
+                    () = tokio::time::sleep(backoff.next_delay(unit_draw())) => {}
                     _ = stop.changed() => return,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         match weak.upgrade() {
             // Subscribed: anything cached before may be out of date.
             Some(inner) => resync(&RateLimiter { inner }).await,
