@@ -84,3 +84,53 @@ impl StdError for SharedError {
         Some(&**self.inner)
     }
 }
+
+/// What [`CacheHandle::flush`](crate::CacheHandle::flush) or
+/// [`CacheHandle::shutdown`](crate::CacheHandle::shutdown) could not write: one entry per
+/// lower tier that fell short, nearest tier first.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cache not fully flushed: {}", list(.tiers))]
+pub struct FlushError {
+    /// The tiers that fell short, and how.
+    pub tiers: Vec<TierFlushError>,
+}
+
+fn list(tiers: &[TierFlushError]) -> String {
+    tiers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// How one lower tier (`"l2"`, `"l3"`) fell short of a flush.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TierFlushError {
+    /// Everything queued before the call was carried out, but `lost` writes or
+    /// invalidations were lost since the previous flush: they failed in the tier (Redis
+    /// unreachable, a disk error) or were dropped from a full queue. Each is also counted
+    /// in [`CacheStats`](crate::CacheStats) (`l2_errors`, `l2_queue_overflow`, ...).
+    #[error("{tier}: {lost} writes lost since the previous flush (failed or dropped)")]
+    Lost {
+        /// The tier.
+        tier: &'static str,
+        /// Writes and invalidations lost.
+        lost: u64,
+    },
+    /// The deadline passed first: `pending` operations were still queued.
+    #[error("{tier}: deadline passed with {pending} writes still queued")]
+    Deadline {
+        /// The tier.
+        tier: &'static str,
+        /// Operations still queued at the deadline (lost if the cache then stops).
+        pending: usize,
+    },
+    /// The tier's background writer is not running: it was shut down, or the tokio
+    /// runtime it ran on is gone. Whatever it had queued is lost.
+    #[error("{tier}: its background writer has stopped")]
+    Stopped {
+        /// The tier.
+        tier: &'static str,
+    },
+}

@@ -1,8 +1,12 @@
 //! [`CacheHandle`]: invalidation, explicit writes, hot keys and metrics of a cache.
 
 use std::fmt;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures_util::future::{Either, select};
+use tokio::sync::watch;
 
 use reliability_core::health::{
     CacheSnapshot, ComponentDetail, ComponentHealth, HealthSource, HealthStatus, ratio,
@@ -10,7 +14,7 @@ use reliability_core::health::{
 
 use crate::backend::Invalidation;
 use crate::engine::Engine;
-use crate::error::PutError;
+use crate::error::{FlushError, PutError, TierFlushError};
 use crate::freshness::Phase;
 use crate::metrics::read;
 
@@ -241,6 +245,71 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
         }
     }
 
+    /// Resolves once every write and invalidation queued before the call (write-behind
+    /// stores, [`put`](Self::put), invalidations and their pub/sub announcements,
+    /// [`save_hot_keys`](Self::save_hot_keys)) has reached L2 and L3, or failed there: a
+    /// marker goes through each tier's queue behind them and comes back. `Ok` at once
+    /// without lower tiers.
+    ///
+    /// `Err` lists each tier that fell short: writes lost (failed, or dropped from a full
+    /// queue) since the previous flush ([`TierFlushError::Lost`]), or a writer that is not
+    /// running ([`TierFlushError::Stopped`]: shut down, or its tokio runtime is gone). On
+    /// L3 everything flushed is committed, hence survives a crash. Not bounded in time:
+    /// a hung Redis delays it; [`shutdown`](Self::shutdown) takes a deadline. Runs on any
+    /// executor.
+    pub async fn flush(&self) -> Result<(), FlushError> {
+        let flushes = self.engine.lower.iter().map(|tier| tier.flush());
+        let tiers: Vec<_> = futures_util::future::join_all(flushes)
+            .await
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if tiers.is_empty() {
+            Ok(())
+        } else {
+            Err(FlushError { tiers })
+        }
+    }
+
+    /// [`flush`](Self::flush)es, then stops the cache's background work (the L2 writer
+    /// and pub/sub subscriber tasks, the L3 writer thread), all within `deadline`.
+    /// Returns at the latest at `deadline` (plus scheduling), whether or not Redis or the
+    /// disk answers; [`TierFlushError::Deadline`] says how many operations each tier still
+    /// held then, and they are dropped. The cache goes on serving from L1 (and reading
+    /// L2 and L3), but writes to L2 and L3 made afterwards are dropped and counted as queue
+    /// overflow, and no more invalidations arrive from other instances. Calling it again
+    /// returns [`TierFlushError::Stopped`]. Runs on any executor (the deadline is kept by
+    /// a short-lived thread, not by tokio's timer).
+    pub async fn shutdown(&self, deadline: Duration) -> Result<(), FlushError> {
+        let timer = Timer::after(deadline);
+        let flushes = self.engine.lower.iter().map(|tier| {
+            let timer = &timer;
+            async move {
+                match select(tier.flush(), pin!(timer.wait())).await {
+                    Either::Left((r, _)) => r.err(),
+                    Either::Right(_) => Some(TierFlushError::Deadline {
+                        tier: tier.level(),
+                        pending: tier.pending(),
+                    }),
+                }
+            }
+        });
+        let tiers: Vec<_> = futures_util::future::join_all(flushes)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        let stops = futures_util::future::join_all(self.engine.lower.iter().map(|t| t.stop()));
+        // Stopping is immediate (tasks aborted; the thread ends after the operation it is
+        // in): the wait is bounded by the deadline all the same.
+        let _ = select(stops, pin!(timer.wait())).await;
+        if tiers.is_empty() {
+            Ok(())
+        } else {
+            Err(FlushError { tiers })
+        }
+    }
+
     /// The health snapshot's figures.
     pub fn snapshot(&self) -> CacheSnapshot {
         use crate::backend::Tier;
@@ -258,6 +327,40 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
             rejected_too_large: s.rejected_too_large,
             hit_rate: ratio(s.hits, s.hits + s.misses),
         }
+    }
+}
+
+/// A deadline kept by a thread that sleeps until it (or until the timer is dropped), so
+/// that [`CacheHandle::shutdown`] needs neither a tokio runtime nor its time driver.
+struct Timer {
+    fired: watch::Receiver<()>,
+    /// Dropped with the timer: wakes the thread, which then ends at once.
+    _cancel: std::sync::mpsc::Sender<()>,
+}
+
+impl Timer {
+    fn after(deadline: Duration) -> Self {
+        let (fire, fired) = watch::channel(());
+        let (cancel, cancelled) = std::sync::mpsc::channel::<()>();
+        // Should the thread not start, the closure (and `fire`) is dropped: the deadline
+        // is then already past, and shutdown only stops.
+        let _ = std::thread::Builder::new()
+            .name("cache-shutdown".to_owned())
+            .spawn(move || {
+                let _ = cancelled.recv_timeout(deadline);
+                drop(fire);
+            });
+        Self {
+            fired,
+            _cancel: cancel,
+        }
+    }
+
+    /// Resolves once the deadline has passed.
+    async fn wait(&self) {
+        let mut fired = self.fired.clone();
+        // Nothing is ever sent: this ends when the thread drops the sender.
+        while fired.changed().await.is_ok() {}
     }
 }
 

@@ -21,7 +21,7 @@ pub mod validation;
 
 pub use config::{AdaptiveConfig, CacheConfig, EvictionPolicy, ValidationMode, WritePolicy};
 pub use engine::{Directive, StoreAction};
-pub use error::{InvalidKey, PutError, SharedError, ValueTooLarge};
+pub use error::{FlushError, InvalidKey, PutError, SharedError, TierFlushError, ValueTooLarge};
 pub use future::ResponseFuture;
 pub use handle::{CacheHandle, CacheStats};
 pub use layer::{CacheKey, CacheLayer, CacheLayerBuilder};

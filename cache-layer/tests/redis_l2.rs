@@ -630,3 +630,208 @@ async fn cluster_invalidations_are_sharded_and_evict_the_others_l1_within_100ms(
     // Every eviction came from a message: none from a resynchronising flush.
     assert_eq!(hb.stats().pubsub_resyncs, 0);
 }
+
+/// How many of `keys` (user keys, at `probe`'s generation) exist in Redis, read directly.
+async fn existing(config: &RedisConfig, probe: &RedisTier, keys: &[String]) -> i64 {
+    let mut conn = config.connect().await.unwrap();
+    let names: Vec<String> = keys.iter().map(|k| probe.redis_key(k)).collect();
+    redis::cmd("EXISTS")
+        .arg(&names)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A cache with L2 on `config` and its handle (built in the current runtime).
+async fn l2_cache(config: &RedisConfig) -> (CacheLayer<Key, u64>, CacheHandle<u64>) {
+    let tier = RedisTier::connect(config).await.unwrap();
+    let layer = CacheLayer::builder(key as Key)
+        .ttl(secs(60))
+        .l2(tier, u64_codec())
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    (layer, handle)
+}
+
+#[tokio::test]
+async fn flush_returns_once_every_queued_write_is_in_redis() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t12");
+    let (_layer, handle) = l2_cache(&config).await;
+    let probe = RedisTier::connect(&config).await.unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        handle.put(k, i as u64).unwrap();
+    }
+    handle.invalidate("k0");
+    handle.flush().await.unwrap();
+    // Right after the flush, not eventually.
+    assert_eq!(
+        existing(&config, &probe, &keys).await,
+        499,
+        "every put, and the invalidation, reached Redis"
+    );
+    assert_eq!(
+        handle.stats().pubsub_published,
+        501,
+        "and every announcement"
+    );
+    handle.shutdown(secs(5)).await.unwrap();
+    // Stopped: later writes are dropped and counted, flush says the writer is gone.
+    handle.put("late", 1).unwrap();
+    assert_eq!(handle.stats().l2_queue_overflow, 1);
+    let err = handle.flush().await.unwrap_err();
+    assert_eq!(
+        err.tiers,
+        vec![cache_layer::TierFlushError::Stopped { tier: "l2" }]
+    );
+    assert!(
+        within(secs(5), || async { subscribers(&config).await == 0 })
+            .await
+            .is_some(),
+        "the subscriber stopped at shutdown"
+    );
+}
+
+/// A current-thread runtime with I/O and time, built by hand.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn caches_with_l2_in_two_runtimes_one_after_the_other_both_work() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let config = server.config().key_prefix("t13");
+    // Built, used and dropped in a first runtime; a second cache built there outlives it.
+    let first = runtime();
+    let outlived = first.block_on(async {
+        let (_layer, handle) = l2_cache(&config).await;
+        let probe = RedisTier::connect(&config).await.unwrap();
+        handle.put("a", 1).unwrap();
+        handle.flush().await.unwrap();
+        assert_eq!(existing(&config, &probe, &["a".to_owned()]).await, 1);
+        l2_cache(&config).await.1
+    });
+    drop(first);
+    // Built outside any runtime, a cache with L2 is a typed error, not a panic.
+    let tier = runtime().block_on(RedisTier::connect(&config)).unwrap();
+    let outside = CacheLayer::builder(key as Key)
+        .l2(tier, u64_codec())
+        .build();
+    assert!(outside.is_err(), "L2 outside a runtime is refused");
+    let second = runtime();
+    second.block_on(async {
+        let (_layer, a) = l2_cache(&config).await;
+        let (_layer_b, b) = l2_cache(&config).await;
+        let probe = RedisTier::connect(&config).await.unwrap();
+        // The writer runs in this runtime...
+        a.put("b", 2).unwrap();
+        a.flush().await.unwrap();
+        assert_eq!(existing(&config, &probe, &["b".to_owned()]).await, 1);
+        // ...and so does the subscriber: b's write evicts a's L1 copy.
+        assert!(
+            within(secs(10), || async { subscribers(&config).await >= 2 })
+                .await
+                .is_some(),
+            "both subscribed in the second runtime"
+        );
+        assert_eq!(a.peek("b"), Some(2));
+        b.put("b", 3).unwrap();
+        b.flush().await.unwrap();
+        assert!(
+            within(secs(2), || async { a.peek("b").is_none() })
+                .await
+                .is_some(),
+            "evicted over pub/sub"
+        );
+        // The cache whose runtime is gone: no hang, no panic, a typed answer.
+        let started = Instant::now();
+        outlived.put("c", 3).unwrap();
+        assert_eq!(
+            outlived.flush().await.unwrap_err().tiers,
+            vec![cache_layer::TierFlushError::Stopped { tier: "l2" }]
+        );
+        assert!(outlived.shutdown(secs(1)).await.is_err());
+        assert!(started.elapsed() < secs(1));
+        a.shutdown(secs(5)).await.unwrap();
+        b.shutdown(secs(5)).await.unwrap();
+    });
+}
+
+/// The `process_id` Redis reports.
+async fn redis_pid(config: &RedisConfig) -> String {
+    let mut conn = config.connect().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn signal(pid: &str, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[tokio::test]
+async fn shutdown_with_a_dead_redis_returns_within_its_deadline() {
+    let Some(mut server) = RedisServer::start() else {
+        return;
+    };
+    // Hung (SIGSTOP): commands wait for their response timeout, longer than the deadline.
+    let config = server.config().key_prefix("t14").response_timeout(secs(5));
+    let pid = redis_pid(&config).await;
+    let (_layer, handle) = l2_cache(&config).await;
+    signal(&pid, "-STOP");
+    for i in 0..100 {
+        handle.put(&format!("k{i}"), i).unwrap();
+    }
+    let deadline = Duration::from_millis(300);
+    let started = Instant::now();
+    let r = handle.shutdown(deadline).await;
+    let took = started.elapsed();
+    signal(&pid, "-CONT");
+    assert!(
+        took < deadline + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    let err = r.unwrap_err();
+    assert!(
+        matches!(err.tiers[..], [cache_layer::TierFlushError::Deadline { tier: "l2", pending }] if pending >= 99),
+        "{err}"
+    );
+
+    // Killed: commands fail (or wait to connect); either way within the deadline.
+    let config = server.config().key_prefix("t15");
+    let (_layer, handle) = l2_cache(&config).await;
+    server.stop();
+    for i in 0..100 {
+        handle.put(&format!("k{i}"), i).unwrap();
+    }
+    let deadline = secs(1);
+    let started = Instant::now();
+    let r = handle.shutdown(deadline).await;
+    let took = started.elapsed();
+    assert!(
+        took < deadline + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    assert!(r.is_err(), "nothing reached Redis: {r:?}");
+}

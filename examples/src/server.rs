@@ -37,8 +37,9 @@ use reliability::admin::Admin;
 use reliability::admin::prometheus::{self, RecorderTaken};
 use reliability::breaker::{FleetError, FleetLink};
 use reliability::cache::CacheHandle;
+use reliability::cache::backend::disk::DiskTier;
 use reliability::cache::backend::redis::RedisTier;
-use reliability::cache::http::HttpCacheLayer;
+use reliability::cache::http::{CachedResponse, HttpCacheLayer};
 use reliability::config::{Settings, SettingsError, SourceKind};
 use reliability::core::classify::ErrorClassifier;
 use reliability::core::error::ConfigError;
@@ -65,6 +66,29 @@ pub struct ServerConfig {
     /// What a fleet of servers on one Redis shares beyond limits and caches.
     #[serde(default)]
     pub fleet: FleetSettings,
+    /// An L3 tier on disk for the route caches (`--disk DIR` sets `dir`).
+    #[serde(default)]
+    pub disk: DiskSettings,
+}
+
+/// The `[disk]` table: a disk tier under each route cache, so a restart starts warm.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskSettings {
+    /// The directory of the stores (`<dir>/<route>.redb`, created if missing); none: no
+    /// disk tier.
+    pub dir: Option<std::path::PathBuf>,
+    /// The most each route's store holds, in MiB (1 to 65,536).
+    pub max_mib: u64,
+}
+
+impl Default for DiskSettings {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            max_mib: 256,
+        }
+    }
 }
 
 /// The `[fleet]` table: opt-in sharing between the servers on one Redis.
@@ -107,6 +131,14 @@ pub enum StartError {
     /// Redis could not be reached or configured.
     #[error("redis: {0}")]
     Redis(#[from] RedisSetupError),
+    /// A disk store could not be opened (`[disk]`, `--disk`).
+    #[error("disk tier {path}: {message}")]
+    Disk {
+        /// The store's path.
+        path: String,
+        /// Why.
+        message: String,
+    },
     /// A breaker could not join its fleet (`[fleet] share_breakers`).
     #[error("breaker fleet: {0}")]
     Fleet(#[from] FleetError),
@@ -151,6 +183,8 @@ pub struct App {
     pub limiter: RateLimiter,
     /// The SLA monitors.
     pub registry: SlaRegistry,
+    /// The route caches (CEX, DEX, social), for the drain.
+    pub caches: Arc<Vec<CacheHandle<CachedResponse>>>,
     /// The breakers' fleet links (`[fleet] share_breakers` on Redis); dropping the last
     /// `App` clone unlinks them.
     pub fleet: Arc<Vec<FleetLink>>,
@@ -254,6 +288,7 @@ fn assemble(
         social: client(SourceKind::Social)?,
         limiter,
         registry: registry.clone(),
+        caches: Arc::default(),
         fleet: Arc::default(),
     };
     let accounts = Arc::new(accounts);
@@ -274,16 +309,28 @@ fn assemble(
     });
 
     let mut tiers = l2.map(Vec::into_iter);
-    let mut cache = |kind: SourceKind| -> Result<HttpCacheLayer, ConfigError> {
-        match tiers.as_mut().and_then(Iterator::next) {
-            None => preset(kind).http_cache_layer(),
-            // The preset's cache settings, plus the shared tier.
-            Some(tier) => preset(kind)
-                .http_cache_builder()
-                .l2(tier, None)
-                .build()
-                .map_err(|e| e.within("cache")),
+    let disk = &config.disk;
+    if !(1..=65_536).contains(&disk.max_mib) {
+        return Err(ConfigError::out_of_range("disk.max_mib", "[1, 65536]", disk.max_mib).into());
+    }
+    let mut cache = |kind: SourceKind| -> Result<HttpCacheLayer, StartError> {
+        // The preset's cache settings, plus the shared tier and the disk tier.
+        let mut builder = preset(kind).http_cache_builder();
+        if let Some(tier) = tiers.as_mut().and_then(Iterator::next) {
+            builder = builder.l2(tier, None);
         }
+        if let Some(dir) = &disk.dir {
+            let path = dir.join(format!("{}.redb", kind.as_str()));
+            let failed = |message: String| StartError::Disk {
+                path: path.display().to_string(),
+                message,
+            };
+            std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+            let tier =
+                DiskTier::open(&path, disk.max_mib << 20).map_err(|e| failed(e.to_string()))?;
+            builder = builder.l3(tier);
+        }
+        Ok(builder.build().map_err(|e| e.within("cache"))?)
     };
     let cex_cache = cache(SourceKind::Cex)?;
     let dex_cache = cache(SourceKind::Dex)?;
@@ -293,6 +340,8 @@ fn assemble(
         dex_cache.handle(),
         social_cache.handle(),
     ];
+    let mut app = app;
+    app.caches = Arc::new(caches.to_vec());
 
     let api = axum::Router::new()
         .route(
@@ -409,6 +458,11 @@ impl App {
     pub async fn drain(&self, deadline: Duration) -> Vec<String> {
         let mut failed = Vec::new();
         let work = async {
+            for (cache, route) in self.caches.iter().zip(ROUTES) {
+                if let Err(e) = cache.shutdown(deadline).await {
+                    failed.push(format!("{} cache: {e}", route.as_str()));
+                }
+            }
             if let Err(e) = self.limiter.flush_usage().await {
                 failed.push(format!("rate-limit usage: {e}"));
             }

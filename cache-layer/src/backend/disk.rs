@@ -43,6 +43,8 @@ pub struct DiskTier {
     pub(crate) metrics: LevelMetrics,
     /// Corrupt entries found and dropped.
     pub(crate) corrupt: AtomicU64,
+    /// Where an unreadable file found at open was moved, if one was.
+    set_aside: Option<PathBuf>,
 }
 
 impl fmt::Debug for DiskTier {
@@ -74,7 +76,7 @@ impl DiskTier {
     /// new one started (counted as one corrupt entry).
     pub fn open(path: impl AsRef<Path>, max_bytes: u64) -> Result<Self, TierError> {
         let path = path.as_ref().to_owned();
-        let mut set_aside = 0;
+        let mut set_aside = None;
         let db = match Database::create(&path) {
             Ok(db) => db,
             Err(e @ redb::DatabaseError::DatabaseAlreadyOpen) => return Err(err(e)),
@@ -83,8 +85,9 @@ impl DiskTier {
                 // open (commits are atomic afterwards). A cache may start afresh: the
                 // unreadable file is kept aside for inspection, never read from.
                 tracing::warn!(error = %e, path = %path.display(), "unreadable disk cache set aside");
-                std::fs::rename(&path, path.with_extension("unreadable")).map_err(err)?;
-                set_aside = 1;
+                let aside = path.with_extension("unreadable");
+                std::fs::rename(&path, &aside).map_err(err)?;
+                set_aside = Some(aside);
                 Database::create(&path).map_err(err)?
             }
         };
@@ -97,6 +100,7 @@ impl DiskTier {
             compress_above: 1024,
             metrics: LevelMetrics::default(),
             corrupt: AtomicU64::new(0),
+            set_aside,
         };
         let tx = tier.db.begin_write().map_err(err)?;
         {
@@ -117,7 +121,8 @@ impl DiskTier {
                 .map_err(err)?;
             tier.live_bytes.store(bytes, Ordering::Relaxed);
             tier.entries.store(count, Ordering::Relaxed);
-            tier.corrupt.store(corrupt + set_aside, Ordering::Relaxed);
+            let aside = u64::from(tier.set_aside.is_some());
+            tier.corrupt.store(corrupt + aside, Ordering::Relaxed);
         }
         tx.commit().map_err(err)?;
         Ok(tier)
@@ -126,6 +131,13 @@ impl DiskTier {
     /// Bytes of live entries.
     pub fn live_bytes(&self) -> u64 {
         self.live_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Where [`open`](Self::open) moved the file it found at its path because redb could
+    /// not open it (`<path>.unreadable`): `Some` means every entry the store held was set
+    /// aside and this store started empty. `None` when the file opened (or was new).
+    pub fn set_aside(&self) -> Option<&Path> {
+        self.set_aside.as_deref()
     }
 
     /// Corrupt entries dropped since open (those found on open included).

@@ -53,6 +53,8 @@ impl HttpCacheLayer {
             invalid_vary: None,
             #[cfg(feature = "redis")]
             l2: None,
+            #[cfg(feature = "disk")]
+            l3: None,
         }
     }
 
@@ -90,6 +92,8 @@ pub struct HttpCacheLayerBuilder {
     invalid_vary: Option<String>,
     #[cfg(feature = "redis")]
     l2: Option<(crate::backend::redis::RedisTier, Option<Duration>)>,
+    #[cfg(feature = "disk")]
+    l3: Option<crate::backend::disk::DiskTier>,
 }
 
 impl fmt::Debug for HttpCacheLayerBuilder {
@@ -189,6 +193,14 @@ impl HttpCacheLayerBuilder {
         self
     }
 
+    /// Adds a disk tier as L3 for responses ([`ResponseCodec`](super::ResponseCodec)): read
+    /// on L1/L2 misses, written behind on its own thread, kept across restarts.
+    #[cfg(feature = "disk")]
+    pub fn l3(mut self, tier: crate::backend::disk::DiskTier) -> Self {
+        self.l3 = Some(tier);
+        self
+    }
+
     /// Validates and builds.
     pub fn build(self) -> Result<HttpCacheLayer, ConfigError> {
         if let Some(bad) = self.invalid_vary {
@@ -231,6 +243,10 @@ impl HttpCacheLayerBuilder {
             if let Some(ttl) = lock {
                 b = b.distributed_single_flight(ttl);
             }
+        }
+        #[cfg(feature = "disk")]
+        if let Some(tier) = self.l3 {
+            b = b.l3(tier, super::ResponseCodec);
         }
         Ok(HttpCacheLayer {
             cache: b.build()?,

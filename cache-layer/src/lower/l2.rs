@@ -25,12 +25,16 @@
 //! subscription comes back, the instance **flushes its whole L1** and re-reads the
 //! generation, so it can only serve what L2 holds now.
 //!
-//! The subscriber task lives exactly as long as the cache: it stops as soon as the engine
-//! (the sole owner of this tier) is dropped, through a channel closed by that drop, with
-//! no periodic wake-up while all is quiet. The subscription reconnects and resubscribes
+//! The writer and subscriber tasks run on the runtime the cache was built in, and live
+//! exactly as long as the cache, or until [`stop`](LowerTier::stop) (shutdown) aborts
+//! them: the writer ends when its queue's sender, owned by this tier, is dropped with the
+//! engine (after draining what was queued), and the subscriber as soon as the engine is
+//! dropped, through a channel closed by that drop, with no periodic wake-up while all is
+//! quiet. A flush marker sent through the queue behind the writes comes back once they are
+//! done; if the runtime is gone, so is the writer, and a flush says so. The subscription reconnects and resubscribes
 //! by itself; only a first `SUBSCRIBE` (at start, or if a subscription ever ends for
 //! good) is retried here, with jittered exponential back-off
-//! ([`backoff`](super::backoff)).
+//! ([`reliability_core::backoff`]).
 
 use std::future::Future;
 use std::pin::pin;
@@ -43,14 +47,16 @@ use futures_util::future::{BoxFuture, Either, select};
 use reliability_core::error::ConfigError;
 use reliability_core::health::CacheLevelSnapshot;
 use reliability_core::redis::pubsub::{Event, Subscription};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 
-use super::backoff::Backoff;
+use reliability_core::backoff::Backoff;
 use super::{FlightLock, LowerTier};
 use crate::backend::redis::RedisTier;
 use crate::backend::{EntryMeta, Invalidation, Stored, Tier, TierError};
 use crate::codec::Codec;
 use crate::engine::Engine;
+use crate::error::TierFlushError;
 use crate::handle::CacheStats;
 use crate::metrics::facade::Invalidations;
 use crate::metrics::read;
@@ -71,6 +77,8 @@ enum Op {
         notify: bool,
     },
     Invalidate(Invalidation),
+    /// Answered once everything queued before it is done.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The pub/sub counters.
@@ -103,6 +111,14 @@ pub(crate) struct RedisL2<V> {
     codec: Arc<dyn Codec<V>>,
     queue: mpsc::Sender<Op>,
     queue_overflow: AtomicU64,
+    /// Operations the writer carried out and that failed (SET, invalidation, publish).
+    failed: Arc<AtomicU64>,
+    /// Failures and overflows already reported by a flush.
+    reported: AtomicU64,
+    /// Set by `stop`: later writes are dropped and counted as overflow.
+    stopped: std::sync::atomic::AtomicBool,
+    /// The writer and subscriber tasks, until `stop` takes them.
+    tasks: parking_lot::Mutex<Vec<JoinHandle<()>>>,
     coherence: Arc<Coherence>,
     /// Where the subscriber runs once the engine exists (the runtime the cache was built
     /// in).
@@ -129,13 +145,18 @@ impl<V: 'static> RedisL2<V> {
             ..Coherence::default()
         });
         let (queue, rx) = mpsc::channel(QUEUE);
-        // Ends when the cache (the only sender) is dropped.
-        runtime.spawn(writer(tier.clone(), rx, coherence.clone()));
+        let failed = Arc::new(AtomicU64::new(0));
+        // Ends when the cache (the only sender) is dropped, or at `stop`.
+        let writer = runtime.spawn(writer(tier.clone(), rx, coherence.clone(), failed.clone()));
         Ok(Self {
             tier,
             codec,
             queue,
             queue_overflow: AtomicU64::new(0),
+            failed,
+            reported: AtomicU64::new(0),
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            tasks: parking_lot::Mutex::new(vec![writer]),
             coherence,
             runtime,
             cache_dropped: watch::Sender::new(()),
@@ -152,7 +173,7 @@ impl<V: 'static> RedisL2<V> {
     }
 
     fn enqueue(&self, op: Op) {
-        if self.queue.try_send(op).is_err() {
+        if self.stopped.load(Ordering::Acquire) || self.queue.try_send(op).is_err() {
             self.queue_overflow.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -194,12 +215,50 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for RedisL2<V> {
     }
 
     fn attach(&self, engine: &Arc<Engine<V>>) {
-        self.runtime.spawn(subscriber(
+        let task = self.runtime.spawn(subscriber(
             Arc::downgrade(engine),
             self.tier.clone(),
             self.coherence.clone(),
             self.cache_dropped.subscribe(),
         ));
+        self.tasks.lock().push(task);
+    }
+
+    fn level(&self) -> &'static str {
+        "l2"
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), TierFlushError>> {
+        Box::pin(async move {
+            let (done, ack) = oneshot::channel();
+            // Waits for room rather than dropping the marker: the caller bounds the wait.
+            if self.stopped.load(Ordering::Acquire)
+                || self.queue.send(Op::Flush(done)).await.is_err()
+                || ack.await.is_err()
+            {
+                return Err(TierFlushError::Stopped { tier: "l2" });
+            }
+            let total = read(&self.failed) + read(&self.queue_overflow);
+            super::lost_since_flush("l2", total, &self.reported)
+        })
+    }
+
+    fn pending(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    fn stop(&self) -> BoxFuture<'_, ()> {
+        self.stopped.store(true, Ordering::Release);
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in &tasks {
+            task.abort();
+        }
+        Box::pin(async move {
+            for task in tasks {
+                // Cancelled (or already ended, or its runtime is gone): it has stopped.
+                let _ = task.await;
+            }
+        })
     }
 
     fn report(&self, s: &mut CacheStats) {
@@ -295,25 +354,46 @@ fn parse(msg: &str) -> Option<(u64, Invalidation, u64)> {
 }
 
 /// Drains the write queue into Redis until the cache is dropped.
-async fn writer(tier: Arc<RedisTier>, mut rx: mpsc::Receiver<Op>, coherence: Arc<Coherence>) {
+/// Counts each failed operation in `failed` (the tier counts its own errors too); answers
+/// flush markers in queue order.
+async fn writer(
+    tier: Arc<RedisTier>,
+    mut rx: mpsc::Receiver<Op>,
+    coherence: Arc<Coherence>,
+    failed: Arc<AtomicU64>,
+) {
+    let fail = || {
+        failed.fetch_add(1, Ordering::Relaxed);
+    };
     while let Some(op) = rx.recv().await {
         let msg = match op {
             Op::Set { key, entry, notify } => {
-                if tier.set_blob(&key, &entry).await.is_err() || !notify {
+                if tier.set_blob(&key, &entry).await.is_err() {
+                    fail();
+                    continue;
+                }
+                if !notify {
                     continue;
                 }
                 message(tier.instance, &Invalidation::Key(key), tier.generation())
             }
             Op::Invalidate(scope) => {
                 let Ok(generation) = tier.apply(&scope).await else {
+                    fail();
                     continue;
                 };
                 let g = generation.unwrap_or_else(|| tier.generation());
                 message(tier.instance, &scope, g)
             }
+            Op::Flush(done) => {
+                let _ = done.send(());
+                continue;
+            }
         };
         if tier.publish(&msg).await.is_ok() {
             coherence.sent();
+        } else {
+            fail();
         }
     }
 }

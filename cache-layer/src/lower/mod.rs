@@ -24,6 +24,7 @@ use tower_service::Service;
 use crate::backend::memory::{Entry, nanos};
 use crate::backend::{EntryMeta, Invalidation, Stored, TierError};
 use crate::engine::{Engine, Origin, Serving, decide};
+use crate::error::TierFlushError;
 use crate::freshness::Phase;
 use crate::future::{LowerFuture, spawn_refresh};
 use crate::handle::CacheStats;
@@ -32,7 +33,6 @@ use crate::singleflight::LeaderGuard;
 use crate::status::CacheStatus;
 
 #[cfg(feature = "redis")]
-mod backoff;
 #[cfg(feature = "redis")]
 pub(crate) mod l2;
 #[cfg(feature = "disk")]
@@ -85,6 +85,36 @@ pub(crate) trait LowerTier<V>: Send + Sync + 'static {
     /// The hot set a previous process kept here, if this tier keeps one.
     fn saved_hot_keys(&self) -> Option<Vec<String>> {
         None
+    }
+
+    /// The tier's name in errors and logs (`"l2"`, `"l3"`).
+    fn level(&self) -> &'static str;
+
+    /// Resolves once every write and invalidation queued before the call has been carried
+    /// out or has failed (a marker sent through the queue behind them comes back).
+    /// `Lost` reports what failed or overflowed since the previous flush.
+    fn flush(&self) -> BoxFuture<'_, Result<(), TierFlushError>>;
+
+    /// Operations queued now.
+    fn pending(&self) -> usize;
+
+    /// Stops the tier's background work now (what is still queued is dropped, and later
+    /// writes are counted as overflow) and resolves once it has ended.
+    fn stop(&self) -> BoxFuture<'_, ()>;
+}
+
+/// Failed and dropped operations not yet reported by a flush: `total` now, against the
+/// highest total a flush has reported (`reported`, raised to `total`).
+#[cfg(any(feature = "redis", feature = "disk"))]
+fn lost_since_flush(
+    tier: &'static str,
+    total: u64,
+    reported: &std::sync::atomic::AtomicU64,
+) -> Result<(), TierFlushError> {
+    let before = reported.fetch_max(total, std::sync::atomic::Ordering::AcqRel);
+    match total.saturating_sub(before) {
+        0 => Ok(()),
+        lost => Err(TierFlushError::Lost { tier, lost }),
     }
 }
 

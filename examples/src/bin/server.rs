@@ -16,6 +16,9 @@
 //! Either way tier assignments, custom limits, usage statistics and cache clears made
 //! through one server's admin router hold for all of them.
 //!
+//! `--disk DIR` puts a disk tier under each route cache (`DIR/<route>.redb`): a restart
+//! with the same directory starts warm.
+//!
 //! On SIGTERM or Ctrl-C the server stops accepting, lets the requests in flight finish
 //! (for at most `--drain`, 10 s by default), writes what is still queued (cache
 //! write-behind, usage counts) and exits 0; 1 if the drain deadline passed.
@@ -29,7 +32,7 @@ use examples::server::{
 use examples::upstream::Upstream;
 use reliability::core::redis::RedisConfig;
 
-const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] [--drain 10s] \
+const USAGE: &str = "usage: server [--addr 127.0.0.1:3000] [--config examples/server.toml] [--seed N] [--drain 10s] [--disk DIR] \
      [--redis redis://HOST:PORT | --redis-cluster redis://HOST:PORT,redis://HOST:PORT,...]";
 
 #[tokio::main]
@@ -46,6 +49,7 @@ async fn run() -> Result<(), String> {
     let mut seed = 42;
     let mut redis = None;
     let mut drain = Duration::from_secs(10);
+    let mut disk = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
@@ -57,6 +61,7 @@ async fn run() -> Result<(), String> {
                     std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
             }
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--disk" => disk = Some(std::path::PathBuf::from(value()?)),
             "--drain" => {
                 drain =
                     humantime::parse_duration(&value()?).map_err(|e| format!("--drain: {e}"))?;
@@ -74,7 +79,10 @@ async fn run() -> Result<(), String> {
             _ => return Err(USAGE.to_owned()),
         }
     }
-    let config = ServerConfig::parse(&config_text).map_err(|e| e.to_string())?;
+    let mut config = ServerConfig::parse(&config_text).map_err(|e| e.to_string())?;
+    if disk.is_some() {
+        config.disk.dir = disk;
+    }
     let token = std::env::var("ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
     let upstream = Upstream::new(seed);
     let (router, app) = match &redis {

@@ -28,6 +28,7 @@ pub struct Answer {
     pub body: String,
 }
 
+/// One request; fails the test if the connection fails or resets.
 pub async fn send(
     client: &HttpClient,
     addr: SocketAddr,
@@ -36,6 +37,20 @@ pub async fn send(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Answer {
+    try_send(client, addr, method, path, headers, body)
+        .await
+        .unwrap_or_else(|| panic!("{method} {path} on {addr}: no answer"))
+}
+
+/// One request; `None` if the connection fails, resets or the body breaks off.
+pub async fn try_send(
+    client: &HttpClient,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<Answer> {
     let mut req = http::Request::builder()
         .method(method)
         .uri(format!("http://{addr}{path}"))
@@ -46,7 +61,8 @@ pub async fn send(
     let res = client
         .request(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
         .await
-        .unwrap();
+        .map_err(|e| eprintln!("{method} {path} on {addr}: {e}"))
+        .ok()?;
     let status = res.status().as_u16();
     let cache_status = res
         .headers()
@@ -54,12 +70,12 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    Answer {
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    Some(Answer {
         status,
         cache_status,
         body: String::from_utf8_lossy(&body).into_owned(),
-    }
+    })
 }
 
 pub async fn get(client: &HttpClient, addr: SocketAddr, path: &str, key: (&str, &str)) -> Answer {
