@@ -50,7 +50,6 @@ use reliability_core::redis::pubsub::{Event, Subscription};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use reliability_core::backoff::Backoff;
 use super::{FlightLock, LowerTier};
 use crate::backend::redis::RedisTier;
 use crate::backend::{EntryMeta, Invalidation, Stored, Tier, TierError};
@@ -60,6 +59,7 @@ use crate::error::TierFlushError;
 use crate::handle::CacheStats;
 use crate::metrics::facade::Invalidations;
 use crate::metrics::read;
+use reliability_core::backoff::Backoff;
 
 /// Writes queued for Redis, at most.
 const QUEUE: usize = 10_000;
