@@ -184,9 +184,9 @@ async fn generic_mode_fails_with_a_final_typed_error() {
     assert_eq!(seen.allowed + seen.rejected, 0);
 }
 
-/// Records the message of every WARN event on this thread.
+/// Records the message of every WARN event, with the thread it came from.
 #[derive(Clone, Default)]
-struct Warnings(Arc<Mutex<Vec<String>>>);
+struct Warnings(Arc<Mutex<Vec<(std::thread::ThreadId, String)>>>);
 
 struct Message(String);
 
@@ -211,18 +211,28 @@ impl tracing::Subscriber for Warnings {
         if *event.metadata().level() == tracing::Level::WARN {
             let mut message = Message(String::new());
             event.record(&mut message);
-            self.0.lock().unwrap().push(message.0);
+            self.0
+                .lock()
+                .unwrap()
+                .push((std::thread::current().id(), message.0));
         }
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-// current_thread: the thread-local subscriber sees every request.
+// The subscriber is the process-wide default, installed once: a thread-local one races
+// with the other tests' threads over each callsite's cached interest. Only this test's
+// events count (current_thread: they all come from its thread).
 #[tokio::test(flavor = "current_thread")]
 async fn the_fix_is_logged_once_per_layer() {
-    let warnings = Warnings::default();
-    let _guard = tracing::subscriber::set_default(warnings.clone());
+    static GLOBAL: std::sync::OnceLock<Warnings> = std::sync::OnceLock::new();
+    let warnings = GLOBAL.get_or_init(|| {
+        let w = Warnings::default();
+        tracing::subscriber::set_global_default(w.clone()).expect("the only global subscriber");
+        w
+    });
+    let me = std::thread::current().id();
     let echo = service_fn(|_: http::Request<()>| async { Ok::<_, Infallible>("hi") });
     for choice in [MissingKey::Reject, MissingKey::Global, MissingKey::Bypass] {
         let layer = RateLimitLayer::new(quota_of_one())
@@ -235,7 +245,14 @@ async fn the_fix_is_logged_once_per_layer() {
         // A second service of the same layer shares its state, so it stays quiet too.
         let _ = layer.layer(echo).oneshot(http::Request::new(())).await;
     }
-    let warnings = warnings.0.lock().unwrap();
+    let warnings: Vec<String> = warnings
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(thread, _)| *thread == me)
+        .map(|(_, w)| w.clone())
+        .collect();
     assert_eq!(warnings.len(), 3, "{warnings:?}");
     for (w, outcome) in
         warnings
