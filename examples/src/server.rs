@@ -466,6 +466,10 @@ impl App {
             if let Err(e) = self.limiter.flush_usage().await {
                 failed.push(format!("rate-limit usage: {e}"));
             }
+            // Unspent leased units go back to the fleet (nothing to do without leases).
+            if let Err(e) = self.limiter.release_leases().await {
+                failed.push(format!("rate-limit leases: {e}"));
+            }
         };
         if tokio::time::timeout(deadline, work).await.is_err() {
             failed.push(format!("not written within {deadline:?}"));

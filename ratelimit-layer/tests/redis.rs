@@ -561,3 +561,64 @@ async fn layer_over_redis_rejects_and_waits() {
     );
     assert!(quick.snapshot().waited >= 1);
 }
+
+/// A refund (a lease given back on shutdown) leaves a key on Redis exactly as it leaves the
+/// same key in memory: as if only the units not given back had been taken. Long periods,
+/// so the two clocks' microseconds apart change no count.
+#[tokio::test]
+async fn refunds_on_redis_match_refunds_in_memory() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let redis = RedisBackend::builder(server.config().key_prefix("refund"))
+        .build()
+        .await
+        .unwrap();
+    let memory = MemoryBackend::builder().system_clock().build().unwrap();
+    for (i, quota) in quotas().iter().enumerate().skip(1) {
+        for key in HOSTILE.iter().take(4) {
+            let key = format!("{key}-{i}");
+            let mut seen = Vec::new();
+            for backend in [&redis as &dyn Backend, &memory] {
+                assert!(
+                    backend
+                        .decide(&key, quota, 3, Mode::Consume)
+                        .await
+                        .unwrap()
+                        .allowed
+                );
+                backend.refund(&key, quota, 2).await.unwrap();
+                let after = backend.decide(&key, quota, 1, Mode::Peek).await.unwrap();
+                seen.push(
+                    after
+                        .windows()
+                        .iter()
+                        .map(|w| w.remaining)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            // As if one unit had been taken: a fresh key after one.
+            let fresh = format!("{key}-fresh");
+            assert!(
+                memory
+                    .decide(&fresh, quota, 1, Mode::Consume)
+                    .await
+                    .unwrap()
+                    .allowed
+            );
+            let one = memory.decide(&fresh, quota, 1, Mode::Peek).await.unwrap();
+            let one: Vec<u64> = one.windows().iter().map(|w| w.remaining).collect();
+            assert_eq!(seen[0], seen[1], "quota {i}, key {key:?}: redis vs memory");
+            assert_eq!(
+                seen[1], one,
+                "quota {i}, key {key:?}: as if one unit was taken"
+            );
+        }
+    }
+    // A key that holds nothing gets nothing: refunding a fresh key leaves it fresh.
+    redis.refund("never-seen", &quotas()[1], 5).await.unwrap();
+    // (Its sliding window admits 3 at most.)
+    let peek = |cost| redis.decide("never-seen", &quotas()[1], cost, Mode::Peek);
+    assert!(peek(3).await.unwrap().allowed);
+    assert!(!peek(4).await.unwrap().allowed);
+}

@@ -242,6 +242,41 @@ impl<B: Backend> Backend for Leased<B> {
         self.inner.backend.reset(key, quota)
     }
 
+    fn refund(&self, key: &str, quota: &Quota, units: u64) -> Pending<()> {
+        self.inner.backend.refund(key, quota, units)
+    }
+
+    /// Gives every unspent unit of every live lease back to the shared backend (one refund
+    /// round trip per key held) and forgets the leases; then releases what the shared
+    /// backend itself holds. For a shutdown: the fleet gets the units this process took and
+    /// will not spend. The first failure is reported after every key was tried.
+    fn release(&self) -> Pending<()> {
+        let now = self.inner.clock.now();
+        let mut held = Vec::new();
+        for shard in self.inner.shards.iter() {
+            held.extend(
+                shard
+                    .lock()
+                    .drain()
+                    .filter(|(_, l)| l.decision.allowed && l.remaining > 0 && l.expires > now)
+                    .map(|(key, l)| (key, l.quota, l.remaining)),
+            );
+        }
+        let this = self.clone();
+        Pending::Remote(Box::pin(async move {
+            let mut result = Ok(());
+            for (key, quota, units) in held {
+                if let Err(e) = this.inner.backend.refund(&key, &quota, units).await
+                    && result.is_ok()
+                {
+                    result = Err(e);
+                }
+            }
+            let released = this.inner.backend.release().await;
+            result.and(released)
+        }))
+    }
+
     fn name(&self) -> &'static str {
         self.inner.backend.name()
     }
@@ -278,6 +313,64 @@ mod tests {
     use super::*;
     use crate::backend::MemoryBackend;
     use reliability_core::clock::ManualClock;
+
+    #[tokio::test]
+    async fn released_leases_give_their_unspent_units_back() {
+        let clock = ManualClock::new();
+        let shared = MemoryBackend::builder()
+            .clock(clock.shared())
+            .build()
+            .unwrap();
+        let quota = Quota::per(20, Duration::from_secs(60)).unwrap();
+        let leased =
+            Leased::with_clock(shared.clone(), 10, Duration::from_secs(5), clock.shared()).unwrap();
+        // One request leases 10 and spends 1; another key spends 3 of its 10.
+        assert!(
+            leased
+                .decide("a", &quota, 1, Mode::Consume)
+                .await
+                .unwrap()
+                .allowed
+        );
+        for _ in 0..3 {
+            assert!(
+                leased
+                    .decide("b", &quota, 1, Mode::Consume)
+                    .await
+                    .unwrap()
+                    .allowed
+            );
+        }
+        // What a peek of one unit would leave: one less than what is free.
+        let left =
+            |key: &str| shared.decide_now(key, &quota, 1, Mode::Peek).windows()[0].remaining + 1;
+        assert_eq!(
+            (left("a"), left("b")),
+            (10, 10),
+            "a chunk of 10 taken for each"
+        );
+        leased.release().await.unwrap();
+        assert_eq!(
+            (left("a"), left("b")),
+            (19, 17),
+            "only what was spent stays taken"
+        );
+        // Nothing is held any more: a second release gives nothing back.
+        leased.release().await.unwrap();
+        assert_eq!((left("a"), left("b")), (19, 17));
+        // An expired lease is not given back (its units may be spent elsewhere by now).
+        assert!(
+            leased
+                .decide("c", &quota, 1, Mode::Consume)
+                .await
+                .unwrap()
+                .allowed
+        );
+        clock.advance(Duration::from_secs(6));
+        leased.release().await.unwrap();
+        // 10 free after the chunk, 2 more regained in 6 s (one per 3 s), none refunded.
+        assert_eq!(left("c"), 12);
+    }
 
     #[tokio::test]
     async fn leases_cut_round_trips_and_respect_the_bound() {

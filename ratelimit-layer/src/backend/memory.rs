@@ -16,7 +16,7 @@ use reliability_core::error::ConfigError;
 
 use super::{Backend, Pending};
 use crate::key::stored_key;
-use crate::quota::{Cell, Decision, MAX_WINDOWS, Mode, Quota, decide, idle_after};
+use crate::quota::{Cell, Decision, MAX_WINDOWS, Mode, Quota, decide, idle_after, refund};
 
 const SHARDS: usize = 64;
 const EVICTION_SAMPLE: usize = 4;
@@ -272,6 +272,20 @@ impl MemoryBackend {
         decision
     }
 
+    /// Gives back `units` of `quota` that `key` consumed and did not spend (see
+    /// [`quota::refund`](crate::quota::refund)); nothing for a key not held.
+    pub fn refund_now(&self, key: &str, quota: &Quota, units: u64) {
+        let key = &*stored_key(key);
+        let now = self.now_micros();
+        let hash = self.inner.hasher.hash_one(key);
+        let mut shard = self.inner.shards[shard_of(hash)].lock();
+        if let Some(slot) = shard.map.find_mut(hash, |s| &*s.key == key)
+            && slot.entry.layout == quota.layout()
+        {
+            refund(quota, &mut slot.entry.cells, now, units);
+        }
+    }
+
     /// Forgets `key` (it starts fresh).
     pub fn forget(&self, key: &str) {
         let key = &*stored_key(key);
@@ -366,6 +380,11 @@ impl Backend for MemoryBackend {
 
     fn reset(&self, key: &str, _quota: &Quota) -> Pending<()> {
         self.forget(key);
+        Pending::ready(Ok(()))
+    }
+
+    fn refund(&self, key: &str, quota: &Quota, units: u64) -> Pending<()> {
+        self.refund_now(key, quota, units);
         Pending::ready(Ok(()))
     }
 

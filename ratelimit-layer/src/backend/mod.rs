@@ -99,6 +99,21 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Keys held in this process (0 for purely remote state).
     fn tracked_keys(&self) -> u64;
 
+    /// Gives back `units` of `quota` that `key` consumed and did not spend (see
+    /// [`quota::refund`](crate::quota::refund)). Default: nothing, which under-admits and
+    /// never over-admits.
+    fn refund(&self, key: &str, quota: &Quota, units: u64) -> Pending<()> {
+        let _ = (key, quota, units);
+        Pending::ready(Ok(()))
+    }
+
+    /// Returns what this backend holds for the process and has not spent (a
+    /// [`Leased`](crate::Leased) backend's unspent units) to the shared store; for a
+    /// shutdown. Default: nothing held.
+    fn release(&self) -> Pending<()> {
+        Pending::ready(Ok(()))
+    }
+
     /// Whether decisions currently come from a local fallback instead of the shared store.
     fn fallback_active(&self) -> bool {
         false

@@ -81,6 +81,7 @@ struct Inner {
     conn: RedisConnection,
     keys: KeySpace,
     script: redis::Script,
+    refund_script: redis::Script,
     failure_mode: FailureMode,
     fallback: MemoryBackend,
     fallback_share: u64,
@@ -196,6 +197,7 @@ impl RedisBackendBuilder {
                 conn,
                 keys,
                 script: redis::Script::new(RedisBackend::DECIDE_SCRIPT),
+                refund_script: redis::Script::new(RedisBackend::REFUND_SCRIPT),
                 failure_mode: self.failure_mode,
                 fallback: self.fallback.unwrap_or_default(),
                 fallback_share: self.fallback_share,
@@ -261,6 +263,8 @@ fn parse(quota: &Quota, value: Value) -> Result<Decision, BackendUnavailable> {
 impl RedisBackend {
     /// The decision script (constant text), the Lua twin of [`quota::decide`](crate::quota::decide()).
     pub const DECIDE_SCRIPT: &str = include_str!("decide.lua");
+    /// The refund script (`refund.lua`): gives back unspent units of a lease.
+    pub const REFUND_SCRIPT: &str = include_str!("refund.lua");
 
     /// A builder for `config` (single node or cluster).
     pub fn builder(config: RedisConfig) -> RedisBackendBuilder {
@@ -375,6 +379,21 @@ impl Inner {
     }
 }
 
+impl RedisBackend {
+    /// The keys of `key`'s windows of `quota`, one per window, all on the subject's slot.
+    fn window_keys(&self, key: &str, quota: &Quota) -> Vec<String> {
+        quota
+            .windows()
+            .iter()
+            .map(|w| {
+                self.inner
+                    .keys
+                    .key(key, &window_suffix(w.algorithm(), w.period_micros()))
+            })
+            .collect()
+    }
+}
+
 impl Backend for RedisBackend {
     fn decide(&self, key: &str, quota: &Quota, cost: u64, mode: Mode) -> Pending<Decision> {
         let inner = &self.inner;
@@ -383,15 +402,7 @@ impl Backend for RedisBackend {
         {
             return Pending::ready(self.local(key, quota, cost, mode));
         }
-        let keys: Vec<String> = quota
-            .windows()
-            .iter()
-            .map(|w| {
-                inner
-                    .keys
-                    .key(key, &window_suffix(w.algorithm(), w.period_micros()))
-            })
-            .collect();
+        let keys = self.window_keys(key, quota);
         let this = self.clone();
         let quota = *quota;
         let key = key.to_owned();
@@ -432,16 +443,41 @@ impl Backend for RedisBackend {
         }))
     }
 
+    fn refund(&self, key: &str, quota: &Quota, units: u64) -> Pending<()> {
+        let keys = self.window_keys(key, quota);
+        let this = self.clone();
+        let quota = *quota;
+        Pending::Remote(Box::pin(async move {
+            let mut invocation = this.inner.refund_script.prepare_invoke();
+            for k in &keys {
+                invocation.key(k);
+            }
+            invocation.arg(units);
+            for w in quota.windows() {
+                let alg = if w.algorithm() == Algorithm::Gcra {
+                    "g"
+                } else {
+                    "s"
+                };
+                invocation
+                    .arg(alg)
+                    .arg(w.period_micros())
+                    .arg(w.emission_interval());
+            }
+            let mut conn = this.inner.conn.clone();
+            this.inner.round_trip();
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(drop)
+                .map_err(|e| BackendUnavailable {
+                    message: e.to_string(),
+                })
+        }))
+    }
+
     fn reset(&self, key: &str, quota: &Quota) -> Pending<()> {
-        let keys: Vec<String> = quota
-            .windows()
-            .iter()
-            .map(|w| {
-                self.inner
-                    .keys
-                    .key(key, &window_suffix(w.algorithm(), w.period_micros()))
-            })
-            .collect();
+        let keys = self.window_keys(key, quota);
         self.inner.fallback.forget(key);
         let this = self.clone();
         Pending::Remote(Box::pin(async move {

@@ -252,6 +252,13 @@ impl RateLimiter {
         });
     }
 
+    /// Gives back to the shared store what this limiter's backend holds and has not spent
+    /// (the unspent units of a [`Leased`](crate::Leased) backend's leases), for a
+    /// shutdown; nothing to do on other backends.
+    pub async fn release_leases(&self) -> Result<(), crate::backend::BackendUnavailable> {
+        self.inner.backend.release().await
+    }
+
     /// Adds the usage counted here since the last flush to the shared store (a no-op
     /// without one). What the store refuses is kept for the next flush.
     pub async fn flush_usage(&self) -> Result<(), ControlFailure> {

@@ -175,6 +175,33 @@ pub fn decide(quota: &Quota, cells: &mut [Cell], now: u64, cost: u64, mode: Mode
     }
 }
 
+/// Gives back `units` that a key consumed and did not spend (a lease returned on
+/// shutdown), at `now`: a GCRA window moves its theoretical arrival time back by `units`
+/// emission intervals, never before `now` (idle time is not banked); a sliding window
+/// takes them off its current count if that window is still the current one. Units counted
+/// in an earlier sliding window are not given back: a refund may under-admit, never
+/// over-admit.
+pub fn refund(quota: &Quota, cells: &mut [Cell], now: u64, units: u64) {
+    for (w, cell) in quota.windows().iter().zip(cells.iter_mut()) {
+        match w.algorithm {
+            Algorithm::Gcra => {
+                if cell.mark > now {
+                    cell.mark = cell
+                        .mark
+                        .saturating_sub(units.saturating_mul(w.interval))
+                        .max(now);
+                }
+            }
+            Algorithm::SlidingWindow => {
+                if cell.mark == now / w.period * w.period {
+                    let back = u32::try_from(units).unwrap_or(u32::MAX);
+                    cell.current = cell.current.saturating_sub(back);
+                }
+            }
+        }
+    }
+}
+
 /// The instant (µs) after which `cells` equal a fresh key's state for `quota`: forgetting
 /// the key then changes no future decision.
 #[inline]
@@ -210,6 +237,44 @@ mod tests {
             .unwrap()
         };
         Quota::new([w(3, 1), w(5, 10)]).unwrap()
+    }
+
+    proptest! {
+        /// Consuming `n` and refunding `n` at once leaves the key as it was, for both
+        /// algorithms; a refund never leaves more room than a fresh key has.
+        #[test]
+        fn a_refund_undoes_what_it_gives_back_and_no_more(
+            sliding in any::<bool>(),
+            spent in 0_u64..3,
+            n in 1_u64..3,
+            extra in 0_u64..10,
+            at in 0_u64..10_000_000,
+        ) {
+            let alg = if sliding { Algorithm::SlidingWindow } else { Algorithm::Gcra };
+            let q = two_windows(alg);
+            let now = 1000 * SEC + at;
+            let mut cells = [Cell::default(); 4];
+            for _ in 0..spent {
+                decide(&q, &mut cells, now, 1, Mode::Consume);
+            }
+            let before = cells;
+            let taken = decide(&q, &mut cells, now, n, Mode::Consume).allowed;
+            refund(&q, &mut cells, now, if taken { n } else { 0 });
+            // The same answers as before the round trip (a GCRA mark moved back to `now`
+            // equals a fresh key's, though the numbers differ).
+            for cost in 1..=5 {
+                let was = decide(&q, &mut before.clone(), now, cost, Mode::Peek);
+                let is = decide(&q, &mut cells.clone(), now, cost, Mode::Peek);
+                prop_assert_eq!(was.allowed, is.allowed, "cost {}", cost);
+                prop_assert_eq!(was.windows(), is.windows(), "cost {}", cost);
+            }
+            // Giving back more than was ever taken: at most a fresh key's room.
+            refund(&q, &mut cells, now, n + extra + spent);
+            let fresh = decide(&q, &mut [Cell::default(); 4], now, 3, Mode::Peek).allowed;
+            let after = decide(&q, &mut cells.clone(), now, 4, Mode::Peek).allowed;
+            prop_assert!(fresh);
+            prop_assert!(!after, "room beyond a fresh key's after a refund");
+        }
     }
 
     #[test]

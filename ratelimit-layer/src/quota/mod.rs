@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::WindowConfig;
 
-pub use self::decision::{Cell, Decision, Mode, WindowStatus, decide, idle_after};
+pub use self::decision::{Cell, Decision, Mode, WindowStatus, decide, idle_after, refund};
 
 /// Most windows one quota may hold (second, minute, hour, day).
 pub const MAX_WINDOWS: usize = 4;
