@@ -25,6 +25,11 @@ impl Counters {
         #[cfg(not(feature = "metrics"))]
         let _ = name;
         #[cfg(feature = "metrics")]
+        metrics::describe_counter!(
+            "chaos_injected_total",
+            "Faults injected by the chaos layer, by fault (error, latency, response)."
+        );
+        #[cfg(feature = "metrics")]
         let handle = |fault: &'static str| metrics::counter!("chaos_injected_total", "source" => name.to_owned(), "fault" => fault);
         Self {
             error: AtomicU64::new(0),

@@ -35,6 +35,8 @@ impl Counters {
     pub(crate) fn new(name: &str) -> Self {
         #[cfg(not(feature = "metrics"))]
         let _ = name;
+        #[cfg(feature = "metrics")]
+        describe();
         Self {
             requests: AtomicU64::new(0),
             sent: AtomicU64::new(0),
@@ -67,4 +69,26 @@ impl Counters {
             Event::Refused => self.handles.refused.increment(1),
         }
     }
+}
+
+/// The families' help texts (`# HELP` in Prometheus).
+#[cfg(feature = "metrics")]
+fn describe() {
+    use metrics::describe_counter;
+    describe_counter!(
+        "hedge_requests_total",
+        "Requests through the hedge layer (hedged or not)."
+    );
+    describe_counter!(
+        "hedge_sent_total",
+        "Extra copies sent after the hedge delay."
+    );
+    describe_counter!(
+        "hedge_won_total",
+        "Requests answered first by an extra copy (the original was cancelled)."
+    );
+    describe_counter!(
+        "hedge_budget_refused_total",
+        "Hedges not sent because the hedge budget was spent."
+    );
 }
