@@ -229,18 +229,14 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for RedisL2<V> {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), TierFlushError>> {
-        Box::pin(async move {
-            let (done, ack) = oneshot::channel();
-            // Waits for room rather than dropping the marker: the caller bounds the wait.
-            if self.stopped.load(Ordering::Acquire)
-                || self.queue.send(Op::Flush(done)).await.is_err()
-                || ack.await.is_err()
-            {
-                return Err(TierFlushError::Stopped { tier: "l2" });
-            }
-            let total = read(&self.failed) + read(&self.queue_overflow);
-            super::lost_since_flush("l2", total, &self.reported)
-        })
+        Box::pin(super::flush_behind(
+            "l2",
+            self.stopped.load(Ordering::Acquire),
+            &self.queue,
+            Op::Flush,
+            || read(&self.failed) + read(&self.queue_overflow),
+            &self.reported,
+        ))
     }
 
     fn pending(&self) -> usize {

@@ -184,18 +184,14 @@ impl<V: Clone + Send + Sync + 'static> LowerTier<V> for DiskL3<V> {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), TierFlushError>> {
-        Box::pin(async move {
-            let (done, ack) = oneshot::channel();
-            // Waits for room rather than dropping the marker: the caller bounds the wait.
-            if self.stop.load(Ordering::Acquire)
-                || self.queue.send(DiskOp::Flush(done)).await.is_err()
-                || ack.await.is_err()
-            {
-                return Err(TierFlushError::Stopped { tier: "l3" });
-            }
-            let total = read(&self.failed) + read(&self.queue_overflow);
-            super::lost_since_flush("l3", total, &self.reported)
-        })
+        Box::pin(super::flush_behind(
+            "l3",
+            self.stop.load(Ordering::Acquire),
+            &self.queue,
+            DiskOp::Flush,
+            || read(&self.failed) + read(&self.queue_overflow),
+            &self.reported,
+        ))
     }
 
     fn pending(&self) -> usize {

@@ -103,6 +103,25 @@ pub(crate) trait LowerTier<V>: Send + Sync + 'static {
     fn stop(&self) -> BoxFuture<'_, ()>;
 }
 
+/// A write-behind queue's flush: puts `marker` behind what `queue` holds (waiting for
+/// room: the caller bounds the wait), waits until the writer reaches it, then reports what
+/// was lost since the last flush (`lost()`, failed plus dropped, read after the marker).
+#[cfg(any(feature = "redis", feature = "disk"))]
+async fn flush_behind<Op>(
+    tier: &'static str,
+    stopped: bool,
+    queue: &tokio::sync::mpsc::Sender<Op>,
+    marker: impl FnOnce(tokio::sync::oneshot::Sender<()>) -> Op,
+    lost: impl FnOnce() -> u64,
+    reported: &std::sync::atomic::AtomicU64,
+) -> Result<(), TierFlushError> {
+    let (done, ack) = tokio::sync::oneshot::channel();
+    if stopped || queue.send(marker(done)).await.is_err() || ack.await.is_err() {
+        return Err(TierFlushError::Stopped { tier });
+    }
+    lost_since_flush(tier, lost(), reported)
+}
+
 /// Failed and dropped operations not yet reported by a flush: `total` now, against the
 /// highest total a flush has reported (`reported`, raised to `total`).
 #[cfg(any(feature = "redis", feature = "disk"))]
