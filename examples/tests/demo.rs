@@ -92,6 +92,15 @@ fn the_timeline_shows_the_scenario_and_the_recovery() {
     }
     assert_eq!(recovery["sla_status"], "HEALTHY", "{recovery}");
 
+    // Social's adaptive bulkhead lowers its limit when the latency climbs.
+    let limit = |phase| n(&at(phase, "social"), "inflight_limit");
+    assert!(
+        limit("latency spike") < limit("normal"),
+        "the social limit went from {} to {} in the latency spike",
+        limit("normal"),
+        limit("latency spike")
+    );
+
     // The summary is the run's end: the same status as the timeline's last entry.
     let summary = &report["summary"];
     let sources: Vec<_> = summary

@@ -31,7 +31,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ratelimit_layer::RedisBackend;
-use reliability::config::StatusWindow;
+use reliability::config::{StatusWindow, WindowConfig};
 use reliability::core::clock::TokioClock;
 use reliability::core::health::{ComponentDetail, HealthSource, HealthStatus};
 use reliability::core::redis::RedisConfig;
@@ -193,11 +193,10 @@ impl Totals {
 fn request_for(source: Source, rng: &mut SmallRng) -> UpstreamRequest {
     // A few hot keys and a long tail, as real traffic has. The tail is what still reaches
     // the upstream once the hot keys are cached: without it the SLA windows would hold
-    // next to no calls and see nothing of the scenario. Social's quota (5 calls per 5 s)
-    // allows it a short tail only.
+    // next to no calls and see nothing of the scenario.
     let tail = match source {
         Source::Cex | Source::Dex => 150,
-        Source::Social => 20,
+        Source::Social => 400,
     };
     let hot = rng.random_bool(0.8);
     let n = if hot {
@@ -211,6 +210,9 @@ fn request_for(source: Source, rng: &mut SmallRng) -> UpstreamRequest {
         Source::Social => UpstreamRequest::Search(format!("topic {n}")),
     }
 }
+
+/// The social lane's arrivals: one every 20 ms (50 per second), whatever the latency.
+const SOCIAL_ARRIVALS: Duration = Duration::from_millis(20);
 
 fn pacing(source: Source) -> Duration {
     match source {
@@ -244,6 +246,11 @@ async fn build_lane(
         s.sla.time_window =
             Duration::from_millis((scale.as_millis() as u64).max(1_000) / 100 * 100);
         s.sla.status_window = StatusWindow::Time;
+        if source == Source::Social {
+            // The demo's social API grants 20 calls per second (the preset assumes 1): enough
+            // for its adaptive bulkhead to see load, so the latency spike lowers its limit.
+            s.rate_limit.window = WindowConfig::new(100, Duration::from_secs(5));
+        }
     });
     if args.simulated_time {
         // The SLA monitor reads the CPU's counter by default, which a paused clock does
@@ -430,6 +437,33 @@ async fn run(args: Args) -> Result<(), String> {
     let deadline = started + args.duration;
     let mut workers = Vec::new();
     for (i, lane) in lanes.iter().enumerate() {
+        if lane.source == Source::Social {
+            // Open loop, as a crowd of users is: arrivals do not wait for answers, so calls
+            // in flight grow with the upstream's latency, and the adaptive limit sees it.
+            let lane = lane.clone();
+            let mut rng = SmallRng::seed_from_u64(args.seed ^ ((i as u64) << 8));
+            workers.push(tokio::spawn(async move {
+                let mut arrivals = tokio::time::interval(SOCIAL_ARRIVALS);
+                arrivals.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut calls = tokio::task::JoinSet::new();
+                while Instant::now() < deadline {
+                    arrivals.tick().await;
+                    let request = request_for(lane.source, &mut rng);
+                    let lane = lane.clone();
+                    calls.spawn(async move {
+                        let failed = lane.client.clone().oneshot(request).await.is_err();
+                        lane.seen.requests.fetch_add(1, Ordering::Relaxed);
+                        if failed {
+                            lane.seen.errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    });
+                    while calls.try_join_next().is_some() {}
+                }
+                // The calls still waiting at the end are dropped, not counted.
+                calls.abort_all();
+            }));
+            continue;
+        }
         for w in 0..4u64 {
             let lane = lane.clone();
             let mut rng = SmallRng::seed_from_u64(args.seed ^ ((i as u64) << 8 | w));
