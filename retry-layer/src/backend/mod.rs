@@ -20,7 +20,10 @@ use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemorySink;
 #[cfg(feature = "redis")]
-pub use self::redis::{DeadLetterStream, RedisSinkOptions, RedisStreamSink, StoredDeadLetter};
+pub use self::redis::{
+    DeadLetterStream, FlushError, PendingDeadLetter, RedisSinkOptions, RedisStreamSink,
+    SinkStartError, StoredDeadLetter,
+};
 use crate::schedule::StopReason;
 
 /// Longest stored error or request description, in bytes: a hostile upstream's error
