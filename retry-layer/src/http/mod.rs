@@ -109,9 +109,10 @@ mod replay;
 
 use std::fmt;
 
-use http::{HeaderMap, Method, Request};
+use http::Request;
 use reliability_core::classify::HttpClassifier;
 use reliability_core::error::ConfigError;
+use reliability_core::idempotent;
 use tower_layer::Layer;
 
 pub use self::answer::{AnswerErrors, AnswerErrorsLayer, AnswerFuture};
@@ -125,7 +126,7 @@ use crate::service::Retry;
 
 /// The header that makes a non-idempotent request safe to repeat (IETF
 /// draft-ietf-httpapi-idempotency-key-header).
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENCY_KEY: &str = idempotent::IDEMPOTENCY_KEY;
 
 /// The caller's word that this one request is safe to send more than once, whatever its
 /// method: put it in the request's extensions.
@@ -161,26 +162,12 @@ pub struct RetryNonIdempotent;
 /// assert!(may_replay(&post, true));
 /// ```
 pub fn may_replay<B>(req: &Request<B>, layer_opt_in: bool) -> bool {
-    is_idempotent(req.method())
-        || layer_opt_in
-        || has_idempotency_key(req.headers())
-        || req.extensions().get::<RetryNonIdempotent>().is_some()
-}
-
-/// RFC 9110 section 9.2.2: the methods whose repeats have the effect of one request.
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    // Core's rule, the one the hedge layer follows too; this crate's own marker counts as
+    // core's `ReplayNonIdempotent`.
+    idempotent::may_replay(
+        req,
+        layer_opt_in || req.extensions().get::<RetryNonIdempotent>().is_some(),
     )
-}
-
-/// An empty key identifies nothing, so the server could not recognise a repeat: it does
-/// not count.
-fn has_idempotency_key(headers: &HeaderMap) -> bool {
-    headers
-        .get(IDEMPOTENCY_KEY)
-        .is_some_and(|key| !key.as_bytes().trim_ascii().is_empty())
 }
 
 /// The build mode of a [`RetryBuilder`] whose `build` makes an [`HttpRetryLayer`]: the
@@ -300,6 +287,7 @@ impl<S, C> Layer<S> for HttpRetryLayer<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Method;
 
     fn request(method: Method, key: Option<&str>, marked: bool) -> Request<()> {
         let mut req = Request::builder().method(method);
