@@ -4,21 +4,22 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use cache_layer::CacheHandle;
 use cache_layer::codec::Codec;
 use parking_lot::{Mutex, RwLock};
 use reliability_core::clock::{Instant, SharedClock};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tower::BoxError;
 
 use crate::backend::{EntryStore, Record};
 use crate::config::SemanticConfig;
 use crate::embedder::EmbeddingCache;
 use crate::error::CoalescedError;
-use crate::index::VectorIndex;
+use crate::handle::Rebuilds;
+use crate::index::{RebuildTicket, VectorIndex};
 use crate::metrics::Lookups;
 pub(crate) use crate::metrics::{Metrics, bump};
 use crate::response::{Lookup, SemanticResponse};
@@ -70,18 +71,51 @@ pub(crate) struct Namespace<V> {
     flights: Mutex<Vec<Flight<V>>>,
     /// Bumped by invalidations: a call that started before one does not store its answer.
     generation: AtomicU64,
-    /// When the index last caught up with the store (monotonic, wall).
-    synced: tokio::sync::Mutex<Option<Synced>>,
+    /// When the index last caught up with the store (monotonic, wall); locked only to
+    /// read or write the value, never across an await.
+    synced: Mutex<Option<Synced>>,
+    /// Whether a request is catching the index up with the store now (one at a time;
+    /// the others are served from the index as it is).
+    syncing: AtomicBool,
+    /// Woken when a catch-up ends, for requests waiting for the first load.
+    sync_done: Notify,
 }
 
 impl<V> Namespace<V> {
     fn new(approximate_above: usize) -> Self {
         Self {
-            index: RwLock::new(VectorIndex::with_approximate_above(approximate_above)),
+            index: RwLock::new(
+                VectorIndex::with_approximate_above(approximate_above).deferring_rebuilds(),
+            ),
             flights: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
-            synced: tokio::sync::Mutex::new(None),
+            synced: Mutex::new(None),
+            syncing: AtomicBool::new(false),
+            sync_done: Notify::new(),
         }
+    }
+}
+
+/// Releases a namespace's catch-up when it ends or its request is dropped.
+struct SyncGuard<'a, V>(&'a Namespace<V>);
+
+impl<V> Drop for SyncGuard<'_, V> {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
+        self.0.sync_done.notify_waiters();
+    }
+}
+
+/// Abandons a background rebuild whose job ends, panics or never runs (a no-op once its
+/// graph was swapped in).
+struct CancelRebuild<V> {
+    ns: Arc<Namespace<V>>,
+    ticket: RebuildTicket,
+}
+
+impl<V> Drop for CancelRebuild<V> {
+    fn drop(&mut self) {
+        self.ns.index.write().cancel_rebuild(self.ticket);
     }
 }
 
@@ -101,6 +135,8 @@ pub(crate) struct Engine<V> {
     /// Entries indexed, across namespaces.
     pub(crate) total: AtomicUsize,
     pub(crate) metrics: Metrics,
+    /// Background graph rebuilds started and finished.
+    pub(crate) rebuilds: Arc<watch::Sender<Rebuilds>>,
     next_flight: AtomicU64,
 }
 
@@ -150,7 +186,41 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 exported: Lookups::new(&name),
                 ..Metrics::default()
             },
+            rebuilds: Arc::new(watch::Sender::new(Rebuilds::default())),
             next_flight: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts a background rebuild of `ns`'s graph when one is due: built from a snapshot
+    /// on a blocking thread (a dedicated thread outside a runtime) while readers keep the
+    /// current graph or scan; writes made meanwhile are replayed into it before the swap.
+    fn rebuild_if_due(&self, ns: &Arc<Namespace<V>>) {
+        let Some(ticket) = ns.index.write().start_rebuild() else {
+            return;
+        };
+        let cancel = CancelRebuild {
+            ns: ns.clone(),
+            ticket,
+        };
+        let progress = self.rebuilds.clone();
+        let job = move || {
+            let started = || progress.send_modify(|p| p.started += 1);
+            let swapped = VectorIndex::rebuild_behind(&cancel.ns.index, ticket, started);
+            progress.send_modify(|p| {
+                p.finished += 1;
+                p.swapped += u64::from(swapped);
+            });
+            drop(cancel);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(job)),
+            Err(_) => {
+                // On failure the closure (and its guard) is dropped: the rebuild is
+                // abandoned and the next write starts another.
+                let _ = std::thread::Builder::new()
+                    .name("semantic-cache-rebuild".into())
+                    .spawn(job);
+            }
         }
     }
 
@@ -345,7 +415,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
     }
 
     /// The best live match of `vector` at or above the threshold, if its answer is held.
-    fn similar(&self, ns: &Namespace<V>, vector: &[f32]) -> Option<SemanticResponse<V>> {
+    fn similar(&self, ns: &Arc<Namespace<V>>, vector: &[f32]) -> Option<SemanticResponse<V>> {
         loop {
             let now = self.clock.now();
             let hit = ns.index.read().nearest(vector, now)?;
@@ -367,6 +437,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             if ns.index.write().remove(&hit.key) {
                 self.total.fetch_sub(1, Ordering::Relaxed);
             }
+            self.rebuild_if_due(ns);
         }
     }
 
@@ -374,7 +445,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
     /// first while the cache is full. `remaining` is the TTL left (a loaded entry).
     fn insert(
         &self,
-        ns: &Namespace<V>,
+        ns: &Arc<Namespace<V>>,
         key: &ExactKey,
         vector: Arc<[f32]>,
         value: V,
@@ -414,6 +485,8 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 tracing::warn!(error = %e, "vector not indexed (did the model change?)");
             }
         }
+        drop(ix);
+        self.rebuild_if_due(ns);
     }
 
     fn forget(&self, keys: &[Arc<str>]) {
@@ -430,8 +503,10 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
             let mut ix = ns.index.write();
             if let Some(victim) = ix.first_to_expire() {
                 ix.remove(&victim);
+                drop(ix);
                 self.forget(std::slice::from_ref(&victim));
                 bump(&self.metrics.evictions);
+                self.rebuild_if_due(&ns);
                 return;
             }
         }
@@ -458,37 +533,72 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
 
     /// Catches `ns` up with the store: whole on first use and after entries were removed
     /// by any instance, incrementally otherwise, at most every `resync_interval`.
-    async fn sync(&self, ns: &Namespace<V>, name: &str) {
+    ///
+    /// One request at a time catches a namespace up (and waits for it); the others go on
+    /// with the index as it is, except before the first load, when there is nothing to
+    /// serve yet and they wait for it. A whole reload never empties the index: entries the
+    /// store no longer has are removed once the load has returned, then the loaded ones
+    /// are inserted.
+    async fn sync(&self, ns: &Arc<Namespace<V>>, name: &str) {
         let Some(p) = &self.persist else { return };
-        let mut synced = ns.synced.lock().await;
-        let now = self.clock.now();
-        if let Some(s) = *synced
-            && now.saturating_duration_since(s.at) < self.config.resync_interval
-        {
-            return;
-        }
+        let now = loop {
+            let mut notified = std::pin::pin!(ns.sync_done.notified());
+            notified.as_mut().enable();
+            let now = self.clock.now();
+            let last = *ns.synced.lock();
+            if let Some(s) = last
+                && now.saturating_duration_since(s.at) < self.config.resync_interval
+            {
+                return;
+            }
+            if ns
+                .syncing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                break now;
+            }
+            if last.is_some() {
+                return;
+            }
+            notified.await;
+        };
+        let _guard = SyncGuard(&**ns);
+        let synced = *ns.synced.lock();
         let wall = self.clock.wall();
+        let generation = ns.generation.load(Ordering::Acquire);
         let loaded = async {
             let removals = p.store.removals(name).await?;
-            let since = match *synced {
+            let (since, before) = match synced {
                 // A second of overlap covers clocks of other hosts slightly behind ours;
                 // loading an entry twice is harmless.
-                Some(s) if s.removals == removals => Some(s.wall - Duration::from_secs(1)),
-                Some(_) => {
-                    // Entries were removed elsewhere: forget ours, reload the namespace.
-                    let mut ix = ns.index.write();
-                    let keys: Vec<Arc<str>> = ix.keys().cloned().collect();
-                    ix.clear();
-                    self.forget(&keys);
-                    None
-                }
-                None => None,
+                Some(s) if s.removals == removals => (Some(s.wall - Duration::from_secs(1)), None),
+                // Entries were removed elsewhere: reload the namespace whole, then drop
+                // ours that the store no longer has (only those held before the load).
+                Some(_) => (
+                    None,
+                    Some(ns.index.read().keys().cloned().collect::<Vec<Arc<str>>>()),
+                ),
+                None => (None, None),
             };
-            Ok::<_, crate::backend::TierError>((removals, p.store.load(name, since).await?))
+            let records = p.store.load(name, since).await?;
+            Ok::<_, crate::backend::TierError>((removals, before, records))
         };
-        let generation = ns.generation.load(Ordering::Acquire);
         match loaded.await {
-            Ok((removals, records)) => {
+            Ok((removals, before, records)) => {
+                if let Some(before) = before {
+                    let kept: std::collections::HashSet<&str> =
+                        records.iter().map(|r| r.key.as_str()).collect();
+                    let gone: Vec<Arc<str>> = before
+                        .into_iter()
+                        .filter(|k| !kept.contains(&**k))
+                        .collect();
+                    let mut ix = ns.index.write();
+                    let gone: Vec<Arc<str>> = gone.into_iter().filter(|k| ix.remove(k)).collect();
+                    drop(ix);
+                    self.forget(&gone);
+                    self.rebuild_if_due(ns);
+                }
                 for r in records {
                     let (Some(remaining), Some(value), Some(key)) = (
                         r.remaining(wall),
@@ -503,7 +613,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                     self.insert(ns, &key, r.vector, value, Some(remaining));
                     bump(&self.metrics.loaded);
                 }
-                *synced = Some(Synced {
+                *ns.synced.lock() = Some(Synced {
                     at: now,
                     wall,
                     removals,
@@ -514,7 +624,7 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 self.note_failure();
                 tracing::warn!(error = %e, "semantic index not synced with the store");
                 // Try again at the next interval, not on every miss.
-                *synced = Some(synced.map_or(
+                *ns.synced.lock() = Some(synced.map_or(
                     Synced {
                         at: now,
                         wall: SystemTime::UNIX_EPOCH,
@@ -537,6 +647,8 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
                 }
                 self.answers.invalidate(k);
             }
+            drop(ix);
+            self.rebuild_if_due(&ns);
         }
         if let Some(p) = &self.persist
             && let Err(e) = p.store.remove(namespace, &keys).await

@@ -34,6 +34,19 @@ impl<V> fmt::Debug for SemanticHandle<V> {
     }
 }
 
+/// Background rebuilds of namespaces' HNSW graphs, as [`SemanticHandle::rebuilds`]
+/// reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuilds {
+    /// Rebuilds whose snapshot was taken and whose graph is being (or was) built.
+    pub started: u64,
+    /// Rebuilds that ended, swapped in or abandoned (cancelled by a clear, a shrink, or a
+    /// delta log that outgrew the index).
+    pub finished: u64,
+    /// Rebuilds whose graph was swapped in.
+    pub swapped: u64,
+}
+
 /// Counters of a semantic cache.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SemanticStats {
@@ -100,6 +113,14 @@ impl<V: Clone + Send + Sync + 'static> SemanticHandle<V> {
     /// The embedding cache, for batch pre-embedding and its counters.
     pub fn embeddings(&self) -> &EmbeddingCache {
         &self.engine.embeddings
+    }
+
+    /// Background rebuilds of the namespaces' HNSW graphs (started, finished), as a
+    /// `watch` receiver: `rx.wait_for(|r| r.started > 0)` waits for one to start. A
+    /// rebuild runs on a blocking thread from a snapshot; lookups meanwhile use the
+    /// previous graph (or the exact scan) and are never blocked by it.
+    pub fn rebuilds(&self) -> tokio::sync::watch::Receiver<Rebuilds> {
+        self.engine.rebuilds.subscribe()
     }
 
     /// Every counter.

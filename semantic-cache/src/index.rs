@@ -5,9 +5,9 @@
 //!
 //! Vectors sit in one contiguous `Vec<f32>`, row after row, so a lookup is a linear scan
 //! the CPU prefetches and the compiler vectorizes: about `n · d` multiply-adds for `n`
-//! entries of dimension `d`. Removal swaps the last row into the hole, so rows stay dense
-//! and every operation but the scan is O(1) (eviction is O(n), as it looks for the entry
-//! that expires first).
+//! entries of dimension `d`. Removal swaps the last row into the hole, so rows stay dense.
+//! Expiry is kept in a `BTreeSet` ordered by expiry time: purging expired entries and
+//! finding the entry that expires first cost O(log n) per entry, not a scan.
 //!
 //! Brute force is exact: the entry it returns *is* the most similar one, so the threshold
 //! means what it says. `BENCHMARKS.md` gives the cost per entry; the index is bounded by the
@@ -21,10 +21,18 @@
 //! rebuilt from the live rows when tombstones outnumber them, and dropped when the index
 //! shrinks below half the size. If none of the graph's candidates is live at `now`, the
 //! lookup falls back to the exact scan.
+//!
+//! By default a rebuild runs inline, in the write that triggers it. An index made with
+//! [`VectorIndex::deferring_rebuilds`] only notes that one is due; its owner calls
+//! [`VectorIndex::start_rebuild`] and [`VectorIndex::rebuild_behind`] on another thread:
+//! the graph is built from a snapshot without holding the index's lock, the writes made
+//! meanwhile (kept in a delta log) are replayed into it, and it is swapped in under a
+//! short write lock. Readers keep the old graph (or the scan) until then.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
+use parking_lot::RwLock;
 use reliability_core::clock::Instant;
 
 use crate::hnsw::{Hnsw, HnswParams};
@@ -34,9 +42,15 @@ use crate::vector::{VectorError, dot};
 ///
 /// `BENCHMARKS.md` measures the graph's lookup level with the scan at ~5,000 entries of
 /// dimension 384, 1.7× faster at 10,000 and 24× at 100,000; building it costs 0.35–1 ms
-/// per entry under the namespace's write lock. Below 10,000 the exact scan costs under a
-/// millisecond, so the switch is there.
+/// per entry (on a blocking thread in the cache, off the request path). Below 10,000 the
+/// exact scan costs under a millisecond, so the switch is there.
 pub const DEFAULT_APPROXIMATE_ABOVE: usize = 10_000;
+
+/// Deltas left when a background rebuild stops catching up and swaps under the write lock.
+const SWAP_BELOW: usize = 16;
+
+/// Catch-up rounds (without the write lock) before a background rebuild swaps anyway.
+const CATCH_UP_ROUNDS: usize = 8;
 
 /// The most similar live entry of a lookup.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,16 +65,65 @@ pub struct Nearest {
 struct Slot {
     key: Arc<str>,
     expires_at: Instant,
-    /// Its node in the graph, when there is one.
-    node: u32,
 }
 
-/// The graph and the key of each of its nodes.
+/// The graph, the key of each of its nodes and the live node of each key.
 #[derive(Debug, Clone)]
 struct Approximate {
     graph: Hnsw,
     keys: Vec<Arc<str>>,
+    nodes: HashMap<Arc<str>, u32>,
 }
+
+impl Approximate {
+    fn new(dim: usize, params: HnswParams) -> Self {
+        Self {
+            graph: Hnsw::new(dim, params),
+            keys: Vec::new(),
+            nodes: HashMap::new(),
+        }
+    }
+
+    /// Inserts or replaces `key`.
+    fn put(&mut self, key: Arc<str>, vector: &[f32]) {
+        if let Some(old) = self.nodes.remove(&key) {
+            self.graph.remove(old);
+        }
+        let node = self.graph.insert(vector);
+        self.keys.push(key.clone());
+        self.nodes.insert(key, node);
+    }
+
+    fn delete(&mut self, key: &str) {
+        if let Some(old) = self.nodes.remove(key) {
+            self.graph.remove(old);
+        }
+    }
+
+    fn apply(&mut self, deltas: &[Delta]) {
+        for (key, vector) in deltas {
+            match vector {
+                Some(v) => self.put(key.clone(), v),
+                None => self.delete(key),
+            }
+        }
+    }
+}
+
+/// A write made during a background rebuild: an insert (with its vector) or a removal.
+type Delta = (Arc<str>, Option<Arc<[f32]>>);
+
+/// A background rebuild in progress: the writes made since it started.
+#[derive(Debug, Clone)]
+struct Pending {
+    epoch: u64,
+    log: Vec<Delta>,
+}
+
+/// A background rebuild started by [`VectorIndex::start_rebuild`], to pass to
+/// [`VectorIndex::rebuild_behind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildTicket(u64);
 
 /// The normalized vectors of one namespace, with their keys and expiry.
 #[derive(Debug, Clone)]
@@ -69,9 +132,13 @@ pub struct VectorIndex {
     rows: Vec<f32>,
     slots: Vec<Slot>,
     positions: HashMap<Arc<str>, usize>,
+    expiry: BTreeSet<(Instant, Arc<str>)>,
     approximate_above: usize,
     params: HnswParams,
     ann: Option<Approximate>,
+    deferred: bool,
+    pending: Option<Pending>,
+    epoch: u64,
 }
 
 impl Default for VectorIndex {
@@ -101,15 +168,32 @@ impl VectorIndex {
             rows: Vec::new(),
             slots: Vec::new(),
             positions: HashMap::new(),
+            expiry: BTreeSet::new(),
             approximate_above,
             params,
             ann: None,
+            deferred: false,
+            pending: None,
+            epoch: 0,
         }
+    }
+
+    /// This index, with graph (re)builds left to its owner: a write that makes one due
+    /// only notes it, [`start_rebuild`](Self::start_rebuild) then says so, and
+    /// [`rebuild_behind`](Self::rebuild_behind) runs it without holding the lock.
+    pub fn deferring_rebuilds(mut self) -> Self {
+        self.deferred = true;
+        self
     }
 
     /// Whether lookups are answered by the HNSW graph (approximate).
     pub fn is_approximate(&self) -> bool {
         self.ann.is_some()
+    }
+
+    /// Whether a background rebuild is in progress (started, not yet swapped in).
+    pub fn is_rebuilding(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// Entries held, expired or not.
@@ -142,6 +226,16 @@ impl VectorIndex {
         self.expires_at(key).is_some_and(|t| now < t)
     }
 
+    fn log(&mut self, key: &Arc<str>, vector: Option<&[f32]>) {
+        if let Some(p) = &mut self.pending {
+            p.log.push((key.clone(), vector.map(Arc::from)));
+            // A rebuild whose job never ran (or died) must not grow the log forever.
+            if p.log.len() > self.slots.len().max(1024) {
+                self.pending = None;
+            }
+        }
+    }
+
     /// Inserts (or replaces) `key` with the normalized `vector`, live until `expires_at`.
     pub fn insert(
         &mut self,
@@ -160,57 +254,141 @@ impl VectorIndex {
                 got: vector.len(),
             });
         }
+        self.log(&key, Some(vector));
         if let Some(&i) = self.positions.get(&key) {
             self.rows[i * self.dim..(i + 1) * self.dim].copy_from_slice(vector);
+            self.expiry.remove(&(self.slots[i].expires_at, key.clone()));
             self.slots[i].expires_at = expires_at;
+            self.expiry.insert((expires_at, key.clone()));
             if let Some(ann) = &mut self.ann {
-                ann.graph.remove(self.slots[i].node);
-                self.slots[i].node = ann.graph.insert(vector);
-                ann.keys.push(key);
+                ann.put(key, vector);
                 self.maintain();
             }
             return Ok(());
         }
         self.rows.extend_from_slice(vector);
         self.positions.insert(key.clone(), self.slots.len());
-        let node = match &mut self.ann {
-            Some(ann) => {
-                ann.keys.push(key.clone());
-                ann.graph.insert(vector)
-            }
-            None => 0,
-        };
-        self.slots.push(Slot {
-            key,
-            expires_at,
-            node,
-        });
-        if self.ann.is_none() && self.slots.len() > self.approximate_above {
+        self.expiry.insert((expires_at, key.clone()));
+        if let Some(ann) = &mut self.ann {
+            ann.put(key.clone(), vector);
+        }
+        self.slots.push(Slot { key, expires_at });
+        if !self.deferred && self.ann.is_none() && self.slots.len() > self.approximate_above {
             self.rebuild();
         }
         Ok(())
     }
 
-    /// Builds the graph afresh from the live rows.
+    /// Builds the graph afresh from the live rows (inline).
     fn rebuild(&mut self) {
-        let mut graph = Hnsw::new(self.dim, self.params);
-        let mut keys = Vec::with_capacity(self.slots.len());
-        for (slot, row) in self.slots.iter_mut().zip(self.rows.chunks_exact(self.dim)) {
-            slot.node = graph.insert(row);
-            keys.push(slot.key.clone());
+        let keys: Vec<Arc<str>> = self.slots.iter().map(|s| s.key.clone()).collect();
+        self.ann = Some(build(self.dim, self.params, &self.rows, &keys));
+    }
+
+    /// Whether a graph (re)build is due: the size was crossed, or tombstones outnumber live
+    /// nodes.
+    fn rebuild_due(&self) -> bool {
+        match &self.ann {
+            None => self.slots.len() > self.approximate_above,
+            Some(ann) => ann.graph.needs_rebuild(),
         }
-        self.ann = Some(Approximate { graph, keys });
     }
 
     /// Drops the graph below half the size, rebuilds it when tombstones outnumber live
     /// nodes.
     fn maintain(&mut self) {
-        let Some(ann) = &self.ann else { return };
         if self.slots.len() <= self.approximate_above / 2 || self.slots.is_empty() {
             self.ann = None;
-        } else if ann.graph.needs_rebuild() {
+            self.pending = None;
+        } else if !self.deferred && self.ann.as_ref().is_some_and(|a| a.graph.needs_rebuild()) {
             self.rebuild();
         }
+    }
+
+    /// With [`deferring_rebuilds`](Self::deferring_rebuilds): when a graph (re)build is due
+    /// and none is in progress, starts one (writes are logged from now on) and returns its
+    /// ticket for [`rebuild_behind`](Self::rebuild_behind).
+    pub fn start_rebuild(&mut self) -> Option<RebuildTicket> {
+        if !self.deferred || self.pending.is_some() || self.dim == 0 || !self.rebuild_due() {
+            return None;
+        }
+        self.epoch += 1;
+        self.pending = Some(Pending {
+            epoch: self.epoch,
+            log: Vec::new(),
+        });
+        Some(RebuildTicket(self.epoch))
+    }
+
+    /// Abandons the rebuild of `ticket` (if still in progress): the next write that finds
+    /// one due starts another.
+    pub fn cancel_rebuild(&mut self, ticket: RebuildTicket) {
+        if self.pending.as_ref().is_some_and(|p| p.epoch == ticket.0) {
+            self.pending = None;
+        }
+    }
+
+    fn pending_log(&self, ticket: RebuildTicket) -> Option<&[Delta]> {
+        self.pending
+            .as_ref()
+            .filter(|p| p.epoch == ticket.0)
+            .map(|p| p.log.as_slice())
+    }
+
+    /// Runs the rebuild of `ticket` on the index behind `lock`, on the calling thread
+    /// (meant to be a blocking or dedicated one): a snapshot of the rows is taken under a
+    /// read lock, the graph is built from it with no lock held (`on_started` is called
+    /// first), the writes logged meanwhile are replayed into it in rounds under short read
+    /// locks, and the last few are replayed and the graph swapped in under one short write
+    /// lock. Returns whether the new graph was swapped in (not when the rebuild was
+    /// cancelled or the index cleared meanwhile).
+    pub fn rebuild_behind(
+        lock: &RwLock<VectorIndex>,
+        ticket: RebuildTicket,
+        on_started: impl FnOnce(),
+    ) -> bool {
+        let snapshot = {
+            let ix = lock.read();
+            ix.pending_log(ticket).map(|log| {
+                (
+                    ix.dim,
+                    ix.params,
+                    ix.rows.clone(),
+                    ix.slots.iter().map(|s| s.key.clone()).collect::<Vec<_>>(),
+                    log.len(),
+                )
+            })
+        };
+        let Some((dim, params, rows, keys, mut applied)) = snapshot else {
+            return false;
+        };
+        on_started();
+        let mut ann = build(dim, params, &rows, &keys);
+        drop(rows);
+        for _ in 0..CATCH_UP_ROUNDS {
+            let deltas: Vec<Delta> = {
+                let ix = lock.read();
+                let Some(log) = ix.pending_log(ticket) else {
+                    return false;
+                };
+                if log.len() - applied <= SWAP_BELOW {
+                    break;
+                }
+                log[applied..].to_vec()
+            };
+            ann.apply(&deltas);
+            applied += deltas.len();
+        }
+        let mut ix = lock.write();
+        let Some(log) = ix.pending_log(ticket) else {
+            return false;
+        };
+        let rest = log[applied..].to_vec();
+        ann.apply(&rest);
+        ix.pending = None;
+        ix.ann = Some(ann);
+        ix.maintain();
+        true
     }
 
     /// Removes `key`; whether it was held.
@@ -227,8 +405,11 @@ impl VectorIndex {
         let Some(i) = self.positions.remove(key) else {
             return false;
         };
+        let k = self.slots[i].key.clone();
+        self.log(&k, None);
+        self.expiry.remove(&(self.slots[i].expires_at, k));
         if let Some(ann) = &mut self.ann {
-            ann.graph.remove(self.slots[i].node);
+            ann.delete(key);
         }
         let last = self.slots.len() - 1;
         if i != last {
@@ -242,13 +423,18 @@ impl VectorIndex {
         if self.slots.is_empty() {
             self.dim = 0;
             self.rows = Vec::new();
+            self.pending = None;
         }
         true
     }
 
-    /// Removes every entry.
+    /// Removes every entry (and abandons a background rebuild).
     pub fn clear(&mut self) {
+        let epoch = self.epoch;
+        let deferred = self.deferred;
         *self = Self::with_params(self.approximate_above, self.params);
+        self.epoch = epoch;
+        self.deferred = deferred;
     }
 
     /// The live entry most similar to the normalized `query`, whatever its similarity
@@ -262,9 +448,7 @@ impl VectorIndex {
         if let Some(ann) = &self.ann {
             let found = ann.graph.search(query, 0).into_iter().find(|&(node, _)| {
                 let key = &ann.keys[node as usize];
-                self.positions
-                    .get(key)
-                    .is_some_and(|&i| self.slots[i].node == node && now < self.slots[i].expires_at)
+                ann.nodes.get(key) == Some(&node) && self.is_live(key, now)
             });
             if let Some((node, similarity)) = found {
                 return Some(Nearest {
@@ -294,16 +478,17 @@ impl VectorIndex {
         })
     }
 
-    /// Removes every entry expired at `now`; returns their keys.
+    /// Removes every entry expired at `now`; returns their keys. O(log n) per entry
+    /// removed (the expiry order is kept in a tree), nothing to scan when none expired.
     pub fn purge_expired(&mut self, now: Instant) -> Vec<Arc<str>> {
-        let gone: Vec<Arc<str>> = self
-            .slots
-            .iter()
-            .filter(|s| now >= s.expires_at)
-            .map(|s| s.key.clone())
-            .collect();
-        for k in &gone {
-            self.remove_row(k);
+        let mut gone = Vec::new();
+        while let Some((at, key)) = self.expiry.first() {
+            if now < *at {
+                break;
+            }
+            let key = key.clone();
+            self.remove_row(&key);
+            gone.push(key);
         }
         if !gone.is_empty() {
             self.maintain();
@@ -312,18 +497,25 @@ impl VectorIndex {
     }
 
     /// The key that expires first: the entry to evict when the cache is full (with one TTL
-    /// for all entries, that is also the oldest).
+    /// for all entries, that is also the oldest). O(log n).
     pub fn first_to_expire(&self) -> Option<Arc<str>> {
-        self.slots
-            .iter()
-            .min_by_key(|s| s.expires_at)
-            .map(|s| s.key.clone())
+        self.expiry.first().map(|(_, k)| k.clone())
     }
 
     /// Every key held.
     pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
         self.slots.iter().map(|s| &s.key)
     }
+}
+
+/// A graph of `rows` (row `i` is the vector of `keys[i]`).
+fn build(dim: usize, params: HnswParams, rows: &[f32], keys: &[Arc<str>]) -> Approximate {
+    let mut ann = Approximate::new(dim, params);
+    ann.keys.reserve(keys.len());
+    for (key, row) in keys.iter().zip(rows.chunks_exact(dim)) {
+        ann.put(key.clone(), row);
+    }
+    ann
 }
 
 #[cfg(test)]
@@ -383,6 +575,56 @@ mod tests {
         }
         assert!(!ix.is_approximate(), "back to exact below half the size");
         assert_eq!(&*ix.nearest(&row(77), now).unwrap().key, "k77");
+    }
+
+    /// A deferred rebuild leaves the scan (or the old graph) answering until its graph is
+    /// swapped in; writes made after its snapshot (inserts, replacements, removals) are
+    /// replayed into the new graph; a clear abandons it.
+    #[test]
+    fn background_rebuild_replays_writes_made_during_it() {
+        let now = Instant::now();
+        let later = now + Duration::from_secs(10);
+        let row = |i: usize| unit(&[(i as f32).sin(), (i as f32 * 0.3).cos(), 0.5, 1.0]);
+        let lock = RwLock::new(VectorIndex::with_approximate_above(100).deferring_rebuilds());
+        for i in 0..=100 {
+            lock.write()
+                .insert(format!("k{i}").into(), &row(i), later)
+                .unwrap();
+        }
+        assert!(
+            !lock.read().is_approximate(),
+            "the write only notes the rebuild"
+        );
+        let ticket = lock.write().start_rebuild().expect("due");
+        assert!(lock.write().start_rebuild().is_none(), "one at a time");
+        let swapped = VectorIndex::rebuild_behind(&lock, ticket, || {
+            let mut ix = lock.write();
+            ix.insert("new".into(), &row(5000), later).unwrap();
+            ix.insert("k3".into(), &row(7000), later).unwrap();
+            assert!(ix.remove("k4"));
+            assert!(ix.is_rebuilding() && !ix.is_approximate());
+        });
+        assert!(swapped);
+        let ix = lock.read();
+        assert!(ix.is_approximate() && !ix.is_rebuilding());
+        assert_eq!(&*ix.nearest(&row(5000), now).unwrap().key, "new");
+        assert_eq!(&*ix.nearest(&row(7000), now).unwrap().key, "k3");
+        assert_ne!(&*ix.nearest(&row(4), now).unwrap().key, "k4");
+        assert_eq!(&*ix.nearest(&row(42), now).unwrap().key, "k42");
+        drop(ix);
+
+        let mut ix = VectorIndex::with_approximate_above(10).deferring_rebuilds();
+        for i in 0..=10 {
+            ix.insert(format!("k{i}").into(), &row(i), later).unwrap();
+        }
+        let ticket = ix.start_rebuild().expect("due");
+        ix.clear();
+        let lock = RwLock::new(ix);
+        assert!(
+            !VectorIndex::rebuild_behind(&lock, ticket, || {}),
+            "abandoned"
+        );
+        assert!(!lock.read().is_approximate());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use config::SemanticConfig;
 pub use embedder::{Embedder, EmbeddingCache, EmbeddingStats};
 pub use error::{CoalescedError, EmbeddingError};
 pub use future::ResponseFuture;
-pub use handle::{SemanticHandle, SemanticStats};
+pub use handle::{Rebuilds, SemanticHandle, SemanticStats};
 pub use layer::{Prompt, PromptOf, SemanticCacheLayer, SemanticCacheLayerBuilder};
 pub use response::{Lookup, SemanticResponse};
 pub use service::SemanticCache;
