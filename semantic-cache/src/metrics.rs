@@ -50,6 +50,10 @@ mod imp {
 
     impl Lookups {
         pub(crate) fn new(source: &str) -> Self {
+            metrics::describe_counter!(
+                "semantic_cache_lookups_total",
+                "Semantic-cache lookups, by result (exact, similar, miss)."
+            );
             let result = |r: &'static str| counter!("semantic_cache_lookups_total", "source" => source.to_owned(), "result" => r);
             Self {
                 exact: result("exact"),
@@ -89,6 +93,10 @@ mod imp {
 
     impl Embeddings {
         pub(crate) fn new(source: &str) -> Self {
+            metrics::describe_counter!(
+                "semantic_cache_embeddings_total",
+                "Embeddings of requests, by result (computed by the embedder, or cached)."
+            );
             let result = |r: &'static str| counter!("semantic_cache_embeddings_total", "source" => source.to_owned(), "result" => r);
             Self {
                 computed: result("computed"),
