@@ -48,34 +48,38 @@ fn in_flight(health: &Value, source: &str) -> u64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
-    let (mut process, addr) = server("drain", &["--drain", "20s"]).await;
-    let c = client();
-    // A slow upstream: a social search takes about a second (its attempt timeout is 10 s).
-    admin(
-        &c,
-        addr,
-        "POST",
-        "/admin/upstream/faults",
-        r#"{"error_rate": 0.0, "latency_factor": 4.0, "outage": false}"#,
-    )
-    .await;
-    let slow = {
-        let c = c.clone();
-        tokio::spawn(
-            async move { get(&c, addr, "/api/social/search?q=in-flight", ENTERPRISE).await },
-        )
-    };
-    // The signal goes once the server says the call is in flight, not after a guess.
+/// Sets the simulated upstream's latency to `factor` times its normal (no errors).
+async fn upstream_latency(c: &common::HttpClient, addr: SocketAddr, factor: f64) {
+    let faults = format!(r#"{{"error_rate": 0.0, "latency_factor": {factor}, "outage": false}}"#);
+    admin(c, addr, "POST", "/admin/upstream/faults", &faults).await;
+}
+
+/// Waits until the server reports a social call in flight: the signal then lands on a
+/// request being served, not on a guess.
+async fn until_in_flight(c: &common::HttpClient, addr: SocketAddr) {
     let started = eventually(Duration::from_secs(10), || async {
-        in_flight(&admin(&c, addr, "GET", "/admin/health", "").await, "social") >= 1
+        in_flight(&admin(c, addr, "GET", "/admin/health", "").await, "social") >= 1
     })
     .await;
     assert!(
         started.is_some(),
         "the slow call never reached the upstream"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
+    let (mut process, addr) = server("drain", &["--drain", "20s"]).await;
+    let c = client();
+    // A slow upstream: a social search takes about a second (its attempt timeout is 10 s).
+    upstream_latency(&c, addr, 4.0).await;
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(
+            async move { get(&c, addr, "/api/social/search?q=in-flight", ENTERPRISE).await },
+        )
+    };
+    until_in_flight(&c, addr).await;
     process.terminate();
 
     // The request in flight is answered in full: `get` fails the test on a reset.
@@ -86,14 +90,10 @@ async fn sigterm_lets_the_requests_in_flight_finish_then_exits_0() {
         "{}",
         answer.cache_status
     );
-    let status = tokio::task::spawn_blocking(move || {
-        let status = process.wait_exit(Duration::from_secs(30));
-        (status, process)
-    })
-    .await
-    .unwrap();
-    let (status, _process) = status;
-    let status = status.expect("the server exits after the drain");
+    let status = tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("the server exits after the drain");
     assert!(status.success(), "exit status {status:?}");
     // And it no longer accepts.
     assert!(
@@ -107,14 +107,7 @@ async fn a_drain_deadline_that_passes_exits_1() {
     let (mut process, addr) = server("drain-deadline", &["--drain", "200ms"]).await;
     let c = client();
     // Slower than the deadline: about 2.5 s per social search.
-    admin(
-        &c,
-        addr,
-        "POST",
-        "/admin/upstream/faults",
-        r#"{"error_rate": 0.0, "latency_factor": 10.0, "outage": false}"#,
-    )
-    .await;
+    upstream_latency(&c, addr, 10.0).await;
     let slow = {
         let c = c.clone();
         tokio::spawn(async move {
@@ -125,14 +118,7 @@ async fn a_drain_deadline_that_passes_exits_1() {
             .await;
         })
     };
-    let started = eventually(Duration::from_secs(10), || async {
-        in_flight(&admin(&c, addr, "GET", "/admin/health", "").await, "social") >= 1
-    })
-    .await;
-    assert!(
-        started.is_some(),
-        "the slow call never reached the upstream"
-    );
+    until_in_flight(&c, addr).await;
     process.terminate();
     let status = tokio::task::spawn_blocking(move || process.wait_exit(Duration::from_secs(20)))
         .await
@@ -156,14 +142,7 @@ async fn sigterm_during_write_behind_loses_no_acknowledged_entry() {
     let url = redis.url();
     let (mut first, addr) = server("write-behind", &["--redis", &url, "--disk", &disk]).await;
     let c = client();
-    admin(
-        &c,
-        addr,
-        "POST",
-        "/admin/upstream/faults",
-        r#"{"error_rate": 0.0, "latency_factor": 0.02, "outage": false}"#,
-    )
-    .await;
+    upstream_latency(&c, addr, 0.02).await;
 
     // Four clients, each on keys of its own, until the signal.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -213,11 +213,7 @@ impl RedisBackendBuilder {
 }
 
 fn window_suffix(alg: Algorithm, period: u64) -> String {
-    let tag = match alg {
-        Algorithm::Gcra => 'g',
-        Algorithm::SlidingWindow => 's',
-    };
-    format!("{tag}{}", period / 1_000)
+    format!("{}{}", script_algorithm(alg), period / 1_000)
 }
 
 fn parse(quota: &Quota, value: Value) -> Result<Decision, BackendUnavailable> {
@@ -379,6 +375,14 @@ impl Inner {
     }
 }
 
+/// A window's algorithm as the scripts and the window keys spell it.
+fn script_algorithm(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Gcra => "g",
+        Algorithm::SlidingWindow => "s",
+    }
+}
+
 impl RedisBackend {
     /// The keys of `key`'s windows of `quota`, one per window, all on the subject's slot.
     fn window_keys(&self, key: &str, quota: &Quota) -> Vec<String> {
@@ -416,11 +420,7 @@ impl Backend for RedisBackend {
                 .arg(if mode == Mode::Consume { "1" } else { "0" })
                 .arg(cost);
             for w in quota.windows() {
-                let alg = if w.algorithm() == Algorithm::Gcra {
-                    "g"
-                } else {
-                    "s"
-                };
+                let alg = script_algorithm(w.algorithm());
                 invocation
                     .arg(alg)
                     .arg(w.limit())
@@ -454,11 +454,7 @@ impl Backend for RedisBackend {
             }
             invocation.arg(units);
             for w in quota.windows() {
-                let alg = if w.algorithm() == Algorithm::Gcra {
-                    "g"
-                } else {
-                    "s"
-                };
+                let alg = script_algorithm(w.algorithm());
                 invocation
                     .arg(alg)
                     .arg(w.period_micros())
