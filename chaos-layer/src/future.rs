@@ -10,6 +10,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use reliability_core::answer::Answer;
 use tokio::time::Sleep;
+use tracing::Span;
 
 use crate::error::InjectedFault;
 
@@ -22,6 +23,11 @@ pub(crate) enum Injection<Res> {
 
 pin_project! {
     /// The future of [`Chaos`](crate::Chaos).
+    ///
+    /// While the layer is enabled, each call carries a `debug` span `chaos` (fields
+    /// `source`; `fault`: `none`, `error` or `response`; `delay_ms`, the latency added),
+    /// entered while it is polled. A call made while the layer is disabled has no span:
+    /// the layer is not in play and costs only its switch.
     pub struct ResponseFuture<F, A, Res>
     where
         F: Future,
@@ -29,6 +35,7 @@ pin_project! {
         #[pin]
         kind: Kind<F, Res>,
         answer: A,
+        span: Span,
     }
 }
 
@@ -59,6 +66,7 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
         Self {
             kind: Kind::Inner { future },
             answer,
+            span: Span::none(),
         }
     }
 
@@ -71,6 +79,7 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
                 output: None,
             },
             answer,
+            span: Span::none(),
         }
     }
 
@@ -81,7 +90,14 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
                 injection: Some(injection),
             },
             answer,
+            span: Span::none(),
         }
+    }
+
+    /// The same future, polled inside `span`.
+    pub(crate) fn in_span(mut self, span: Span) -> Self {
+        self.span = span;
+        self
     }
 }
 
@@ -109,6 +125,7 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         match this.kind.project() {
             KindProj::Inner { future } => {
                 let result = ready!(future.poll(cx));

@@ -94,11 +94,23 @@ impl<S, A, R> Chaos<S, A, R> {
             counters.add(Counted::Latency);
         }
         let answer = self.answer.clone();
+        let span = tracing::debug_span!(
+            "chaos",
+            source = self.state.name.as_str(),
+            fault = match decision.fault {
+                None => "none",
+                Some(Fault::Error) => "error",
+                Some(Fault::Response) => "response",
+            },
+            delay_ms = decision.delay.map_or(0, |d| d.as_millis() as u64),
+        );
         let Some(fault) = decision.fault else {
+            let future = span.in_scope(|| self.inner.call(req));
             return match decision.delay {
-                None => ResponseFuture::inner(self.inner.call(req), answer),
-                Some(delay) => ResponseFuture::slow(self.inner.call(req), delay, answer),
-            };
+                None => ResponseFuture::inner(future, answer),
+                Some(delay) => ResponseFuture::slow(future, delay, answer),
+            }
+            .in_span(span);
         };
         let response = match fault {
             Fault::Response => self.responder.respond(),
@@ -114,6 +126,9 @@ impl<S, A, R> Chaos<S, A, R> {
                 Injection::Error(InjectedFault::new(self.state.name.as_str()))
             }
         };
-        ResponseFuture::injected(injection, decision.delay, answer)
+        if matches!(injection, Injection::Error(_)) {
+            span.record("fault", "error");
+        }
+        ResponseFuture::injected(injection, decision.delay, answer).in_span(span)
     }
 }

@@ -18,3 +18,5 @@ pub mod key;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod service;
+#[cfg(feature = "test-util")]
+pub mod traced;

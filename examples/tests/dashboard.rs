@@ -1,9 +1,9 @@
 //! The live dashboard against the real example server (real layers, simulated upstream)
-//! in real headless Chromium: while traffic flows the charts' points advance between two
-//! renders of the page, an injected upstream outage shows as an open segment in the
-//! breaker timeline, and a screenshot is kept for CI at `target/artifacts/dashboard.png`.
+//! in real headless Chromium: one page, loaded once and driven over the DevTools
+//! protocol, keeps polling while traffic flows; its charts' points advance, an injected
+//! upstream outage shows as an open segment in the breaker timeline, and a screenshot of
+//! that page is kept for CI at `target/artifacts/dashboard.png`.
 
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,14 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use examples::server::{ServerConfig, app, serve};
 use examples::upstream::{FaultSettings, Upstream};
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 const TOKEN: &str = "dashboard-test-token-123";
 
@@ -166,14 +170,6 @@ fn points(history: &Value) -> usize {
     history["points"].as_array().map_or(0, Vec::len)
 }
 
-fn last_stamp(history: &Value) -> u64 {
-    history["points"]
-        .as_array()
-        .and_then(|p| p.last())
-        .and_then(|p| p["unix_ms"].as_u64())
-        .unwrap_or(0)
-}
-
 /// Where Chromium lives, if installed.
 fn chromium() -> Option<&'static str> {
     [
@@ -185,65 +181,184 @@ fn chromium() -> Option<&'static str> {
     .find(|p| Path::new(p).exists())
 }
 
-/// Loads `url` in headless Chromium and lets the page run for four poll intervals of
-/// virtual time (fetches hold virtual time until they answer); returns the DOM, or
-/// writes a screenshot.
-async fn render(url: &str, screenshot: Option<&Path>) -> String {
-    let bin = chromium().expect("checked by the caller");
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = std::process::Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=4500",
-        "--window-size=1280,1600",
-    ])
-    .arg(format!("--user-data-dir={}", profile.path().display()));
-    match screenshot {
-        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
-        None => cmd.arg("--dump-dom"),
-    };
-    cmd.arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    // The server answers the page from this runtime: wait for the browser off it.
-    let out = tokio::task::spawn_blocking(move || run_to_end(cmd, Duration::from_secs(120)))
-        .await
-        .unwrap();
-    drop(profile);
-    String::from_utf8_lossy(&out).into_owned()
+/// One page in headless Chromium, driven over the DevTools protocol: the page stays
+/// loaded and keeps polling the server while the test reads its DOM again and again.
+struct Page {
+    ws: WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>,
+    next_id: u64,
+    browser: std::process::Child,
+    _profile: tempfile::TempDir,
 }
 
-/// Runs `cmd` to its end and answers its standard output; kills it after `limit`.
-fn run_to_end(mut cmd: std::process::Command, limit: Duration) -> Vec<u8> {
-    let mut child = cmd.spawn().expect("chromium starts");
-    let mut stdout = child.stdout.take().expect("piped");
-    let reader = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        stdout.read_to_end(&mut out).map(|_| out)
-    });
-    let start = Instant::now();
-    while child
-        .try_wait()
-        .expect("chromium can be waited for")
-        .is_none()
-    {
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("chromium did not finish within {limit:?}");
+impl Page {
+    /// Starts Chromium on `url` and attaches to the page's DevTools socket.
+    async fn open(url: &str) -> Page {
+        let bin = chromium().expect("checked by the caller");
+        let profile = tempfile::tempdir().unwrap();
+        let mut browser = std::process::Command::new(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--remote-debugging-port=0",
+                "--window-size=1280,1600",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("chromium starts");
+        // Chromium names its DevTools endpoint on stderr; the rest of stderr is drained so
+        // that a full pipe never stalls the browser.
+        let stderr = browser.stderr.take().expect("piped");
+        let (found, endpoint) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(at) = line.find("ws://") {
+                    let _ = found.send(line[at..].trim().to_owned());
+                }
+            }
+        });
+        let browser_ws =
+            tokio::task::spawn_blocking(move || endpoint.recv_timeout(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                .expect("chromium names its DevTools endpoint within 60 s");
+        let host = browser_ws
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        // The page's own socket, from the endpoint's target list.
+        let http = client();
+        let mut page_ws = None;
+        for _ in 0..600 {
+            let res = http
+                .get(format!("http://{host}/json/list").parse().unwrap())
+                .await
+                .expect("DevTools lists its targets");
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let targets: Value = serde_json::from_slice(&body).unwrap();
+            page_ws = targets.as_array().into_iter().flatten().find_map(|t| {
+                (t["type"] == "page" && t["url"].as_str().is_some_and(|u| u.contains("/dashboard")))
+                    .then(|| t["webSocketDebuggerUrl"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if page_ws.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        let page_ws = page_ws.expect("the dashboard page is a DevTools target");
+        let (ws, _) = tokio_tungstenite::connect_async(page_ws.as_str())
+            .await
+            .expect("the page's DevTools socket opens");
+        Page {
+            ws,
+            next_id: 0,
+            browser,
+            _profile: profile,
+        }
     }
-    reader.join().unwrap().expect("chromium's output read")
+
+    /// Sends one DevTools command and answers its result (events in between are skipped).
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let msg = serde_json::json!({ "id": id, "method": method, "params": params });
+        self.ws
+            .send(Message::text(msg.to_string()))
+            .await
+            .expect("DevTools command sent");
+        let answer = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(msg) = self.ws.next().await {
+                let msg = msg.expect("DevTools socket stays open");
+                let Ok(text) = msg.to_text() else { continue };
+                let value: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                if value["id"] == id {
+                    return value;
+                }
+            }
+            panic!("DevTools socket closed before answering {method}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("DevTools did not answer {method} within 60 s"));
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// The page's DOM as it is now.
+    async fn dom(&mut self) -> String {
+        let expression = "document.documentElement.outerHTML";
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                serde_json::json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        result["result"]["value"]
+            .as_str()
+            .expect("the DOM is a string")
+            .to_owned()
+    }
+
+    /// Reads the page until `check` holds on what it shows; panics with `what` after
+    /// `limit`. Answers the DOM and what was seen in it.
+    async fn until(
+        &mut self,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Seen) -> bool,
+    ) -> (String, Seen) {
+        let start = Instant::now();
+        loop {
+            let dom = self.dom().await;
+            if let Some(seen) = try_seen(&dom)
+                && check(&seen)
+            {
+                return (dom, seen);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "timed out after {limit:?} waiting for the page to show {what}: {dom}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A PNG of the page as it is now.
+    async fn screenshot(&mut self) -> Vec<u8> {
+        let result = self
+            .call(
+                "Page.captureScreenshot",
+                serde_json::json!({ "format": "png" }),
+            )
+            .await;
+        let data = result["data"].as_str().expect("screenshot data");
+        base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("screenshot is base64")
+    }
+}
+
+impl Drop for Page {
+    fn drop(&mut self) {
+        let _ = self.browser.kill();
+        let _ = self.browser.wait();
+    }
 }
 
 /// The opening tag around byte `at` of `dom`.
@@ -288,17 +403,16 @@ struct Seen {
     timeline: String,
 }
 
-fn seen(dom: &str) -> Seen {
-    let charts = tag(dom, "id=\"charts\"").unwrap_or_else(|| panic!("charts section: {dom}"));
-    let timeline = tag(dom, "id=\"breaker-timeline\"")
-        .unwrap_or_else(|| panic!("breaker timeline drawn: {dom}"))
-        .to_owned();
-    Seen {
-        points: number(charts, "data-points"),
-        last: number(charts, "data-last"),
-        polls: number(charts, "data-polls"),
+/// What the page shows, once it has drawn its charts and timeline.
+fn try_seen(dom: &str) -> Option<Seen> {
+    let charts = tag(dom, "id=\"charts\"")?;
+    let timeline = tag(dom, "id=\"breaker-timeline\"")?.to_owned();
+    Some(Seen {
+        points: attr(charts, "data-points")?.parse().ok()?,
+        last: attr(charts, "data-last")?.parse().ok()?,
+        polls: attr(charts, "data-polls")?.parse().ok()?,
         timeline,
-    }
+    })
 }
 
 fn workspace() -> PathBuf {
@@ -347,13 +461,16 @@ async fn dashboard_charts_follow_traffic_and_show_an_outage_as_an_open_breaker()
     )
     .await;
 
-    let first_dom = render(&url, None).await;
-    let first = seen(&first_dom);
-    assert!(
-        first.points >= sampled.load(Ordering::SeqCst),
-        "the page holds every sample the server had: {first:?}"
-    );
-    assert!(first.polls >= 3, "the page polled several times: {first:?}");
+    // One page, loaded once, for the rest of the test.
+    let mut page = Page::open(&url).await;
+    let had = sampled.load(Ordering::SeqCst);
+    let (first_dom, first) = page
+        .until(
+            "three polls holding every sample the server had",
+            Duration::from_secs(30),
+            |s| s.polls >= 3 && s.points >= had,
+        )
+        .await;
     for kind in ["latency", "traffic", "admission"] {
         let chart = tag(&first_dom, &format!("data-kind=\"{kind}\""))
             .unwrap_or_else(|| panic!("{kind} chart drawn: {first_dom}"));
@@ -384,30 +501,27 @@ async fn dashboard_charts_follow_traffic_and_show_an_outage_as_an_open_breaker()
         "closed segments are drawn"
     );
 
-    // An upstream outage: every call fails, and the CEX breaker opens.
+    // An upstream outage: every call fails, and the CEX breaker opens. The same page,
+    // still polling, draws it.
     let outage = r#"{"error_rate":1.0,"latency_factor":0.05,"outage":true}"#;
     admin(http, addr, "POST", "/admin/upstream/faults", outage).await;
-    let (points_before, last_before) = (first.points, first.last);
-    eventually(
-        "an open CEX breaker in a newer sample",
-        Duration::from_secs(30),
-        move || async move {
-            let h = admin(http, addr, "GET", "/admin/history", "").await;
-            let open = last_of(&h, "breakers", "cex").is_some_and(|b| b["state"] == "OPEN");
-            open && last_stamp(&h) > last_before && points(&h) as u64 > points_before
-        },
-    )
-    .await;
-
-    let second_dom = render(&url, None).await;
-    let second = seen(&second_dom);
+    let (second_dom, second) = page
+        .until(
+            "newer points and an open breaker segment",
+            Duration::from_secs(45),
+            |s| {
+                s.points > first.points
+                    && s.last > first.last
+                    && s.polls > first.polls
+                    && attr(&s.timeline, "data-open-segments")
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .is_some_and(|n| n >= 1)
+            },
+        )
+        .await;
     assert!(
-        second.points > first.points,
-        "more points on the second render: {first:?} then {second:?}"
-    );
-    assert!(
-        second.last > first.last,
-        "a later last point: {first:?} then {second:?}"
+        second.polls >= first.polls + 2,
+        "the page kept polling between the two reads: {first:?} then {second:?}"
     );
     let open = tags(&second_dom, "class=\"seg seg-open\"");
     assert!(
@@ -429,7 +543,8 @@ async fn dashboard_charts_follow_traffic_and_show_an_outage_as_an_open_breaker()
         Err(e) => panic!("removing the old screenshot {}: {e}", shot.display()),
     }
     std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
-    render(&url, Some(&shot)).await;
+    std::fs::write(&shot, page.screenshot().await).unwrap();
+    drop(page);
     let png = std::fs::read(&shot)
         .unwrap_or_else(|e| panic!("screenshot {} written: {e}", shot.display()));
     assert!(

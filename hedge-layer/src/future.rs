@@ -12,6 +12,7 @@ use reliability_core::classify::{Classify, Outcome};
 use reliability_core::deadline::Deadline;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
+use tracing::Span;
 
 use crate::hedger::Shared;
 use crate::metrics::Event;
@@ -31,6 +32,11 @@ pub(crate) struct Plan<S, Req> {
 pin_project! {
     /// The future of [`Hedge`](crate::Hedge): the first good answer of the copies in
     /// flight. Dropping it (or answering) drops every copy still in flight.
+    ///
+    /// It carries the call's `debug` span `hedge` (fields `source`; `hedges`, the copies
+    /// sent after the first; and `outcome`: `primary` or `hedge` for the copy whose answer
+    /// was taken, `failure` when every copy failed), entered while it is polled; disabled,
+    /// and free of allocation, without an interested subscriber.
     pub struct ResponseFuture<S, Req, P, C>
     where
         S: Service<Req>,
@@ -49,6 +55,8 @@ pin_project! {
         shared: Arc<Shared>,
         policy: P,
         classifier: C,
+        sent: u32,
+        span: Span,
     }
 }
 
@@ -63,6 +71,7 @@ where
         shared: Arc<Shared>,
         policy: P,
         classifier: C,
+        span: Span,
     ) -> Self {
         Self {
             primary: Some(primary),
@@ -74,8 +83,16 @@ where
             shared,
             policy,
             classifier,
+            sent: 0,
+            span,
         }
     }
+}
+
+/// Records how the call ended on its span.
+fn finish(span: &Span, outcome: &'static str, hedges: u32) {
+    span.record("outcome", outcome);
+    span.record("hedges", hedges);
 }
 
 impl<S, Req, P, C> fmt::Debug for ResponseFuture<S, Req, P, C>
@@ -108,6 +125,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             if let Some(primary) = this.primary.as_mut().as_pin_mut()
                 && let Poll::Ready(result) = primary.poll(cx)
@@ -118,6 +136,7 @@ where
                         let now = Instant::now();
                         this.shared.record(now, now - *this.primary_sent);
                     }
+                    finish(this.span, "primary", *this.sent);
                     return Poll::Ready(result);
                 }
                 *this.last_failure = Some(result);
@@ -138,6 +157,7 @@ where
                         this.shared.record(now, now - sent);
                     }
                     this.shared.counters.add(Event::Won);
+                    finish(this.span, "hedge", *this.sent);
                     return Poll::Ready(result);
                 }
                 *this.last_failure = Some(result);
@@ -146,6 +166,7 @@ where
             if this.primary.is_none() && this.hedges.is_empty() {
                 // Every copy failed: the last failure is the answer. Hedging is not
                 // retrying, so a copy is never sent after the others have all finished.
+                finish(this.span, "failure", *this.sent);
                 return Poll::Ready(
                     this.last_failure
                         .take()
@@ -207,6 +228,7 @@ where
                 },
             };
             this.shared.counters.add(Event::Sent);
+            *this.sent += 1;
             this.timer.set(None);
             this.hedges.push((Box::pin(hedge), now));
         }

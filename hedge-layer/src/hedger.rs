@@ -33,7 +33,7 @@ enum DelaySource {
 }
 
 pub(crate) struct Shared {
-    name: String,
+    pub(crate) name: String,
     delay: DelaySource,
     pub(crate) max_hedges: u32,
     pub(crate) budget: HedgeBudget,

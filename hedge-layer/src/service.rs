@@ -81,7 +81,13 @@ where
         let plan = self.plan(&req, now);
         // The first copy goes through the service `poll_ready` drove; hedges through a
         // clone that their future drives itself, so no readiness is reserved for them.
-        let primary = self.inner.call(req);
+        let span = tracing::debug_span!(
+            "hedge",
+            source = shared.name.as_str(),
+            hedges = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let primary = span.in_scope(|| self.inner.call(req));
         ResponseFuture::new(
             primary,
             now,
@@ -89,6 +95,7 @@ where
             self.shared.clone(),
             self.policy.clone(),
             self.classifier.clone(),
+            span,
         )
     }
 }
