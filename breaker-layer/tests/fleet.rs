@@ -178,6 +178,11 @@ async fn an_open_reaches_the_other_instance_within_100ms_and_is_not_echoed() {
     assert_eq!(open.state(), BreakerState::Open);
     assert_eq!(reached.load(Relaxed), 0);
 
+    // A counts its publish once Redis has answered it, which may be after B followed.
+    eventually("A's publish to be answered", || {
+        (link_a.stats().published == 1).then_some(())
+    })
+    .await;
     quiet_period().await;
     let (sa, sb) = (link_a.stats(), link_b.stats());
     assert_eq!((sa.published, sa.remote_opens), (1, 0), "{sa:?}");
@@ -227,6 +232,12 @@ async fn the_follower_probes_after_its_own_wait_and_a_peer_close_closes_nothing(
     })
     .await;
     assert_eq!(a.state(), BreakerState::Open);
+    // B counts its publish once Redis has answered it, which may be after A heard it.
+    eventually("B's publish to be answered", || {
+        (link_b.stats().published == 1).then_some(())
+    })
+    .await;
+    quiet_period().await;
     assert_eq!(link_b.stats().published, 1, "B's close, and nothing else");
     let open = a.call_healthy(&reached).await.unwrap_err();
     assert!(open.retry_after().unwrap() > Duration::from_secs(50));

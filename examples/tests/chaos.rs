@@ -221,7 +221,13 @@ async fn redis_killed_and_restarted_during_load() {
     let (addr, _upstream, app) = start(Some(&config)).await;
     let stop = Arc::new(AtomicBool::new(false));
     let background = load(&[addr], 6, Duration::from_millis(5), stop.clone());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The load is flowing and the limiter decides on Redis before Redis goes away.
+    let flowing = eventually(Duration::from_secs(10), || async {
+        let s = app.limiter.snapshot();
+        s.allowed + s.rejected >= 20
+    })
+    .await;
+    assert!(flowing.is_some(), "the load reaches the limiter");
     assert!(!app.limiter.snapshot().fallback_active, "on Redis at first");
 
     redis.stop();

@@ -178,8 +178,9 @@ async fn outage_serves_stale_then_fails_fast() {
     )
     .await;
     assert_eq!(set.status, 200, "{}", set.body);
+    // What is awaited is time itself: the 200 ms TTL running out (a sleep can only end
+    // later, never early, so no load breaks it). Polling instead would spend the key's quota.
     tokio::time::sleep(Duration::from_millis(300)).await;
-
     let stale = get(addr, "/api/cex/orderbook/SOL-USDT", &pro).await;
     assert_eq!(stale.status, 200, "stale-if-error answers: {}", stale.body);
     assert_eq!(stale.body, fresh.body);

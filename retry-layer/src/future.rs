@@ -21,6 +21,8 @@ use tracing::Span;
 
 use crate::backend::DeadLetter;
 use crate::budget::RetryCause;
+use reliability_core::deadline::{Deadline, DeadlineExceeded as RequestDeadlineExceeded};
+
 use crate::error::{AttemptTimedOut, BoxError, BudgetExhausted, DeadlineExceeded};
 use crate::layer::{RetryEvent, Shared};
 use crate::policy::RetryPolicy;
@@ -52,6 +54,8 @@ pin_project! {
         attempts: Option<Attempts>,
         rng: Option<SmallRng>,
         last_cost: u32,
+        // The request's own deadline (`RetryPolicy::deadline`), beside the layer's.
+        request_deadline: Option<Deadline>,
         span: Span,
     }
 }
@@ -87,8 +91,11 @@ where
 {
     pub(crate) fn new(mut service: S, req: Req, shared: Arc<Shared<P>>) -> Self {
         let core = &shared.core;
-        let started = core.needs_start_time.then(Instant::now);
-        if let Some(now) = started {
+        let request_deadline = shared.policy.deadline(&req);
+        let started = (core.needs_start_time || request_deadline.is_some()).then(Instant::now);
+        if let Some(now) = started
+            && core.needs_start_time
+        {
             core.budget.on_request(now);
         }
         let span = tracing::debug_span!(
@@ -98,6 +105,32 @@ where
             attempt = tracing::field::Empty,
             reason = tracing::field::Empty,
         );
+        let layer_deadline = core.deadline.zip(started).map(|(d, at)| at + d);
+        let deadline_at = match (layer_deadline, request_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b.instant())),
+            (a, b) => a.or(b.map(Deadline::instant)),
+        };
+        let deadline = deadline_at.map(sleep_until);
+        if let (Some(d), Some(now)) = (request_deadline, started)
+            && d.is_past(now)
+        {
+            // No attempt starts at or after the deadline, the first included: the
+            // deadline's timer, already due, answers on the first poll.
+            return Self {
+                state: State::Done,
+                timer: None,
+                deadline,
+                service,
+                request: Some(req),
+                shared,
+                started,
+                attempts: None,
+                rng: None,
+                last_cost: 0,
+                request_deadline,
+                span,
+            };
+        }
         core.metrics.attempt();
         let (send, request) = if core.schedule.max_attempts > 1 || core.sink.is_some() {
             match shared.policy.replay(&req) {
@@ -112,10 +145,6 @@ where
             .attempt_timeout
             .zip(started)
             .map(|(t, at)| sleep_until(at + t));
-        let deadline = core
-            .deadline
-            .zip(started)
-            .map(|(d, at)| sleep_until(at + d));
         Self {
             state: State::Calling { future },
             timer,
@@ -127,6 +156,7 @@ where
             attempts: None,
             rng: None,
             last_cost: 0,
+            request_deadline,
             span,
         }
     }
@@ -173,8 +203,12 @@ where
                 this.state.set(State::Done);
                 let now = Instant::now();
                 let made = this.attempts.map_or(1, |a| a.made());
-                let after = core.deadline.unwrap_or_default();
-                let err: BoxError = Box::new(DeadlineExceeded::new(after, made));
+                let err: BoxError = if this.request_deadline.is_some_and(|d| d.is_past(now)) {
+                    Box::new(RequestDeadlineExceeded::new())
+                } else {
+                    let after = core.deadline.unwrap_or_default();
+                    Box::new(DeadlineExceeded::new(after, made))
+                };
                 let started = this.started.unwrap_or(now);
                 let request = this.request.as_ref();
                 let reason = StopReason::DeadlineExceeded;
@@ -248,7 +282,9 @@ where
                         Decision::Retry { delay }
                             if core.deadline.is_some_and(|d| {
                                 now.saturating_duration_since(started) + delay >= d
-                            }) =>
+                            }) || this
+                                .request_deadline
+                                .is_some_and(|d| now + delay >= d.instant()) =>
                         {
                             StopReason::DeadlineExceeded
                         }

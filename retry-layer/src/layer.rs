@@ -226,6 +226,22 @@ impl<P> RetryBuilder<P, Plain> {
         self.with_policy(policy)
     }
 
+    /// Requests carry their own deadline
+    /// ([`HasDeadline`](reliability_core::deadline::HasDeadline)): no attempt starts at or
+    /// after it, a back-off that would end past it is not waited, and the call answers
+    /// [`DeadlineExceeded`](reliability_core::deadline::DeadlineExceeded) (504 /
+    /// `DEADLINE_EXCEEDED` through the core mapping) when it passes. The HTTP and gRPC
+    /// builders read a request's deadline (its extensions) without this.
+    pub fn with_deadlines(self) -> RetryBuilder<crate::policy::WithDeadlines<P>, Plain> {
+        RetryBuilder {
+            config: self.config,
+            policy: crate::policy::WithDeadlines::new(self.policy),
+            sink: self.sink,
+            listener: self.listener,
+            mode: PhantomData,
+        }
+    }
+
     /// Validates the settings and makes the layer.
     pub fn build(self) -> Result<RetryLayer<P>, ConfigError> {
         self.build_layer()

@@ -24,6 +24,6 @@ pub use self::error::{AttemptTimedOut, BoxError, BudgetExhausted, DeadlineExceed
 pub use self::future::ResponseFuture;
 pub use self::layer::{Plain, RetryBuilder, RetryEvent, RetryLayer};
 pub use self::metrics::RetryHandle;
-pub use self::policy::{ClassifierPolicy, Describe, NoDescription, RetryPolicy};
+pub use self::policy::{ClassifierPolicy, Describe, NoDescription, RetryPolicy, WithDeadlines};
 pub use self::schedule::StopReason;
 pub use self::service::Retry;

@@ -14,6 +14,7 @@
 use std::fmt;
 
 use reliability_core::classify::{Classification, Classify, ErrorClassifier};
+use reliability_core::deadline::{Deadline, HasDeadline};
 
 use crate::schedule::StopReason;
 
@@ -39,6 +40,58 @@ pub trait RetryPolicy<Req, Res, E>: Send + Sync + 'static {
     /// Called on a failed answer that is returned to the caller because retrying stopped;
     /// HTTP policies mark the response with [`RetryStopped`](crate::RetryStopped).
     fn on_stop(&self, _res: &mut Res, _attempts: u32, _reason: StopReason) {}
+
+    /// The request's own deadline, if it carries one: no attempt starts at or after it,
+    /// and the call answers [`DeadlineExceeded`](reliability_core::deadline::DeadlineExceeded)
+    /// when it passes. `None` (the default) leaves only the layer's own `deadline`.
+    fn deadline(&self, _req: &Req) -> Option<Deadline> {
+        None
+    }
+}
+
+/// A policy whose requests carry their deadline ([`HasDeadline`]); everything else is
+/// `P`'s. Made by the builder's `with_deadlines`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithDeadlines<P> {
+    inner: P,
+}
+
+impl<P> WithDeadlines<P> {
+    /// `inner`, reading each request's deadline.
+    pub fn new(inner: P) -> Self {
+        Self { inner }
+    }
+}
+
+impl<Req, Res, E, P> RetryPolicy<Req, Res, E> for WithDeadlines<P>
+where
+    Req: HasDeadline,
+    P: RetryPolicy<Req, Res, E>,
+{
+    fn replay(&self, req: &Req) -> Option<Req> {
+        self.inner.replay(req)
+    }
+
+    fn classify(&self, result: Result<&Res, &E>) -> Classification {
+        self.inner.classify(result)
+    }
+
+    fn describe_request(&self, req: &Req) -> String {
+        self.inner.describe_request(req)
+    }
+
+    fn describe_response(&self, res: &Res) -> String {
+        self.inner.describe_response(res)
+    }
+
+    fn on_stop(&self, res: &mut Res, attempts: u32, reason: StopReason) {
+        self.inner.on_stop(res, attempts, reason);
+    }
+
+    #[inline]
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        req.deadline()
+    }
 }
 
 /// A request description for dead letters.

@@ -3,6 +3,7 @@
 
 use http::{Request, Response};
 use reliability_core::classify::{Classification, Classify, HttpClassifier};
+use reliability_core::deadline::{Deadline, HasDeadline};
 
 use super::buffer::BufferedBody;
 use super::{ReplayBody, may_replay};
@@ -55,6 +56,11 @@ where
 
     fn classify(&self, result: Result<&Response<ResB>, &E>) -> Classification {
         self.classifier.classify_full(result)
+    }
+
+    #[inline]
+    fn deadline(&self, req: &Request<B>) -> Option<Deadline> {
+        req.deadline()
     }
 
     fn describe_request(&self, req: &Request<B>) -> String {
@@ -133,6 +139,10 @@ where
 
     fn classify(&self, result: Result<&Res, &E>) -> Classification {
         self.inner.classify(result)
+    }
+
+    fn deadline(&self, req: &Request<B>) -> Option<Deadline> {
+        self.inner.deadline(req)
     }
 
     fn describe_request(&self, req: &Request<B>) -> String {
