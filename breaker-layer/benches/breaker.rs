@@ -10,7 +10,8 @@
 //! the success counter) against one built under a
 //! `metrics_exporter_prometheus::PrometheusRecorder` (per call, one relaxed atomic add on
 //! the exporter's `breaker_calls_total{outcome="success"}` counter), and a rejected call
-//! of each (the `breaker_rejected_total` add).
+//! of each (the `breaker_rejected_total` add). Without the feature, the same group holds
+//! the same two calls built with no metrics code at all (`*_feature_off`).
 
 use std::future::Future;
 use std::hint::black_box;
@@ -256,8 +257,29 @@ fn metrics_overhead(c: &mut Criterion) {
     );
 }
 
-#[cfg(feature = "metrics")]
-criterion_group!(benches, single_thread, contended, metrics_overhead);
+/// Built without the feature: the same calls with no metrics code at all, the baseline
+/// that `cargo xtask bench --report` sets the recorded figures against.
 #[cfg(not(feature = "metrics"))]
-criterion_group!(benches, single_thread, contended);
+fn metrics_overhead(c: &mut Criterion) {
+    let layer = CircuitBreakerLayer::builder("bench").build().unwrap();
+    let mut g = c.benchmark_group("metrics");
+    let mut i = 0u64;
+    let mut svc = layer.layer(bare());
+    g.bench_function("closed_call_feature_off", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).unwrap())
+        })
+    });
+    layer.breaker().isolate();
+    g.bench_function("rejected_call_feature_off", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(drive(&mut svc, i).is_err())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, single_thread, contended, metrics_overhead);
 criterion_main!(benches);

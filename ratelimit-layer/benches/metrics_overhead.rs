@@ -1,5 +1,7 @@
 //! What the `metrics` feature costs on an in-process decision: the same limiter built with
-//! a real Prometheus recorder installed and with none.
+//! a real Prometheus recorder installed and with none; built without the feature, the
+//! same decision with no metrics code at all (`decision_feature_off`), the baseline that
+//! `cargo xtask bench --report` sets the recorded figure against.
 
 use std::hint::black_box;
 use std::pin::pin;
@@ -7,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+#[cfg(feature = "metrics")]
 use metrics_exporter_prometheus::PrometheusBuilder;
 use ratelimit_layer::{Quota, RateLimiter, Subject};
 
@@ -37,6 +40,7 @@ fn check_now(limiter: &RateLimiter, subject: &Subject) -> bool {
 ///   index (an atomic add; no registry look-up, no label string);
 /// - `decision_no_recorder`: built with no recorder installed, its handles are the
 ///   facade's no-op handles, so each decision pays one branch on an empty handle.
+#[cfg(feature = "metrics")]
 fn decision_with_and_without_recorder(c: &mut Criterion) {
     let subjects: Vec<Subject> = (0..KEYS)
         .map(|i| Subject::new(format!("user-{i}")))
@@ -71,6 +75,29 @@ fn decision_with_and_without_recorder(c: &mut Criterion) {
             .render()
             .contains("ratelimit_decisions_total")
     );
+}
+
+/// Built without the feature: the same decision with no metrics code at all.
+#[cfg(not(feature = "metrics"))]
+fn decision_with_and_without_recorder(c: &mut Criterion) {
+    let subjects: Vec<Subject> = (0..KEYS)
+        .map(|i| Subject::new(format!("user-{i}")))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let plain = limiter();
+    let mut g = c.benchmark_group("metrics_overhead");
+    let mut i = 0;
+    g.bench_function("decision_feature_off", |b| {
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(check_now(&plain, &subjects[i]))
+        })
+    });
+    g.finish();
 }
 
 criterion_group!(benches, decision_with_and_without_recorder);
