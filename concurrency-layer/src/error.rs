@@ -24,6 +24,9 @@ pub enum Rejection {
     Shed,
     /// A per-key layer tracks `max_keys` keys, all of them busy.
     TooManyKeys,
+    /// The call waited in the queue until its own deadline passed (the layer built
+    /// `with_deadlines`); answered as a timeout (504 / `DEADLINE_EXCEEDED`), not as overload.
+    DeadlineExceeded,
 }
 
 impl Rejection {
@@ -35,6 +38,7 @@ impl Rejection {
             Rejection::QueueTimeout => "queue_timeout",
             Rejection::Shed => "shed",
             Rejection::TooManyKeys => "too_many_keys",
+            Rejection::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }
@@ -107,6 +111,16 @@ impl BulkheadFull {
     pub fn retry_after(&self) -> Option<Duration> {
         self.failure.retry_after()
     }
+
+    /// The same refusal, because the call's own deadline passed while it was queued: a
+    /// timeout in the failure table, with no `Retry-After`.
+    pub(crate) fn at_deadline(self) -> Self {
+        Self {
+            rejection: Rejection::DeadlineExceeded,
+            failure: Failure::new(FailureKind::TimedOut),
+            ..self
+        }
+    }
 }
 
 impl fmt::Display for BulkheadFull {
@@ -130,6 +144,10 @@ impl fmt::Display for BulkheadFull {
                 self.priority
             ),
             Rejection::TooManyKeys => write!(f, "`{name}` tracks too many busy keys"),
+            Rejection::DeadlineExceeded => write!(
+                f,
+                "`{name}` is at its limit of {limit} calls in flight; the call's deadline passed in its queue"
+            ),
         }
     }
 }

@@ -41,6 +41,8 @@ pin_project! {
             waiter: Waiter,
             // Boxed: only queued calls pay for a timer, and the fast path's future stays small.
             sleep: Pin<Box<Sleep>>,
+            // Whether the sleep ends at the call's own deadline (not the queue timeout).
+            at_deadline: bool,
             pending: Option<(S, Req)>,
         },
         Refused {
@@ -88,7 +90,7 @@ impl<S, Req, F, C, R> ResponseFuture<S, Req, F, C, R> {
         waiter: Waiter,
         service: S,
         req: Req,
-        deadline: Instant,
+        (deadline, at_deadline): (Instant, bool),
         classifier: C,
         answer: R,
         span: tracing::Span,
@@ -97,6 +99,7 @@ impl<S, Req, F, C, R> ResponseFuture<S, Req, F, C, R> {
             kind: Kind::Waiting {
                 waiter,
                 sleep: Box::pin(tokio::time::sleep_until(deadline)),
+                at_deadline,
                 pending: Some((service, req)),
             },
             classifier,
@@ -152,13 +155,17 @@ where
                 KindProj::Waiting {
                     waiter,
                     sleep,
+                    at_deadline,
                     pending,
                 } => {
                     let admitted = match waiter.poll_grant(cx) {
                         Poll::Ready(admitted) => admitted,
                         Poll::Pending => {
                             ready!(sleep.as_mut().poll(cx));
-                            waiter.expire()
+                            match waiter.expire() {
+                                Err(refusal) if *at_deadline => Err(refusal.at_deadline()),
+                                other => other,
+                            }
                         }
                     };
                     match (admitted, pending.take()) {

@@ -242,6 +242,24 @@ impl<P, C, R> ConcurrencyLimitBuilder<P, C, R> {
         }
     }
 
+    /// Reads each request's own deadline
+    /// ([`HasDeadline`](reliability_core::deadline::HasDeadline), e.g. an `http::Request`
+    /// carrying a [`Deadline`](reliability_core::deadline::Deadline) in its extensions): a
+    /// queued call gives up when its deadline passes, answered as a timeout (504 /
+    /// `DEADLINE_EXCEEDED`) rather than as overload. Call it after `priority`.
+    pub fn with_deadlines(
+        self,
+    ) -> ConcurrencyLimitBuilder<crate::priority::WithDeadlines<P>, C, R> {
+        ConcurrencyLimitBuilder {
+            name: self.name,
+            config: self.config,
+            clock: self.clock,
+            priority: crate::priority::WithDeadlines(self.priority),
+            classifier: self.classifier,
+            answer: self.answer,
+        }
+    }
+
     /// What counts as a failure for an adaptive limit (default: `Err`).
     pub fn classifier<C2>(self, classifier: C2) -> ConcurrencyLimitBuilder<P, C2, R> {
         ConcurrencyLimitBuilder {

@@ -18,6 +18,6 @@ pub use config::{AimdConfig, AlgorithmConfig, ConcurrencyConfig, Gradient2Config
 pub use error::{BulkheadFull, Rejection};
 pub use future::ResponseFuture;
 pub use layer::{ConcurrencyLimitBuilder, ConcurrencyLimitLayer};
-pub use priority::{Prioritize, Priority, SamePriority};
+pub use priority::{Prioritize, Priority, SamePriority, WithDeadlines};
 pub use registry::{LimiterRegistry, SelectLimiter};
 pub use service::ConcurrencyLimit;

@@ -23,6 +23,7 @@
 //! # let _ = layer;
 //! ```
 
+use reliability_core::deadline::{Deadline, HasDeadline};
 use serde::{Deserialize, Serialize};
 
 /// A request's class, highest first.
@@ -78,6 +79,34 @@ impl std::fmt::Display for Priority {
 pub trait Prioritize<Req> {
     /// The request's class.
     fn priority(&self, req: &Req) -> Priority;
+
+    /// The request's own deadline, if the layer should read one: a queued call gives up
+    /// when it passes (answered as [`Rejection::DeadlineExceeded`](crate::Rejection)).
+    /// `None` by default; [`WithDeadlines`] reads it from any
+    /// [`HasDeadline`] request.
+    #[inline]
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        let _ = req;
+        None
+    }
+}
+
+/// A [`Prioritize`] that also reads each request's deadline ([`HasDeadline`], e.g. an
+/// `http::Request`'s extensions); its classes are `P`'s. Made by the builder's
+/// `with_deadlines`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithDeadlines<P>(pub P);
+
+impl<Req: HasDeadline, P: Prioritize<Req>> Prioritize<Req> for WithDeadlines<P> {
+    #[inline]
+    fn priority(&self, req: &Req) -> Priority {
+        self.0.priority(req)
+    }
+
+    #[inline]
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        req.deadline()
+    }
 }
 
 impl<Req, F: Fn(&Req) -> Priority> Prioritize<Req> for F {

@@ -100,6 +100,7 @@ where
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.priority.priority(&req);
+        let request_deadline = self.priority.deadline(&req);
         let (classifier, answer) = (self.classifier.clone(), self.answer.clone());
         let limiter = match self.limiters.select(&req, priority) {
             Ok(limiter) => limiter,
@@ -118,8 +119,21 @@ where
             }
             Admission::Queued(waiter) => {
                 let ready = take_ready(&mut self.inner);
-                let deadline = tokio::time::Instant::now() + limiter.shared.queue_timeout;
-                ResponseFuture::waiting(waiter, ready, req, deadline, classifier, answer, span)
+                let queue_end = tokio::time::Instant::now() + limiter.shared.queue_timeout;
+                // The queue gives up at the earlier of its timeout and the call's deadline.
+                let (until, at_deadline) = match request_deadline {
+                    Some(d) if d.instant() <= queue_end => (d.instant(), true),
+                    _ => (queue_end, false),
+                };
+                ResponseFuture::waiting(
+                    waiter,
+                    ready,
+                    req,
+                    (until, at_deadline),
+                    classifier,
+                    answer,
+                    span,
+                )
             }
             Admission::Refused(refusal) => {
                 span.record("outcome", refusal.rejection().as_str());
