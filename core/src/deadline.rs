@@ -119,6 +119,37 @@ impl<B> HasDeadline for http::Request<B> {
 }
 
 /// The largest `TimeoutValue` gRPC allows: eight ASCII digits.
+/// Writes the time `req` has left into its `grpc-timeout` header, for the next hop: the
+/// least of its [`Deadline`]'s remaining time at `now`, `cap` (an attempt's own timeout)
+/// and the header already there. A request with none of the three is left as it is.
+///
+/// ```
+/// use std::time::Duration;
+/// use reliability_core::deadline::{set_grpc_timeout, Deadline, GRPC_TIMEOUT};
+/// use tokio::time::Instant;
+///
+/// let now = Instant::now();
+/// let mut req = http::Request::new(());
+/// req.extensions_mut().insert(Deadline::after(now, Duration::from_millis(800)));
+/// set_grpc_timeout(&mut req, now + Duration::from_millis(300), Some(Duration::from_secs(2)));
+/// assert_eq!(req.headers()[GRPC_TIMEOUT], "500000u");
+///
+/// let mut plain = http::Request::new(());
+/// set_grpc_timeout(&mut plain, now, None);
+/// assert!(plain.headers().get(GRPC_TIMEOUT).is_none());
+/// ```
+#[cfg(feature = "http")]
+pub fn set_grpc_timeout<B>(req: &mut http::Request<B>, now: Instant, cap: Option<Duration>) {
+    let left = req.deadline().map(|d| d.remaining(now));
+    let sent = req.wire_timeout();
+    let Some(timeout) = [left, cap, sent].into_iter().flatten().min() else {
+        return;
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(timeout)) {
+        req.headers_mut().insert(GRPC_TIMEOUT, value);
+    }
+}
+
 const MAX_TIMEOUT_VALUE: u64 = 99_999_999;
 
 /// Parses a `grpc-timeout` value: one to eight ASCII digits and a unit, `H` (hours), `M`

@@ -24,6 +24,7 @@
 //! [`KeyExtractorExt::and`] (composite key, both parts) and
 //! [`KeyExtractorExt::with_endpoint`] (user from one, endpoint from another).
 
+use reliability_core::deadline::{Deadline, HasDeadline};
 use serde::{Deserialize, Serialize};
 
 use crate::error::KeyNotFound;
@@ -116,6 +117,38 @@ pub trait KeyExtractor<Req>: Clone + Send + Sync + 'static {
             "`{}` found no key; fix the extractor or choose `on_missing_key`",
             short_type_name::<Self>()
         ))
+    }
+
+    /// The request's own deadline, if the layer should read one: in client mode
+    /// ([`wait_up_to`](crate::RateLimitLayer::wait_up_to)) a refused request waits only
+    /// if its turn comes before its deadline. `None` by default; [`WithDeadlines`] reads it
+    /// from any [`HasDeadline`] request.
+    #[inline]
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        let _ = req;
+        None
+    }
+}
+
+/// An extractor that also reads each request's deadline ([`HasDeadline`], e.g. an
+/// `http::Request`'s extensions); its subjects are `X`'s. Made by
+/// [`RateLimitLayer::with_deadlines`](crate::RateLimitLayer::with_deadlines).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WithDeadlines<X>(pub X);
+
+impl<Req: HasDeadline, X: KeyExtractor<Req>> KeyExtractor<Req> for WithDeadlines<X> {
+    #[inline]
+    fn extract(&self, req: &Req) -> Option<Subject> {
+        self.0.extract(req)
+    }
+
+    fn explain_missing(&self, req: &Req) -> KeyNotFound {
+        self.0.explain_missing(req)
+    }
+
+    #[inline]
+    fn deadline(&self, req: &Req) -> Option<Deadline> {
+        req.deadline()
     }
 }
 

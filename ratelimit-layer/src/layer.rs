@@ -157,6 +157,18 @@ impl<X: Clone, R: Clone> RateLimitLayer<X, R> {
         layer
     }
 
+    /// Reads each request's own deadline
+    /// ([`HasDeadline`](reliability_core::deadline::HasDeadline), e.g. an `http::Request`
+    /// carrying a [`Deadline`](reliability_core::deadline::Deadline) in its extensions): in
+    /// client mode a refused request waits only if its turn comes before both `max_wait`
+    /// and its deadline; otherwise it is refused at once with
+    /// [`Reason::WaitExceeded`](crate::Reason::WaitExceeded), the quota being the cause.
+    /// Call it after `key`.
+    pub fn with_deadlines(self) -> RateLimitLayer<crate::key::WithDeadlines<X>, R> {
+        let extractor = crate::key::WithDeadlines(self.shared.extractor.clone());
+        self.map(extractor, self.shared.respond.clone())
+    }
+
     /// The limiter (for the operations API).
     pub fn limiter(&self) -> &RateLimiter {
         &self.shared.limiter

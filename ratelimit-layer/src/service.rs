@@ -144,17 +144,35 @@ impl<S: Clone, Req> Job<S, Req> {
         resolved: Resolved,
         shared: &Shared<X, R>,
         span: tracing::Span,
-    ) -> Self {
+    ) -> Self
+    where
+        X: KeyExtractor<Req>,
+    {
+        let deadline = wait_until(shared, &request);
         Self {
             inner: take_ready(inner),
             request,
             subject,
             resolved,
             limiter: shared.limiter.clone(),
-            deadline: shared.max_wait.map(|w| tokio::time::Instant::now() + w),
+            deadline,
             span,
         }
     }
+}
+
+/// In client mode, the latest instant a refused request may wait until: `max_wait` from
+/// now, or the request's own deadline if that comes first. `None` outside client mode.
+fn wait_until<X: KeyExtractor<Req>, R, Req>(
+    shared: &Shared<X, R>,
+    request: &Req,
+) -> Option<tokio::time::Instant> {
+    let max_wait = shared.max_wait?;
+    let until = tokio::time::Instant::now() + max_wait;
+    Some(match shared.extractor.deadline(request) {
+        Some(d) => until.min(d.instant()),
+        None => until,
+    })
 }
 
 impl<S, Req, X, R> Service<Req> for RateLimit<S, X, R>
@@ -218,8 +236,11 @@ where
                 });
                 ResponseFuture::calling(self.inner.call(request), detail, respond)
             }
-            Err(rejection) => match (shared.max_wait, rejection.retry_after) {
-                (Some(max), Some(wait)) if wait <= max && rejection.reason == Reason::Exceeded => {
+            Err(rejection) => match (wait_until(shared, &request), rejection.retry_after) {
+                (Some(until), Some(wait))
+                    if tokio::time::Instant::now() + wait <= until
+                        && rejection.reason == Reason::Exceeded =>
+                {
                     let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
                     shared.limiter.record_wait(wait);
                     ResponseFuture::waiting(wait, job, respond)

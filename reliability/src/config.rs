@@ -13,6 +13,7 @@
 //! | `[cex.retry]`, `.backoff`, `.budget` | [`RetryConfig`] | `backoff = { kind = "exponential", ... }` |
 //! | `[cex.rate_limit]` | [`ClientRateLimitConfig`] | the upstream's quota and the longest wait |
 //! | `cex.attempt_timeout` | the facade's own | time allowed for one attempt |
+//! | `cex.deadline` | the facade's own | total time for a call, retries and waits included (optional) |
 //!
 //! The `name` of the cache, retry and SLA configurations is the preset's name
 //! ([`Preset::new`](crate::presets::Preset::new)), whatever the file says, so that every
@@ -314,6 +315,17 @@ pub struct SourceSettings {
     /// also count the wait for quota.
     #[serde(with = "humantime_serde")]
     pub attempt_timeout: Duration,
+    /// Total time a call may take, retries, back-off and waits for quota or a bulkhead
+    /// place included, outermost in the stack; a caller's own earlier deadline (a
+    /// `Deadline` in the request, or an inbound `grpc-timeout`) wins. Unset: only the
+    /// caller's deadline. No attempt starts after it, and the call answers 504 /
+    /// `DEADLINE_EXCEEDED` when it passes.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deadline: Option<Duration>,
 }
 
 impl SourceSettings {
@@ -329,6 +341,7 @@ impl SourceSettings {
             rate_limit: defaults::rate_limit(kind),
             concurrency: defaults::concurrency(kind),
             attempt_timeout: defaults::attempt_timeout(kind),
+            deadline: None,
         }
     }
 
@@ -350,6 +363,9 @@ impl SourceSettings {
                 "attempt_timeout",
                 "must be longer than 0s",
             ));
+        }
+        if self.deadline.is_some_and(|d| d.is_zero()) {
+            return Err(ConfigError::new("deadline", "must be longer than 0s"));
         }
         Ok(())
     }

@@ -7,9 +7,16 @@
 //! From the caller inwards:
 //!
 //! ```text
-//! retry (gRPC policy) → circuit breaker → rate limit (client, waits) → SLA → attempt timeout → channel
+//! deadline → retry (gRPC policy) → circuit breaker → rate limit (client, waits) → SLA
+//!   → grpc-timeout (time left) → attempt timeout → channel
 //! ```
 //!
+//! - **Deadline**: a call's deadline is the caller's own (`tonic::Request::set_timeout`,
+//!   sent as `grpc-timeout`) or the preset's `deadline`, whichever comes first. No retry
+//!   starts after it, a wait for quota that would outlast it is not begun, each attempt
+//!   carries the time the call has left in its `grpc-timeout` so that the server stops
+//!   when the caller has given up, and at the deadline the call answers
+//!   `DEADLINE_EXCEEDED`.
 //! - **Retry**: UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED answers (and
 //!   transport errors, and attempt timeouts) are retried with the preset's attempts,
 //!   backoff and retry budget; a server's `grpc-retry-pushback-ms` (gRFC A6) or

@@ -52,6 +52,8 @@ struct Quotes {
     /// Failures ask the client not to retry (`grpc-retry-pushback-ms: -1`).
     no_retry: Arc<AtomicBool>,
     calls: Arc<AtomicU64>,
+    /// The `grpc-timeout` each call arrived with, in order.
+    timeouts: Arc<std::sync::Mutex<Vec<Option<String>>>>,
 }
 
 impl NamedService for Quotes {
@@ -99,6 +101,12 @@ impl Service<http::Request<Body>> for Quotes {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let this = self.clone();
+        let timeout = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        this.timeouts.lock().unwrap().push(timeout);
         Box::pin(async move {
             if request.uri().path() != GET_QUOTE {
                 return Ok(Status::unimplemented("unknown method").into_http());
@@ -325,4 +333,76 @@ async fn spent_client_quota_fails_locally_as_unavailable() {
     assert!(err.is_quota_spent());
     assert!(!err.is_caller_limited());
     assert!(err.retry_after().is_some());
+}
+
+/// A call with 150 ms left (the caller's `set_timeout`): each attempt tells the server the
+/// time it has left, less on the retry than on the first try; and a call that cannot
+/// finish in time answers DEADLINE_EXCEEDED by its deadline, not after every attempt.
+#[tokio::test]
+async fn the_callers_deadline_reaches_the_server_and_bounds_the_call() {
+    let quotes = Quotes::default();
+    let clock = ManualClock::new();
+    let client = client(serve(quotes.clone()).await, &clock).await;
+
+    quotes.fail_next.store(1, Ordering::SeqCst);
+    let mut grpc = tonic::client::Grpc::new(client.clone());
+    grpc.ready().await.unwrap();
+    let mut request = tonic::Request::new(QuoteRequest {
+        pair: "ETH-USDC".into(),
+    });
+    request.set_timeout(Duration::from_millis(150));
+    let reply = grpc
+        .unary(
+            request,
+            http::uri::PathAndQuery::from_static(GET_QUOTE),
+            ProstCodec::<QuoteRequest, QuoteReply>::default(),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.serial, 1, "one UNAVAILABLE, then the retry");
+    let seen: Vec<Duration> = quotes
+        .timeouts
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let t = t.as_deref().expect("every attempt carries a grpc-timeout");
+            reliability::core::deadline::parse_grpc_timeout(t).expect("well formed")
+        })
+        .collect();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|t| *t <= Duration::from_millis(150) && !t.is_zero()),
+        "at most the caller's 150 ms: {seen:?}"
+    );
+    assert!(seen[1] < seen[0], "the retry has less time left: {seen:?}");
+
+    // The server is slow (2 s); the caller allows 300 ms. Attempts time out at 200 ms, and
+    // the call ends at its deadline, not after three attempts.
+    quotes.slow.store(true, Ordering::SeqCst);
+    let before = quotes.calls.load(Ordering::SeqCst);
+    let mut request = tonic::Request::new(QuoteRequest {
+        pair: "SOL-USDC".into(),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    grpc.ready().await.unwrap();
+    let started = std::time::Instant::now();
+    let status = grpc
+        .unary(
+            request,
+            http::uri::PathAndQuery::from_static(GET_QUOTE),
+            ProstCodec::<QuoteRequest, QuoteReply>::default(),
+        )
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "answered at the deadline (with a margin for a loaded machine), took {took:?}"
+    );
+    let attempts = quotes.calls.load(Ordering::SeqCst) - before;
+    assert!(attempts <= 2, "no attempt after the deadline: {attempts}");
 }

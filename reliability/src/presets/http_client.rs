@@ -6,11 +6,12 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use cache_layer::CacheHandle;
 use cache_layer::http::forbids_shared_storage;
+use hedge_layer::deadline::DeadlineLayer;
 use reliability_core::classify::HttpClassifier;
 use reliability_core::error::ConfigError;
 use retry_layer::http::Idempotent;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::{BoxError, Layer, Service, ServiceBuilder};
 
 use super::{Breakers, Preset, ReliableService};
 
@@ -32,6 +33,9 @@ impl Preset {
     ///   transport errors fail), and `Retry-After` is honoured.
     /// - One circuit breaker **per host** (a bounded registry): one failing host does not
     ///   open the circuit of another.
+    /// - A deadline, outermost: the request's own `Deadline` (in its extensions) or the
+    ///   preset's `deadline`, whichever comes first; no retry starts after it and the call
+    ///   answers `DeadlineExceeded` (504 through the core mapping) when it passes.
     pub fn http_client<S>(self, client: S) -> Result<HttpReliableClient, ConfigError>
     where
         S: Service<http::Request<Bytes>, Response = http::Response<Bytes>>
@@ -63,10 +67,14 @@ impl Preset {
             .map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::PerHost(breaker.registry().clone());
         let below = self.below_cache(client, &parts, classifier, breaker);
-        let service = BoxCloneSyncService::new(InvalidateOnUnsafe {
+        let deadline = match self.settings.deadline {
+            Some(total) => DeadlineLayer::new(total),
+            None => DeadlineLayer::enforce_only(),
+        };
+        let service = BoxCloneSyncService::new(deadline.layer(InvalidateOnUnsafe {
             inner: ServiceBuilder::new().layer(cache).service(below),
             cache: cache_handle.clone(),
-        });
+        }));
         Ok(self.finish(service, parts, breakers, Some(cache_handle)))
     }
 }

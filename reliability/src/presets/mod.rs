@@ -298,16 +298,21 @@ impl Preset {
     /// this preset's stack, for `tonic::client::Grpc::new` or a generated client's `new`
     /// (feature `grpc`).
     ///
-    /// Retry (gRPC codes, pushback honoured, every call treated as safe to repeat) → one
-    /// circuit breaker for the channel (open: `UNAVAILABLE` at once, locally) → client
-    /// quota (key: the preset's name) → SLA → attempt timeout (`DEADLINE_EXCEEDED`) →
-    /// channel. Nothing is cached. See [`crate::grpc`] for the details.
+    /// Deadline (the caller's `grpc-timeout`, or the preset's `deadline` if earlier) →
+    /// retry (gRPC codes, pushback honoured, every call treated as safe to repeat; no
+    /// attempt after the deadline) → one circuit breaker for the channel (open:
+    /// `UNAVAILABLE` at once, locally) → client quota (key: the preset's name; no wait past
+    /// the deadline) → SLA → the time left written into each attempt's `grpc-timeout`
+    /// → attempt timeout (`DEADLINE_EXCEEDED`) → channel. Nothing is cached. See
+    /// [`crate::grpc`] for the details.
     #[cfg(feature = "grpc")]
     pub fn grpc_client(
         self,
         channel: tonic::transport::Channel,
     ) -> Result<crate::grpc::GrpcReliableClient, ConfigError> {
+        use hedge_layer::deadline::DeadlineLayer;
         use reliability_core::classify::GrpcClassifier;
+        use reliability_core::deadline::set_grpc_timeout;
         use retry_layer::grpc::GrpcRetryLayer;
 
         let (parts, breaker) = self.parts_but_retry(GrpcClassifier)?;
@@ -317,8 +322,14 @@ impl Preset {
         let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::One(breaker.breaker().clone());
         let name = Subject::new(self.name.clone());
+        let deadline = match self.settings.deadline {
+            Some(total) => DeadlineLayer::new(total),
+            None => DeadlineLayer::enforce_only(),
+        }
+        .grpc_timeout(true);
         let service = ServiceBuilder::new()
             .map_err(crate::grpc::into_status)
+            .layer(deadline)
             .layer(parts.retry.clone())
             .map_err(Into::<BoxError>::into)
             .layer(breaker)
@@ -327,10 +338,18 @@ impl Preset {
                     .key(key_fn(move |_: &http::Request<tonic::body::Body>| {
                         Some(name.clone())
                     }))
-                    .wait_up_to(self.settings.rate_limit.max_wait),
+                    .wait_up_to(self.settings.rate_limit.max_wait)
+                    .with_deadlines(),
             )
             .layer(parts.bulkhead.clone())
             .layer(SlaLayer::new(parts.monitor.clone()).classifier(GrpcClassifier))
+            // Each attempt tells the server the time the call has left. Not the attempt's
+            // own timeout: the client retries a timed-out attempt, while a server that
+            // gave up would answer CANCELLED first, which is not retried.
+            .map_request(|mut req: http::Request<tonic::body::Body>| {
+                set_grpc_timeout(&mut req, tokio::time::Instant::now(), None);
+                req
+            })
             .timeout(self.settings.attempt_timeout)
             .service(channel.map_err(Into::<BoxError>::into));
         let service = BoxCloneSyncService::new(service);

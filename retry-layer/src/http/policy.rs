@@ -141,8 +141,9 @@ where
         self.inner.classify(result)
     }
 
+    /// An HTTP request's deadline is in its extensions, whatever the inner policy says.
     fn deadline(&self, req: &Request<B>) -> Option<Deadline> {
-        self.inner.deadline(req)
+        req.deadline().or_else(|| self.inner.deadline(req))
     }
 
     fn describe_request(&self, req: &Request<B>) -> String {
