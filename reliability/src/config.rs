@@ -14,6 +14,7 @@
 //! | `[cex.rate_limit]` | [`ClientRateLimitConfig`] | the upstream's quota and the longest wait |
 //! | `cex.attempt_timeout` | the facade's own | time allowed for one attempt |
 //! | `cex.deadline` | the facade's own | total time for a call, retries and waits included (optional) |
+//! | `[cex.hedge]`, `.delay` | [`HedgeConfig`] | `max_hedges`, `budget_ratio`, `delay = { mode = "percentile", percentile = 95.0 }` |
 //!
 //! The `name` of the cache, retry and SLA configurations is the preset's name
 //! ([`Preset::new`](crate::presets::Preset::new)), whatever the file says, so that every
@@ -70,6 +71,7 @@ pub use concurrency_layer::ConcurrencyConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::value::Value;
+pub use hedge_layer::HedgeConfig;
 pub use ratelimit_layer::WindowConfig;
 use ratelimit_layer::{Quota, Window};
 use reliability_core::error::ConfigError;
@@ -310,6 +312,9 @@ pub struct SourceSettings {
     pub rate_limit: ClientRateLimitConfig,
     /// The bulkhead: calls in flight to the upstream at once, fixed or adaptive.
     pub concurrency: ConcurrencyConfig,
+    /// Hedging of idempotent reads by the HTTP client: a second copy after a live
+    /// percentile of the source's latency, within a budget (`max_hedges = 0`: off).
+    pub hedge: HedgeConfig,
     /// Time allowed for one attempt, innermost in the stack (the SLA monitor sees a
     /// timeout at its true latency). Prefer it to `retry.attempt_timeout`, which would
     /// also count the wait for quota.
@@ -340,6 +345,7 @@ impl SourceSettings {
             retry: defaults::retry(kind),
             rate_limit: defaults::rate_limit(kind),
             concurrency: defaults::concurrency(kind),
+            hedge: defaults::hedge(kind),
             attempt_timeout: defaults::attempt_timeout(kind),
             deadline: None,
         }
@@ -358,6 +364,7 @@ impl SourceSettings {
         self.concurrency
             .validate()
             .map_err(|e| e.within("concurrency"))?;
+        self.hedge.validate().map_err(|e| e.within("hedge"))?;
         if self.attempt_timeout.is_zero() {
             return Err(ConfigError::new(
                 "attempt_timeout",

@@ -42,6 +42,7 @@
 //! assert!(layer.is_ok());
 //! ```
 
+use hedge_layer::HedgeConfig;
 use std::time::Duration;
 
 use breaker_layer::CircuitBreakerConfig;
@@ -187,6 +188,19 @@ pub fn concurrency(kind: SourceKind) -> ConcurrencyConfig {
                 ..Gradient2Config::default()
             })),
             ..ConcurrencyConfig::default()
+        },
+    }
+}
+
+/// Hedging of idempotent reads: CEX and DEX reads (order books, quotes) send a second
+/// copy after their own p95 latency, within a budget of 10 % of requests; social APIs,
+/// whose quota is the scarce thing, are not hedged (`max_hedges = 0`).
+pub fn hedge(kind: SourceKind) -> HedgeConfig {
+    match kind {
+        SourceKind::Cex | SourceKind::Dex => HedgeConfig::default(),
+        SourceKind::Social => HedgeConfig {
+            max_hedges: 0,
+            ..HedgeConfig::default()
         },
     }
 }

@@ -35,6 +35,7 @@ pub struct Handles<V> {
     pub(super) concurrency: concurrency_layer::Limiter,
     pub(super) cache: Option<CacheHandle<V>>,
     pub(super) trips: Arc<AtomicU64>,
+    pub(super) hedger: Option<hedge_layer::Hedger>,
 }
 
 impl<V> fmt::Debug for Handles<V> {
@@ -99,6 +100,12 @@ impl<V: Clone + Send + Sync + 'static> Handles<V> {
     /// [`Preset::wrap_uncached`](super::Preset::wrap_uncached)).
     pub fn cache(&self) -> Option<&CacheHandle<V>> {
         self.cache.as_ref()
+    }
+
+    /// The hedge layer's counters and current delay: hedges sent, won and refused by the
+    /// budget (the HTTP client; `None` for a gRPC client, which does not hedge).
+    pub fn hedger(&self) -> Option<&hedge_layer::Hedger> {
+        self.hedger.as_ref()
     }
 
     /// Times the breaker opened.

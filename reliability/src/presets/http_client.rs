@@ -1,11 +1,13 @@
 //! [`Preset::http_client`]: the preset's stack around a buffered HTTP client, with one
 //! breaker per host, an HTTP cache key, and eviction after unsafe requests.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cache_layer::CacheHandle;
 use cache_layer::http::forbids_shared_storage;
+use hedge_layer::HedgeLayer;
 use hedge_layer::deadline::DeadlineLayer;
 use reliability_core::classify::HttpClassifier;
 use reliability_core::error::ConfigError;
@@ -13,7 +15,7 @@ use retry_layer::http::Idempotent;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 
-use super::{Breakers, Preset, ReliableService};
+use super::{Breakers, Handles, Preset, ReliableService};
 
 /// A stack around an HTTP client (see [`Preset::http_client`]).
 pub type HttpReliableClient = ReliableService<http::Request<Bytes>, http::Response<Bytes>>;
@@ -33,6 +35,9 @@ impl Preset {
     ///   transport errors fail), and `Retry-After` is honoured.
     /// - One circuit breaker **per host** (a bounded registry): one failing host does not
     ///   open the circuit of another.
+    /// - Idempotent reads that miss the cache are hedged (`hedge`: by default CEX and DEX
+    ///   after their p95, within 10 % of requests; social not at all): the first good
+    ///   answer wins and the other copy is cancelled. `POST` is never hedged.
     /// - A deadline, outermost: the request's own `Deadline` (in its extensions) or the
     ///   preset's `deadline`, whichever comes first; no retry starts after it and the call
     ///   answers `DeadlineExceeded` (504 through the core mapping) when it passes.
@@ -67,15 +72,30 @@ impl Preset {
             .map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::PerHost(breaker.registry().clone());
         let below = self.below_cache(client, &parts, classifier, breaker);
+        let hedge = HedgeLayer::builder(self.name.clone())
+            .config(self.settings.hedge.clone())
+            .http()
+            .build()
+            .map_err(|e| e.within("hedge"))?;
+        let hedger = hedge.hedger();
         let deadline = match self.settings.deadline {
             Some(total) => DeadlineLayer::new(total),
             None => DeadlineLayer::enforce_only(),
         };
-        let service = BoxCloneSyncService::new(deadline.layer(InvalidateOnUnsafe {
-            inner: ServiceBuilder::new().layer(cache).service(below),
-            cache: cache_handle.clone(),
-        }));
-        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+        let service = BoxCloneSyncService::new(
+            deadline.layer(InvalidateOnUnsafe {
+                inner: ServiceBuilder::new()
+                    .layer(cache)
+                    .layer(hedge)
+                    .service(below),
+                cache: cache_handle.clone(),
+            }),
+        );
+        let handles = Handles {
+            hedger: Some(hedger),
+            ..self.into_handles(parts, breakers, Some(cache_handle))
+        };
+        Ok(ReliableService::new(service, Arc::new(handles)))
     }
 }
 

@@ -448,6 +448,7 @@ impl Preset {
             concurrency: parts.bulkhead.limiter().clone(),
             cache,
             trips: parts.trips,
+            hedger: None,
         }
     }
 
