@@ -283,9 +283,11 @@ async fn fail_closed_rejects_while_down() {
         reliability_core::health::HealthStatus::Failed
     );
     server.restart().unwrap();
+    // Measured from the restart, with the margin the fail-open test gives the same
+    // reconnect: on a loaded 2-core machine a reconnect can take seconds.
     let start = Instant::now();
     while limiter.check("v", 1).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(start.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -539,19 +541,20 @@ async fn layer_over_redis_rejects_and_waits() {
     assert_eq!(limited.reason, Reason::Exceeded);
     assert!(limited.retry_after.unwrap() > Duration::from_secs(600));
 
-    // Client mode on Redis: 20 per second; after the burst, one every 50 ms.
+    // Client mode on Redis: 20 per 20 s; after the burst, one a second. The 21st call
+    // waits unless the burst's 20 round trips took over a second.
     let quick = RateLimiter::builder()
-        .quota(Quota::per(20, Duration::from_secs(1)).unwrap())
+        .quota(Quota::per(20, Duration::from_secs(20)).unwrap())
         .backend(backend)
         .build()
         .unwrap();
     let client = ServiceBuilder::new()
-        .layer(RateLimitLayer::new(quick.clone()).wait_up_to(Duration::from_secs(1)))
+        .layer(RateLimitLayer::new(quick.clone()).wait_up_to(Duration::from_secs(2)))
         .service(service_fn(|()| async {
             Ok::<_, std::convert::Infallible>(())
         }));
     let start = Instant::now();
-    for _ in 0..22 {
+    for _ in 0..21 {
         client.clone().oneshot(()).await.unwrap();
     }
     assert!(
