@@ -46,15 +46,17 @@ pin_project! {
         F: Future,
     {
         Inner { #[pin] future: F },
+        // The timers are boxed: only calls with injected latency pay for them, and the
+        // disabled path's future stays the size of the inner one plus a tag.
         Slow {
             #[pin] future: F,
             // Started when the inner call finishes, so the delay is added to its latency.
-            #[pin] sleep: Option<Sleep>,
+            sleep: Option<Pin<Box<Sleep>>>,
             delay: Duration,
             output: Option<F::Output>,
         },
         Injected {
-            #[pin] sleep: Option<Sleep>,
+            sleep: Option<Pin<Box<Sleep>>>,
             injection: Option<Injection<Res>>,
         },
     }
@@ -86,7 +88,7 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
     pub(crate) fn injected(injection: Injection<Res>, delay: Option<Duration>, answer: A) -> Self {
         Self {
             kind: Kind::Injected {
-                sleep: delay.map(tokio::time::sleep),
+                sleep: delay.map(|d| Box::pin(tokio::time::sleep(d))),
                 injection: Some(injection),
             },
             answer,
@@ -125,7 +127,8 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let _entered = this.span.enter();
+        // A disabled layer's calls carry no span: not even the guard of one.
+        let _entered = (!this.span.is_none()).then(|| this.span.enter());
         match this.kind.project() {
             KindProj::Inner { future } => {
                 let result = ready!(future.poll(cx));
@@ -133,16 +136,16 @@ where
             }
             KindProj::Slow {
                 future,
-                mut sleep,
+                sleep,
                 delay,
                 output,
             } => {
                 if output.is_none() {
                     *output = Some(ready!(future.poll(cx)));
-                    sleep.set(Some(tokio::time::sleep(*delay)));
+                    *sleep = Some(Box::pin(tokio::time::sleep(*delay)));
                 }
-                if let Some(sleep) = sleep.as_pin_mut() {
-                    ready!(sleep.poll(cx));
+                if let Some(sleep) = sleep.as_mut() {
+                    ready!(sleep.as_mut().poll(cx));
                 }
                 let result = output
                     .take()
@@ -150,8 +153,8 @@ where
                 Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
             }
             KindProj::Injected { sleep, injection } => {
-                if let Some(sleep) = sleep.as_pin_mut() {
-                    ready!(sleep.poll(cx));
+                if let Some(sleep) = sleep.as_mut() {
+                    ready!(sleep.as_mut().poll(cx));
                 }
                 match injection
                     .take()
