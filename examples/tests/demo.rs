@@ -67,6 +67,9 @@ fn the_timeline_shows_the_scenario_and_the_recovery() {
                 "breaker_trips",
                 "sla_status",
                 "p95_ms",
+                "p99_ms",
+                "hedges_sent",
+                "hedges_won",
             ] {
                 assert!(!r[column].is_null(), "{column} missing in {r}");
             }
@@ -101,6 +104,19 @@ fn the_timeline_shows_the_scenario_and_the_recovery() {
         limit("latency spike")
     );
 
+    // CEX reads are hedged after their own p95 once it is known (the latency spike is the
+    // first phase with enough samples), within the budget; social is never hedged.
+    let spike = at("latency spike", "cex");
+    assert!(n(&spike, "hedges_sent") > 0, "{spike}");
+    assert!(
+        n(&spike, "hedges_won") <= n(&spike, "hedges_sent"),
+        "{spike}"
+    );
+    for p in timeline {
+        let social = of(&p["sources"], "social");
+        assert_eq!(n(social, "hedges_sent"), 0, "{social}");
+    }
+
     // The summary is the run's end: the same status as the timeline's last entry.
     let summary = &report["summary"];
     let sources: Vec<_> = summary
@@ -114,6 +130,10 @@ fn the_timeline_shows_the_scenario_and_the_recovery() {
     assert_eq!(cex["sla_status"], "HEALTHY", "{cex}");
     assert_eq!(cex["breaker_state"], "CLOSED", "{cex}");
     assert!(n(cex, "upstream_calls") <= n(cex, "requests"), "{cex}");
+    assert!(
+        n(cex, "hedges_sent") as f64 <= 10.0 + 0.1 * n(cex, "requests") as f64,
+        "hedges within the reserve and 10 % of requests: {cex}"
+    );
 }
 
 #[test]

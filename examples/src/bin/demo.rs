@@ -122,6 +122,10 @@ struct Row {
     shed: u64,
     /// The bulkhead's limit at the end (adaptive for social: it falls as latency climbs).
     inflight_limit: usize,
+    /// Second copies sent after the source's own p95 (CEX and DEX), and those that
+    /// answered first.
+    hedges_sent: u64,
+    hedges_won: u64,
     p50_ms: f64,
     p95_ms: f64,
     p99_ms: f64,
@@ -150,6 +154,11 @@ struct PhaseRow {
     shed: u64,
     /// The bulkhead's limit as the phase ended.
     inflight_limit: usize,
+    /// Hedges sent during the phase, and those that answered first.
+    hedges_sent: u64,
+    hedges_won: u64,
+    /// The SLA window's p99 (per upstream attempt) as the phase ended.
+    p99_ms: f64,
 }
 
 /// The end of one phase: where the run stood, per source.
@@ -176,6 +185,8 @@ struct Totals {
     upstream_calls: u64,
     stale_served: u64,
     shed: u64,
+    hedges_sent: u64,
+    hedges_won: u64,
 }
 
 impl Totals {
@@ -186,6 +197,8 @@ impl Totals {
             upstream_calls: row.upstream_calls,
             stale_served: row.stale_served,
             shed: row.shed,
+            hedges_sent: row.hedges_sent,
+            hedges_won: row.hedges_won,
         }
     }
 }
@@ -291,6 +304,7 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
     let w = &report.count_window;
     let bulkhead = h.concurrency().snapshot();
     let lookups = cache.hits + cache.misses;
+    let hedges = h.hedger().map(|x| x.snapshot());
     Row {
         source: lane.source.to_string(),
         requests: lane.seen.requests.load(Ordering::Relaxed),
@@ -311,6 +325,8 @@ fn row(lane: &Lane, upstream: &Upstream) -> Row {
         rate_limit_waits: h.limiter().snapshot().waited,
         shed: bulkhead.rejected,
         inflight_limit: bulkhead.limit,
+        hedges_sent: hedges.as_ref().map_or(0, |x| x.hedges_sent),
+        hedges_won: hedges.as_ref().map_or(0, |x| x.hedges_won),
         p50_ms: w.p50.as_secs_f64() * 1e3,
         p95_ms: w.p95.as_secs_f64() * 1e3,
         p99_ms: w.p99.as_secs_f64() * 1e3,
@@ -344,6 +360,9 @@ fn phase_end(
                 p95_ms: r.p95_ms,
                 shed: now.shed - since.shed,
                 inflight_limit: r.inflight_limit,
+                hedges_sent: now.hedges_sent - since.hedges_sent,
+                hedges_won: now.hedges_won - since.hedges_won,
+                p99_ms: r.p99_ms,
             };
             *since = now;
             during
@@ -546,7 +565,7 @@ fn print_table(rows: &[Row], args: &Args) {
         }
     );
     println!(
-        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}  sla",
+        "{:<7} {:>8} {:>7} {:>9} {:>6} {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8} {:>8} {:>8}  sla",
         "source",
         "requests",
         "errors",
@@ -559,13 +578,15 @@ fn print_table(rows: &[Row], args: &Args) {
         "waits",
         "shed",
         "limit",
+        "hedged",
+        "won",
         "p50 ms",
         "p95 ms",
         "p99 ms",
     );
     for r in rows {
         println!(
-            "{:<7} {:>8} {:>7} {:>9} {:>5.1}% {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>8.1} {:>8.1} {:>8.1}  {}",
+            "{:<7} {:>8} {:>7} {:>9} {:>5.1}% {:>6} {:>7} {:>6} {:<10} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8.1} {:>8.1} {:>8.1}  {}",
             r.source,
             r.requests,
             r.errors,
@@ -578,6 +599,8 @@ fn print_table(rows: &[Row], args: &Args) {
             r.rate_limit_waits,
             r.shed,
             r.inflight_limit,
+            r.hedges_sent,
+            r.hedges_won,
             r.p50_ms,
             r.p95_ms,
             r.p99_ms,

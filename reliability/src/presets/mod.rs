@@ -74,6 +74,7 @@ use breaker_layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
 use cache_layer::http::{HttpCacheLayer, HttpCacheLayerBuilder};
 use cache_layer::{CacheConfig, CacheHandle, CacheKey, CacheLayer, CacheLayerBuilder};
 use concurrency_layer::ConcurrencyLimitLayer;
+use hedge_layer::HedgeLayer;
 use ratelimit_layer::key::key_fn;
 use ratelimit_layer::{RateLimitLayer, RateLimiter, RedisBackend, Subject};
 use reliability_core::classify::{Classify, ErrorClassifier};
@@ -200,7 +201,10 @@ impl Preset {
     }
 
     /// Builds the stack around `inner`, caching under `key(&request)` (`None` bypasses
-    /// the cache), judging outcomes with reliability-core's `ErrorClassifier`.
+    /// the cache), judging outcomes with reliability-core's `ErrorClassifier`. A cache miss
+    /// is hedged per the `hedge` settings (CEX and DEX by default): every request of a
+    /// wrapped source is taken to be a read that may be sent twice; for writes use
+    /// [`wrap_uncached`](Self::wrap_uncached), which never hedges, or set `max_hedges = 0`.
     pub fn wrap<S, Req, K>(
         self,
         inner: S,
@@ -239,9 +243,24 @@ impl Preset {
         let cache_handle = cache.handle();
         let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::One(breaker.breaker().clone());
+        let hedge = HedgeLayer::builder(self.name.clone())
+            .config(self.settings.hedge.clone())
+            .classifier(classifier.clone())
+            .build()
+            .map_err(|e| e.within("hedge"))?;
+        let hedger = hedge.hedger();
         let below = self.below_cache(inner, &parts, classifier, breaker);
-        let service = BoxCloneSyncService::new(ServiceBuilder::new().layer(cache).service(below));
-        Ok(self.finish(service, parts, breakers, Some(cache_handle)))
+        let service = BoxCloneSyncService::new(
+            ServiceBuilder::new()
+                .layer(cache)
+                .layer(hedge)
+                .service(below),
+        );
+        let handles = Handles {
+            hedger: Some(hedger),
+            ..self.into_handles(parts, breakers, Some(cache_handle))
+        };
+        Ok(ReliableService::new(service, Arc::new(handles)))
     }
 
     /// The stack without its cache, for use behind a cache of its own (an HTTP server's
