@@ -276,6 +276,13 @@ impl Page {
 
     /// Sends one DevTools command and answers its result (events in between are skipped).
     async fn call(&mut self, method: &str, params: Value) -> Value {
+        let answer = self.exchange(method, params).await;
+        assert!(answer["error"].is_null(), "{method}: {answer}");
+        answer["result"].clone()
+    }
+
+    /// Sends one DevTools command and answers the whole reply, an error included.
+    async fn exchange(&mut self, method: &str, params: Value) -> Value {
         self.next_id += 1;
         let id = self.next_id;
         let msg = serde_json::json!({ "id": id, "method": method, "params": params });
@@ -283,7 +290,7 @@ impl Page {
             .send(Message::text(msg.to_string()))
             .await
             .expect("DevTools command sent");
-        let answer = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::time::timeout(Duration::from_secs(60), async {
             while let Some(msg) = self.ws.next().await {
                 let msg = msg.expect("DevTools socket stays open");
                 let Ok(text) = msg.to_text() else { continue };
@@ -295,24 +302,22 @@ impl Page {
             panic!("DevTools socket closed before answering {method}");
         })
         .await
-        .unwrap_or_else(|_| panic!("DevTools did not answer {method} within 60 s"));
-        assert!(answer["error"].is_null(), "{method}: {answer}");
-        answer["result"].clone()
+        .unwrap_or_else(|_| panic!("DevTools did not answer {method} within 60 s"))
     }
 
-    /// The page's DOM as it is now.
-    async fn dom(&mut self) -> String {
-        let expression = "document.documentElement.outerHTML";
-        let result = self
-            .call(
+    /// The page's DOM as it is now; `None` while the page is still loading (no document
+    /// yet, or its execution context replaced by the navigation).
+    async fn dom(&mut self) -> Option<String> {
+        let expression = "document.documentElement ? document.documentElement.outerHTML : null";
+        let answer = self
+            .exchange(
                 "Runtime.evaluate",
                 serde_json::json!({ "expression": expression, "returnByValue": true }),
             )
             .await;
-        result["result"]["value"]
+        answer["result"]["result"]["value"]
             .as_str()
-            .expect("the DOM is a string")
-            .to_owned()
+            .map(str::to_owned)
     }
 
     /// Reads the page until `check` holds on what it shows; panics with `what` after
@@ -325,7 +330,7 @@ impl Page {
     ) -> (String, Seen) {
         let start = Instant::now();
         loop {
-            let dom = self.dom().await;
+            let dom = self.dom().await.unwrap_or_default();
             if let Some(seen) = try_seen(&dom)
                 && check(&seen)
             {

@@ -20,6 +20,9 @@
 //! | `GET /admin/ratelimit/{user}` | the user's status per window |
 //! | `PUT /admin/ratelimit/{user}/tier` | body `{"tier": "pro"}` |
 //! | `POST /admin/ratelimit/{user}/reset` | `{"user": .., "reset": true}` |
+//! | `GET /admin/chaos` | every chaos layer: name, enabled, configuration, counts |
+//! | `GET`, `PUT /admin/chaos/{name}` | one chaos layer; `PUT` a `ChaosConfig` body (validated) |
+//! | `POST /admin/chaos/{name}/enable`, `/disable` | the layer, switched |
 //! | `GET /dashboard` | the live page |
 //!
 //! Parts that were not given answer 404 with a JSON error, so a server without a cache
@@ -206,6 +209,7 @@ pub struct Admin {
     rate_limits: Option<Arc<dyn RateLimitControl>>,
     metrics: Option<Arc<MetricsFn>>,
     extra: Vec<Router<()>>,
+    chaos: Vec<chaos_layer::ChaosHandle>,
     history: History,
 }
 
@@ -217,6 +221,7 @@ impl std::fmt::Debug for Admin {
             .field("caches", &self.caches.len())
             .field("breakers", &self.breakers.len())
             .field("rate_limits", &self.rate_limits.is_some())
+            .field("chaos", &self.chaos.len())
             .field("history_capacity", &self.history.capacity())
             .field("history_interval", &self.history.interval())
             .finish()
@@ -241,6 +246,7 @@ impl Admin {
             rate_limits: None,
             metrics: None,
             extra: Vec::new(),
+            chaos: Vec::new(),
             history: History::new(DEFAULT_HISTORY_CAPACITY, DEFAULT_HISTORY_INTERVAL),
         })
     }
@@ -287,6 +293,17 @@ impl Admin {
     #[must_use]
     pub fn breakers(mut self, breakers: Arc<dyn BreakerControl>) -> Self {
         self.breakers.push(breakers);
+        self
+    }
+
+    /// A chaos layer to switch at run time, behind the token: `GET /admin/chaos` lists
+    /// every one (name, enabled, configuration, counts); `GET` and `PUT
+    /// /admin/chaos/{name}` read and replace one's configuration (validated; a bad one is a
+    /// 400 naming the field); `POST /admin/chaos/{name}/enable` and `/disable` switch it.
+    /// Names are the layers' own.
+    #[must_use]
+    pub fn chaos(mut self, handle: chaos_layer::ChaosHandle) -> Self {
+        self.chaos.push(handle);
         self
     }
 
@@ -346,6 +363,10 @@ impl Admin {
             .route("/admin/ratelimit/{user}", get(ratelimit_status))
             .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
             .route("/admin/ratelimit/{user}/reset", post(ratelimit_reset))
+            .route("/admin/chaos", get(chaos_list))
+            .route("/admin/chaos/{name}", get(chaos_get).put(chaos_put))
+            .route("/admin/chaos/{name}/enable", post(chaos_enable))
+            .route("/admin/chaos/{name}/disable", post(chaos_disable))
             .with_state(state.clone());
         for routes in extra {
             protected = protected.merge(routes);
@@ -505,6 +526,71 @@ async fn breaker_open(
 ) -> Result<Json<Value>, AdminError> {
     on_breaker(&admin, &name, |b, n| b.force_open(n))?;
     Ok(Json(json!({ "name": name, "state": "FORCED_OPEN" })))
+}
+
+fn chaos_view(handle: &chaos_layer::ChaosHandle) -> Value {
+    json!({
+        "name": handle.name(),
+        "enabled": handle.is_enabled(),
+        "config": handle.config(),
+        "counts": handle.counts(),
+    })
+}
+
+fn chaos_named<'a>(
+    admin: &'a Admin,
+    name: &str,
+) -> Result<&'a chaos_layer::ChaosHandle, AdminError> {
+    let name = checked_name(name)?;
+    admin
+        .chaos
+        .iter()
+        .find(|h| h.name() == name)
+        .ok_or_else(|| AdminError::NotFound(format!("no chaos layer named `{name}`")))
+}
+
+async fn chaos_list(State(admin): Shared) -> Json<Value> {
+    let all: Vec<Value> = admin.chaos.iter().map(chaos_view).collect();
+    Json(json!({ "chaos": all }))
+}
+
+async fn chaos_get(
+    State(admin): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    Ok(Json(chaos_view(chaos_named(&admin, &name)?)))
+}
+
+async fn chaos_put(
+    State(admin): Shared,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AdminError> {
+    let handle = chaos_named(&admin, &name)?;
+    let config: chaos_layer::ChaosConfig = serde_json::from_slice(&body)
+        .map_err(|e| AdminError::BadRequest(format!("not a chaos configuration: {e}")))?;
+    handle
+        .apply(config)
+        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    Ok(Json(chaos_view(handle)))
+}
+
+async fn chaos_enable(
+    State(admin): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let handle = chaos_named(&admin, &name)?;
+    handle.enable();
+    Ok(Json(chaos_view(handle)))
+}
+
+async fn chaos_disable(
+    State(admin): Shared,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, AdminError> {
+    let handle = chaos_named(&admin, &name)?;
+    handle.disable();
+    Ok(Json(chaos_view(handle)))
 }
 
 fn limits(admin: &Admin) -> Result<&dyn RateLimitControl, AdminError> {

@@ -594,3 +594,107 @@ async fn dashboard_in_headless_chromium_shows_sources_and_moves_with_traffic() {
     assert!(!anonymous.contains("data-name=\"cex\""), "no figures");
     assert!(!anonymous.contains(TOKEN), "no token in the page");
 }
+
+/// A chaos layer switched through the admin router, behind the token: listed, its
+/// configuration replaced (a bad one refused with the field named), enabled and disabled,
+/// and the wrapped service follows each switch.
+#[tokio::test]
+async fn chaos_is_switched_through_the_admin_router() {
+    use tower::{Layer, ServiceExt};
+
+    let layer = reliability::chaos::ChaosLayer::builder("upstream")
+        .error_rate(1.0)
+        .seed(1)
+        .build()
+        .unwrap();
+    let svc = layer.layer(tower::service_fn(|x: u32| async move {
+        Ok::<_, tower::BoxError>(x)
+    }));
+    let app = Admin::new(TOKEN).unwrap().chaos(layer.handle()).router();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (status, _) = call(addr, Method::GET, "/admin/chaos", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the token is needed");
+    let (status, body) = call(
+        addr,
+        Method::POST,
+        "/admin/chaos/upstream/enable",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(svc.clone().oneshot(1).await.unwrap(), 1, "still off");
+
+    let (status, body) = call(addr, Method::GET, "/admin/chaos", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let list = json(&body);
+    assert_eq!(list["chaos"][0]["name"], "upstream");
+    assert_eq!(list["chaos"][0]["enabled"], false);
+
+    let (status, body) = call(
+        addr,
+        Method::POST,
+        "/admin/chaos/upstream/enable",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["enabled"], true);
+    assert!(svc.clone().oneshot(2).await.is_err(), "every call fails");
+
+    // A new configuration: half the calls, validated first.
+    let mut config = json(&body)["config"].clone();
+    config["error_rate"] = json!(1.5);
+    let (status, body) = call(
+        addr,
+        Method::PUT,
+        "/admin/chaos/upstream",
+        Some(TOKEN),
+        Some(config.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("error_rate"), "{body}");
+    config["error_rate"] = json!(0.0);
+    let (status, body) = call(
+        addr,
+        Method::PUT,
+        "/admin/chaos/upstream",
+        Some(TOKEN),
+        Some(config),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["config"]["error_rate"], 0.0);
+    assert_eq!(
+        svc.clone().oneshot(3).await.unwrap(),
+        3,
+        "rate 0 injects nothing"
+    );
+    let (status, _) = call(
+        addr,
+        Method::PUT,
+        "/admin/chaos/upstream",
+        Some(TOKEN),
+        Some(json!("x")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, body) = call(
+        addr,
+        Method::POST,
+        "/admin/chaos/upstream/disable",
+        Some(TOKEN),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(json(&body)["enabled"], false);
+    let (status, _) = call(addr, Method::GET, "/admin/chaos/nobody", Some(TOKEN), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
