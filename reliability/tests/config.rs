@@ -337,3 +337,25 @@ fn file_round_trip() {
     assert_eq!(s.redis.unwrap().key_prefix, "app");
     assert_eq!(s.dex.breaker.consecutive_failures, Some(4));
 }
+
+/// The TOML example of the crate's README loads, and sets what it says (the hedge and
+/// deadline keys included): the README cannot drift from the settings.
+#[test]
+fn the_readme_example_loads() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("its end");
+    let s = Settings::from_toml_str(&readme[start..end]).unwrap();
+    let dex = s.source(SourceKind::Dex);
+    assert_eq!(dex.deadline, Some(std::time::Duration::from_secs(3)));
+    assert_eq!(dex.hedge.budget_ratio, 0.05);
+    assert!(matches!(
+        dex.hedge.delay,
+        reliability::hedge::HedgeDelay::Percentile { percentile, .. } if percentile == 99.0
+    ));
+    assert_eq!(dex.retry.max_attempts, 4);
+    assert_eq!(
+        s.source(SourceKind::Cex).breaker.open_wait,
+        std::time::Duration::from_secs(45)
+    );
+}
