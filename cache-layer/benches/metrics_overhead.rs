@@ -54,29 +54,18 @@ fn warmed(
 ///   no-op handles, so each hit pays one branch on an empty handle.
 #[cfg(feature = "metrics")]
 fn l1_hit_with_and_without_recorder(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let hot = "price:BTC-USDT".to_owned();
+    let rt = runtime();
     let recorder = PrometheusBuilder::new().build_recorder();
-    let mut recorded = metrics::with_local_recorder(&recorder, || warmed(&rt, "bench", &hot));
-    let mut silent = warmed(&rt, "bench", &hot);
-
-    let mut g = c.benchmark_group("metrics_overhead");
-    g.bench_function("l1_hit_prometheus", |b| {
-        b.to_async(&rt).iter(|| {
-            let fut = recorded.call(black_box(&hot).clone());
-            async move { black_box(fut.await.unwrap()) }
-        })
-    });
-    g.bench_function("l1_hit_no_recorder", |b| {
-        b.to_async(&rt).iter(|| {
-            let fut = silent.call(black_box(&hot).clone());
-            async move { black_box(fut.await.unwrap()) }
-        })
-    });
-    g.finish();
+    let recorded = metrics::with_local_recorder(&recorder, || warmed(&rt, "bench", HOT));
+    let silent = warmed(&rt, "bench", HOT);
+    hits(
+        c,
+        &rt,
+        [
+            ("l1_hit_prometheus", recorded),
+            ("l1_hit_no_recorder", silent),
+        ],
+    );
     // The recorder did count: the rendering names the hit counter.
     assert!(recorder.handle().render().contains("cache_lookups_total"));
 }
@@ -84,19 +73,35 @@ fn l1_hit_with_and_without_recorder(c: &mut Criterion) {
 /// Built without the feature: the same hit with no metrics code at all.
 #[cfg(not(feature = "metrics"))]
 fn l1_hit_with_and_without_recorder(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let rt = runtime();
+    let plain = warmed(&rt, "bench", HOT);
+    hits(c, &rt, [("l1_hit_feature_off", plain)]);
+}
+
+const HOT: &str = "price:BTC-USDT";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap();
-    let hot = "price:BTC-USDT".to_owned();
-    let mut plain = warmed(&rt, "bench", &hot);
+        .unwrap()
+}
+
+/// One L1 hit of `HOT` per iteration, through each named cache.
+fn hits<S, const N: usize>(c: &mut Criterion, rt: &tokio::runtime::Runtime, caches: [(&str, S); N])
+where
+    S: Service<String, Response = u64, Error = BoxError>,
+{
+    let hot = HOT.to_owned();
     let mut g = c.benchmark_group("metrics_overhead");
-    g.bench_function("l1_hit_feature_off", |b| {
-        b.to_async(&rt).iter(|| {
-            let fut = plain.call(black_box(&hot).clone());
-            async move { black_box(fut.await.unwrap()) }
-        })
-    });
+    for (name, mut svc) in caches {
+        g.bench_function(name, |b| {
+            b.to_async(rt).iter(|| {
+                let fut = svc.call(black_box(&hot).clone());
+                async move { black_box(fut.await.unwrap()) }
+            })
+        });
+    }
     g.finish();
 }
 

@@ -97,14 +97,11 @@ impl<S, A, R> Chaos<S, A, R> {
         let span = tracing::debug_span!(
             "chaos",
             source = self.state.name.as_str(),
-            fault = match decision.fault {
-                None => "none",
-                Some(Fault::Error) => "error",
-                Some(Fault::Response) => "response",
-            },
+            fault = tracing::field::Empty,
             delay_ms = decision.delay.map_or(0, |d| d.as_millis() as u64),
         );
         let Some(fault) = decision.fault else {
+            span.record("fault", "none");
             let future = span.in_scope(|| self.inner.call(req));
             return match decision.delay {
                 None => ResponseFuture::inner(future, answer),
@@ -126,9 +123,12 @@ impl<S, A, R> Chaos<S, A, R> {
                 Injection::Error(InjectedFault::new(self.state.name.as_str()))
             }
         };
-        if matches!(injection, Injection::Error(_)) {
-            span.record("fault", "error");
-        }
+        // What was injected: a fault without a response to give is an error.
+        let injected = match injection {
+            Injection::Error(_) => "error",
+            Injection::Response(_) => "response",
+        };
+        span.record("fault", injected);
         ResponseFuture::injected(injection, decision.delay, answer).in_span(span)
     }
 }

@@ -118,10 +118,9 @@ impl<B> HasDeadline for http::Request<B> {
     }
 }
 
-/// The largest `TimeoutValue` gRPC allows: eight ASCII digits.
 /// Writes the time `req` has left into its `grpc-timeout` header, for the next hop: the
-/// least of its [`Deadline`]'s remaining time at `now`, `cap` (an attempt's own timeout)
-/// and the header already there. A request with none of the three is left as it is.
+/// lesser of its [`Deadline`]'s remaining time at `now` and the header already there. A
+/// request with neither is left as it is.
 ///
 /// ```
 /// use std::time::Duration;
@@ -131,18 +130,17 @@ impl<B> HasDeadline for http::Request<B> {
 /// let now = Instant::now();
 /// let mut req = http::Request::new(());
 /// req.extensions_mut().insert(Deadline::after(now, Duration::from_millis(800)));
-/// set_grpc_timeout(&mut req, now + Duration::from_millis(300), Some(Duration::from_secs(2)));
+/// set_grpc_timeout(&mut req, now + Duration::from_millis(300));
 /// assert_eq!(req.headers()[GRPC_TIMEOUT], "500000u");
 ///
 /// let mut plain = http::Request::new(());
-/// set_grpc_timeout(&mut plain, now, None);
+/// set_grpc_timeout(&mut plain, now);
 /// assert!(plain.headers().get(GRPC_TIMEOUT).is_none());
 /// ```
 #[cfg(feature = "http")]
-pub fn set_grpc_timeout<B>(req: &mut http::Request<B>, now: Instant, cap: Option<Duration>) {
+pub fn set_grpc_timeout<B>(req: &mut http::Request<B>, now: Instant) {
     let left = req.deadline().map(|d| d.remaining(now));
-    let sent = req.wire_timeout();
-    let Some(timeout) = [left, cap, sent].into_iter().flatten().min() else {
+    let Some(timeout) = [left, req.wire_timeout()].into_iter().flatten().min() else {
         return;
     };
     if let Ok(value) = http::HeaderValue::from_str(&format_grpc_timeout(timeout)) {
@@ -150,6 +148,7 @@ pub fn set_grpc_timeout<B>(req: &mut http::Request<B>, now: Instant, cap: Option
     }
 }
 
+/// The largest `TimeoutValue` gRPC allows: eight ASCII digits.
 const MAX_TIMEOUT_VALUE: u64 = 99_999_999;
 
 /// Parses a `grpc-timeout` value: one to eight ASCII digits and a unit, `H` (hours), `M`

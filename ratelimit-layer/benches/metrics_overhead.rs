@@ -42,33 +42,18 @@ fn check_now(limiter: &RateLimiter, subject: &Subject) -> bool {
 ///   facade's no-op handles, so each decision pays one branch on an empty handle.
 #[cfg(feature = "metrics")]
 fn decision_with_and_without_recorder(c: &mut Criterion) {
-    let subjects: Vec<Subject> = (0..KEYS)
-        .map(|i| Subject::new(format!("user-{i}")))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let _guard = rt.enter();
     let recorder = PrometheusBuilder::new().build_recorder();
     let recorded = metrics::with_local_recorder(&recorder, limiter);
     let silent = limiter();
-
-    let mut g = c.benchmark_group("metrics_overhead");
-    let mut i = 0;
-    g.bench_function("decision_prometheus", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(check_now(&recorded, &subjects[i]))
-        })
-    });
-    g.bench_function("decision_no_recorder", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(check_now(&silent, &subjects[i]))
-        })
-    });
-    g.finish();
+    decisions(
+        c,
+        &[
+            ("decision_prometheus", &recorded),
+            ("decision_no_recorder", &silent),
+        ],
+    );
     assert!(
         recorder
             .handle()
@@ -80,23 +65,33 @@ fn decision_with_and_without_recorder(c: &mut Criterion) {
 /// Built without the feature: the same decision with no metrics code at all.
 #[cfg(not(feature = "metrics"))]
 fn decision_with_and_without_recorder(c: &mut Criterion) {
+    let rt = runtime();
+    let _guard = rt.enter();
+    decisions(c, &[("decision_feature_off", &limiter())]);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap()
+}
+
+/// One in-memory decision per iteration over 10,000 keys, for each named limiter.
+fn decisions(c: &mut Criterion, limiters: &[(&str, &RateLimiter)]) {
     let subjects: Vec<Subject> = (0..KEYS)
         .map(|i| Subject::new(format!("user-{i}")))
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
-    let _guard = rt.enter();
-    let plain = limiter();
     let mut g = c.benchmark_group("metrics_overhead");
     let mut i = 0;
-    g.bench_function("decision_feature_off", |b| {
-        b.iter(|| {
-            i = (i + 1) % KEYS;
-            black_box(check_now(&plain, &subjects[i]))
-        })
-    });
+    for (name, limiter) in limiters {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                i = (i + 1) % KEYS;
+                black_box(check_now(limiter, &subjects[i]))
+            })
+        });
+    }
     g.finish();
 }
 

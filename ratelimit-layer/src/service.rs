@@ -143,12 +143,9 @@ impl<S: Clone, Req> Job<S, Req> {
         subject: Subject,
         resolved: Resolved,
         shared: &Shared<X, R>,
+        deadline: Option<tokio::time::Instant>,
         span: tracing::Span,
-    ) -> Self
-    where
-        X: KeyExtractor<Req>,
-    {
-        let deadline = wait_until(shared, &request);
+    ) -> Self {
         Self {
             inner: take_ready(inner),
             request,
@@ -162,13 +159,14 @@ impl<S: Clone, Req> Job<S, Req> {
 }
 
 /// In client mode, the latest instant a refused request may wait until: `max_wait` from
-/// now, or the request's own deadline if that comes first. `None` outside client mode.
+/// `now`, or the request's own deadline if that comes first. `None` outside client mode.
 fn wait_until<X: KeyExtractor<Req>, R, Req>(
     shared: &Shared<X, R>,
     request: &Req,
+    now: tokio::time::Instant,
 ) -> Option<tokio::time::Instant> {
     let max_wait = shared.max_wait?;
-    let until = tokio::time::Instant::now() + max_wait;
+    let until = now + max_wait;
     Some(match shared.extractor.deadline(request) {
         Some(d) => until.min(d.instant()),
         None => until,
@@ -219,7 +217,16 @@ where
         };
         let (mut resolved, mut pending) = shared.limiter.begin(&subject, Mode::Consume);
         let Some(result) = pending.now_or_never() else {
-            let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
+            let until = wait_until(shared, &request, tokio::time::Instant::now());
+            let job = Job::new(
+                &mut self.inner,
+                request,
+                subject,
+                resolved,
+                shared,
+                until,
+                span,
+            );
             return ResponseFuture::deciding(pending, job, respond);
         };
         let decided = shared.limiter.finish(&subject, &mut resolved, result);
@@ -236,22 +243,32 @@ where
                 });
                 ResponseFuture::calling(self.inner.call(request), detail, respond)
             }
-            Err(rejection) => match (wait_until(shared, &request), rejection.retry_after) {
-                (Some(until), Some(wait))
-                    if tokio::time::Instant::now() + wait <= until
-                        && rejection.reason == Reason::Exceeded =>
-                {
-                    let job = Job::new(&mut self.inner, request, subject, resolved, shared, span);
-                    shared.limiter.record_wait(wait);
-                    ResponseFuture::waiting(wait, job, respond)
+            Err(rejection) => {
+                let now = tokio::time::Instant::now();
+                match (wait_until(shared, &request, now), rejection.retry_after) {
+                    (Some(until), Some(wait))
+                        if now + wait <= until && rejection.reason == Reason::Exceeded =>
+                    {
+                        let job = Job::new(
+                            &mut self.inner,
+                            request,
+                            subject,
+                            resolved,
+                            shared,
+                            Some(until),
+                            span,
+                        );
+                        shared.limiter.record_wait(wait);
+                        ResponseFuture::waiting(wait, job, respond)
+                    }
+                    // Client mode: a refusal means our quota at the upstream is spent.
+                    (Some(_), _) => {
+                        span.record("outcome", outcome(false));
+                        ResponseFuture::rejected(rejection.client_side(), respond)
+                    }
+                    _ => ResponseFuture::rejected(rejection, respond),
                 }
-                // Client mode: a refusal means our quota at the upstream is spent.
-                (Some(_), _) => {
-                    span.record("outcome", outcome(false));
-                    ResponseFuture::rejected(rejection.client_side(), respond)
-                }
-                _ => ResponseFuture::rejected(rejection, respond),
-            },
+            }
         }
     }
 }

@@ -106,47 +106,37 @@ where
             reason = tracing::field::Empty,
         );
         let layer_deadline = core.deadline.zip(started).map(|(d, at)| at + d);
-        let deadline_at = match (layer_deadline, request_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b.instant())),
-            (a, b) => a.or(b.map(Deadline::instant)),
-        };
-        let deadline = deadline_at.map(sleep_until);
-        if let (Some(d), Some(now)) = (request_deadline, started)
-            && d.is_past(now)
-        {
+        let deadline = [layer_deadline, request_deadline.map(Deadline::instant)]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(sleep_until);
+        let past = request_deadline
+            .zip(started)
+            .is_some_and(|(d, now)| d.is_past(now));
+        let (state, timer, request) = if past {
             // No attempt starts at or after the deadline, the first included: the
             // deadline's timer, already due, answers on the first poll.
-            return Self {
-                state: State::Done,
-                timer: None,
-                deadline,
-                service,
-                request: Some(req),
-                shared,
-                started,
-                attempts: None,
-                rng: None,
-                last_cost: 0,
-                request_deadline,
-                span,
-            };
-        }
-        core.metrics.attempt();
-        let (send, request) = if core.schedule.max_attempts > 1 || core.sink.is_some() {
-            match shared.policy.replay(&req) {
-                Some(copy) => (copy, Some(req)),
-                None => (req, None),
-            }
+            (State::Done, None, Some(req))
         } else {
-            (req, None)
+            core.metrics.attempt();
+            let (send, request) = if core.schedule.max_attempts > 1 || core.sink.is_some() {
+                match shared.policy.replay(&req) {
+                    Some(copy) => (copy, Some(req)),
+                    None => (req, None),
+                }
+            } else {
+                (req, None)
+            };
+            let future = span.in_scope(|| service.call(send));
+            let timer = core
+                .attempt_timeout
+                .zip(started)
+                .map(|(t, at)| sleep_until(at + t));
+            (State::Calling { future }, timer, request)
         };
-        let future = span.in_scope(|| service.call(send));
-        let timer = core
-            .attempt_timeout
-            .zip(started)
-            .map(|(t, at)| sleep_until(at + t));
         Self {
-            state: State::Calling { future },
+            state,
             timer,
             deadline,
             service,

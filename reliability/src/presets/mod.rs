@@ -366,7 +366,7 @@ impl Preset {
             // own timeout: the client retries a timed-out attempt, while a server that
             // gave up would answer CANCELLED first, which is not retried.
             .map_request(|mut req: http::Request<tonic::body::Body>| {
-                set_grpc_timeout(&mut req, tokio::time::Instant::now(), None);
+                set_grpc_timeout(&mut req, tokio::time::Instant::now());
                 req
             })
             .timeout(self.settings.attempt_timeout)
