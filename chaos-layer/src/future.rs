@@ -35,7 +35,6 @@ pin_project! {
         #[pin]
         kind: Kind<F, Res>,
         answer: A,
-        span: Span,
     }
 }
 
@@ -45,7 +44,10 @@ pin_project! {
     where
         F: Future,
     {
+        // The disabled path: the inner future and nothing else, not even an empty span.
         Inner { #[pin] future: F },
+        // Enabled, nothing injected: the inner future in the call's span.
+        Traced { #[pin] future: F, span: Span },
         // The timers are boxed: only calls with injected latency pay for them, and the
         // disabled path's future stays the size of the inner one plus a tag.
         Slow {
@@ -54,10 +56,12 @@ pin_project! {
             sleep: Option<Pin<Box<Sleep>>>,
             delay: Duration,
             output: Option<F::Output>,
+            span: Span,
         },
         Injected {
             sleep: Option<Pin<Box<Sleep>>>,
             injection: Option<Injection<Res>>,
+            span: Span,
         },
     }
 }
@@ -68,38 +72,37 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
         Self {
             kind: Kind::Inner { future },
             answer,
-            span: Span::none(),
         }
     }
 
-    pub(crate) fn slow(future: F, delay: Duration, answer: A) -> Self {
-        Self {
-            kind: Kind::Slow {
+    pub(crate) fn traced(future: F, delay: Option<Duration>, answer: A, span: Span) -> Self {
+        let kind = match delay {
+            None => Kind::Traced { future, span },
+            Some(delay) => Kind::Slow {
                 future,
                 sleep: None,
                 delay,
                 output: None,
+                span,
             },
-            answer,
-            span: Span::none(),
-        }
+        };
+        Self { kind, answer }
     }
 
-    pub(crate) fn injected(injection: Injection<Res>, delay: Option<Duration>, answer: A) -> Self {
+    pub(crate) fn injected(
+        injection: Injection<Res>,
+        delay: Option<Duration>,
+        answer: A,
+        span: Span,
+    ) -> Self {
         Self {
             kind: Kind::Injected {
                 sleep: delay.map(|d| Box::pin(tokio::time::sleep(d))),
                 injection: Some(injection),
+                span,
             },
             answer,
-            span: Span::none(),
         }
-    }
-
-    /// The same future, polled inside `span`.
-    pub(crate) fn in_span(mut self, span: Span) -> Self {
-        self.span = span;
-        self
     }
 }
 
@@ -107,6 +110,7 @@ impl<F: Future, A: fmt::Debug, Res> fmt::Debug for ResponseFuture<F, A, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "inner",
+            Kind::Traced { .. } => "traced",
             Kind::Slow { .. } => "slow",
             Kind::Injected { .. } => "injected",
         };
@@ -127,10 +131,13 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        // A disabled layer's calls carry no span: not even the guard of one.
-        let _entered = (!this.span.is_none()).then(|| this.span.enter());
         match this.kind.project() {
             KindProj::Inner { future } => {
+                let result = ready!(future.poll(cx));
+                Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
+            }
+            KindProj::Traced { future, span } => {
+                let _entered = span.enter();
                 let result = ready!(future.poll(cx));
                 Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
             }
@@ -139,7 +146,9 @@ where
                 sleep,
                 delay,
                 output,
+                span,
             } => {
+                let _entered = span.enter();
                 if output.is_none() {
                     *output = Some(ready!(future.poll(cx)));
                     *sleep = Some(Box::pin(tokio::time::sleep(*delay)));
@@ -152,7 +161,12 @@ where
                     .expect("chaos ResponseFuture polled after completion");
                 Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
             }
-            KindProj::Injected { sleep, injection } => {
+            KindProj::Injected {
+                sleep,
+                injection,
+                span,
+            } => {
+                let _entered = span.enter();
                 if let Some(sleep) = sleep.as_mut() {
                     ready!(sleep.as_mut().poll(cx));
                 }

@@ -103,11 +103,7 @@ impl<S, A, R> Chaos<S, A, R> {
         let Some(fault) = decision.fault else {
             span.record("fault", "none");
             let future = span.in_scope(|| self.inner.call(req));
-            return match decision.delay {
-                None => ResponseFuture::inner(future, answer),
-                Some(delay) => ResponseFuture::slow(future, delay, answer),
-            }
-            .in_span(span);
+            return ResponseFuture::traced(future, decision.delay, answer, span);
         };
         let response = match fault {
             Fault::Response => self.responder.respond(),
@@ -129,6 +125,6 @@ impl<S, A, R> Chaos<S, A, R> {
             Injection::Response(_) => "response",
         };
         span.record("fault", injected);
-        ResponseFuture::injected(injection, decision.delay, answer).in_span(span)
+        ResponseFuture::injected(injection, decision.delay, answer, span)
     }
 }

@@ -119,7 +119,7 @@ fn server(c: &mut Criterion) {
         upstream.set_faults(FaultSettings {
             error_rate: 0.0,
             latency_factor: 0.05,
-            outage: false,
+            ..FaultSettings::HEALTHY
         });
         let config = ServerConfig::parse(CONFIG).unwrap();
         let (router, app) = app(&config, upstream, None).unwrap();

@@ -11,7 +11,9 @@
 //!   `server.toml`), or per client IP on the free tier: 429 with `Retry-After`,
 //!   `RateLimit-Policy` and `RateLimit`.
 //! - With an admin token: the admin router (`/admin/...`, bearer token), `/dashboard`,
-//!   and `POST /admin/upstream/faults` to inject faults into the simulated upstream.
+//!   and `POST /admin/upstream/faults` to inject faults into the simulated upstream
+//!   (through its chaos layers, which `/admin/chaos` also lists and switches one by one:
+//!   `upstream-cex`, `upstream-dex`, `upstream-social`).
 //!
 //! [`app`] keeps everything in memory; [`app_with_redis`] shares the per-key limits
 //! (Redis backend, failing open to a local limiter) and the route caches (Redis L2, one
@@ -51,7 +53,7 @@ use serde_json::Value;
 use sla_layer::SlaRegistry;
 use tower::ServiceExt;
 
-use crate::upstream::{FaultSettings, Upstream, UpstreamRequest, bounded};
+use crate::upstream::{FaultSettings, Source, Upstream, UpstreamRequest, bounded};
 
 /// The server's configuration file (`examples/server.toml`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -377,6 +379,9 @@ fn assemble(
         }
         for cache in caches {
             admin = admin.cache(Arc::new(cache));
+        }
+        for source in Source::ALL {
+            admin = admin.chaos(upstream.chaos(source));
         }
         router = router.merge(admin.router());
     }

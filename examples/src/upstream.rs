@@ -2,13 +2,21 @@
 //! through a scripted scenario (normal, latency spike, error burst, outage, recovery), with
 //! faults that can also be injected at runtime.
 //!
+//! The upstream is a healthy service (seeded data, each source's own latency) behind one
+//! [`ChaosLayer`] per source, named `upstream-cex`, `upstream-dex` and `upstream-social`:
+//! every injected fault (failed calls, an outage, the slow calls of a latency spike) is
+//! that layer's. [`Upstream::set_faults`] (the body of `POST /admin/upstream/faults`)
+//! translates a [`FaultSettings`] into each source's [`ChaosConfig`]; the handles
+//! ([`Upstream::chaos`]) also let the admin router switch and tune each layer on its own.
+//!
 //! It is available in process, as a `tower::Service` ([`Upstream`]), and on loopback as
 //! an axum app ([`Upstream::router`]). Seeded: the same seed gives the same faults and
-//! the same data, so a demo run is reproducible.
+//! the same data for the same sequence of calls, so a demo run is reproducible.
 
+use std::convert::Infallible;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,8 +29,10 @@ use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use reliability::chaos::{Chaos, ChaosConfig, ChaosHandle, ChaosLayer, LatencyDistribution};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use tower::{Layer, Service, ServiceExt};
 
 /// The kinds of data source the presets are tuned for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -69,7 +79,7 @@ impl fmt::Display for Source {
 pub enum Phase {
     /// Healthy: fast, rare errors.
     Normal,
-    /// Latency x8.
+    /// Every call four times slower, one in 25 thirty-one times slower.
     LatencySpike,
     /// Half the calls fail.
     ErrorBurst,
@@ -104,49 +114,66 @@ impl Phase {
 
     /// The faults this phase injects.
     pub fn faults(self) -> FaultSettings {
+        let healthy = FaultSettings::HEALTHY;
         match self {
             Phase::Normal => FaultSettings {
                 error_rate: 0.01,
-                latency_factor: 1.0,
-                outage: false,
+                ..healthy
             },
             // Error-free, so the status windows refill with successes only and a run's end
             // shows the recovery: with 1 % of errors, a window of a few dozen calls would
             // often hold one, under a 99 % "degraded" threshold.
-            Phase::Recovery => FaultSettings {
-                error_rate: 0.0,
-                latency_factor: 1.0,
-                outage: false,
-            },
+            Phase::Recovery => healthy,
+            // Every call four times slower, and a tail: one call in 25 thirty-one times
+            // slower (a CEX order book in 620 ms instead of 20), the tail a p95 hedge cuts.
             Phase::LatencySpike => FaultSettings {
                 error_rate: 0.02,
-                latency_factor: 8.0,
-                outage: false,
+                delay_factor: 3.0,
+                slow_rate: 0.04,
+                slow_factor: 30.0,
+                ..healthy
             },
             Phase::ErrorBurst => FaultSettings {
                 error_rate: 0.5,
-                latency_factor: 1.5,
-                outage: false,
+                delay_factor: 0.5,
+                ..healthy
             },
+            // Nothing answers: every call fails, after a fifth of its usual latency (the
+            // chaos layer's delay: no call reaches the healthy upstream).
             Phase::Outage => FaultSettings {
                 error_rate: 1.0,
-                latency_factor: 0.2,
                 outage: true,
+                delay_factor: 0.2,
+                ..healthy
             },
         }
     }
 }
 
 /// Faults to inject: the body of `POST /admin/upstream/faults`.
+///
+/// `latency_factor` is the healthy upstream's own pace; everything else is injected by the
+/// sources' chaos layers: `error_rate` (or all calls, in an `outage`) fail with a 503, and
+/// the delays of a latency spike are added to the calls' own latency, in multiples of
+/// each source's base latency (a fifth of a DEX quote's 120 ms is not a fifth of a CEX
+/// order book's 20 ms).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FaultSettings {
     /// Share of calls that fail with a 503, 0..=1.
     pub error_rate: f64,
-    /// Latency multiplier (1 = normal).
+    /// The healthy upstream's pace: its latency multiplier (1 = normal, 0.1 = ten times
+    /// faster), 0..=100.
     pub latency_factor: f64,
     /// Every call fails at once.
     pub outage: bool,
+    /// Latency added to every call, in multiples of the source's base latency, 0..=100.
+    pub delay_factor: f64,
+    /// Share of calls that get `slow_factor` instead of `delay_factor` (the slow tail of
+    /// a spike), 0..=1.
+    pub slow_rate: f64,
+    /// Latency added to a slow call, in multiples of the source's base latency, 0..=100.
+    pub slow_factor: f64,
 }
 
 impl Default for FaultSettings {
@@ -156,20 +183,52 @@ impl Default for FaultSettings {
 }
 
 impl FaultSettings {
+    /// No fault at all: the healthy upstream at its normal pace.
+    pub const HEALTHY: FaultSettings = FaultSettings {
+        error_rate: 0.0,
+        latency_factor: 1.0,
+        outage: false,
+        delay_factor: 0.0,
+        slow_rate: 0.0,
+        slow_factor: 0.0,
+    };
+
     /// Clamps hostile values into range.
     pub fn sanitized(self) -> Self {
+        let clamp = |v: f64, max: f64, otherwise: f64| {
+            if v.is_finite() {
+                v.clamp(0.0, max)
+            } else {
+                otherwise
+            }
+        };
         Self {
-            error_rate: if self.error_rate.is_finite() {
-                self.error_rate.clamp(0.0, 1.0)
-            } else {
-                0.0
-            },
-            latency_factor: if self.latency_factor.is_finite() {
-                self.latency_factor.clamp(0.0, 100.0)
-            } else {
-                1.0
-            },
+            error_rate: clamp(self.error_rate, 1.0, 0.0),
+            latency_factor: clamp(self.latency_factor, 100.0, 1.0),
             outage: self.outage,
+            delay_factor: clamp(self.delay_factor, 100.0, 0.0),
+            slow_rate: clamp(self.slow_rate, 1.0, 0.0),
+            slow_factor: clamp(self.slow_factor, 100.0, 0.0),
+        }
+    }
+
+    /// The chaos configuration of `source` for these faults (sanitize first), seeded
+    /// with `seed`.
+    pub fn chaos(&self, source: Source, seed: u64) -> ChaosConfig {
+        let base = source.base_latency().mul_f64(self.latency_factor);
+        let delayed = self.delay_factor > 0.0 || (self.slow_rate > 0.0 && self.slow_factor > 0.0);
+        let error_rate = if self.outage { 1.0 } else { self.error_rate };
+        ChaosConfig {
+            enabled: error_rate > 0.0 || delayed,
+            seed,
+            error_rate,
+            response_rate: 0.0,
+            latency_rate: if delayed { 1.0 } else { 0.0 },
+            latency: LatencyDistribution::TwoPoint {
+                fast: base.mul_f64(self.delay_factor),
+                slow: base.mul_f64(self.slow_factor),
+                slow_share: self.slow_rate,
+            },
         }
     }
 }
@@ -228,57 +287,104 @@ impl std::error::Error for UpstreamError {}
 
 #[derive(Debug)]
 struct Inner {
+    seed: u64,
     rng: Mutex<SmallRng>,
-    error_rate_ppm: AtomicU32,
+    // The settings last applied, for `faults()`; written only under this lock.
+    faults: Mutex<FaultSettings>,
     latency_factor_milli: AtomicU32,
-    outage: AtomicBool,
     calls: [AtomicU64; 3],
     failures: [AtomicU64; 3],
+}
+
+/// The healthy upstream: each source's own latency (jittered, times the pace), then its
+/// data. It never fails: failures are the chaos layers'.
+#[derive(Debug, Clone)]
+struct Healthy {
+    inner: Arc<Inner>,
+}
+
+impl tower::Service<UpstreamRequest> for Healthy {
+    type Response = Value;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Value, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let pace = f64::from(inner.latency_factor_milli.load(Ordering::Relaxed)) / 1e3;
+            let jitter = inner.rng.lock().random_range(0.5..1.5);
+            let latency = request.source().base_latency().mul_f64(pace * jitter);
+            // tokio time, so a paused clock skips it.
+            tokio::time::sleep(latency).await;
+            Ok(body(&inner, &request))
+        })
+    }
 }
 
 /// The simulated upstream. Cheap to clone; clones share faults and counters.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     inner: Arc<Inner>,
+    chaos: Arc<[Chaos<Healthy>; 3]>,
 }
 
 impl Upstream {
     /// A healthy upstream with a seeded random source.
     pub fn new(seed: u64) -> Self {
+        let inner = Arc::new(Inner {
+            seed,
+            rng: Mutex::new(SmallRng::seed_from_u64(seed)),
+            faults: Mutex::new(FaultSettings::HEALTHY),
+            latency_factor_milli: AtomicU32::new(1000),
+            calls: Default::default(),
+            failures: Default::default(),
+        });
+        let chaos = Source::ALL.map(|source| {
+            ChaosLayer::builder(format!("upstream-{source}"))
+                .build()
+                .expect("the default chaos settings are valid")
+                .layer(Healthy {
+                    inner: inner.clone(),
+                })
+        });
         let upstream = Self {
-            inner: Arc::new(Inner {
-                rng: Mutex::new(SmallRng::seed_from_u64(seed)),
-                error_rate_ppm: AtomicU32::new(0),
-                latency_factor_milli: AtomicU32::new(1000),
-                outage: AtomicBool::new(false),
-                calls: Default::default(),
-                failures: Default::default(),
-            }),
+            inner,
+            chaos: Arc::new(chaos),
         };
         upstream.set_faults(FaultSettings::default());
         upstream
     }
 
-    /// Replaces the injected faults (values are clamped into range).
+    /// Replaces the injected faults (values are clamped into range): each source's chaos
+    /// layer gets its share, seeded from the upstream's seed, so the same seed and the
+    /// same calls give the same faults after every change.
     pub fn set_faults(&self, faults: FaultSettings) {
         let f = faults.sanitized();
-        self.inner
-            .error_rate_ppm
-            .store((f.error_rate * 1e6) as u32, Ordering::Relaxed);
+        let mut current = self.inner.faults.lock();
         self.inner
             .latency_factor_milli
             .store((f.latency_factor * 1e3) as u32, Ordering::Relaxed);
-        self.inner.outage.store(f.outage, Ordering::Relaxed);
+        for source in Source::ALL {
+            let seed = self.inner.seed ^ (source.index() as u64 + 1).wrapping_mul(0x9E37_79B9);
+            self.chaos(source)
+                .apply(f.chaos(source, seed))
+                .expect("sanitized faults make a valid chaos configuration");
+        }
+        *current = f;
     }
 
-    /// The faults in force.
+    /// The faults last set by [`set_faults`](Self::set_faults).
     pub fn faults(&self) -> FaultSettings {
-        FaultSettings {
-            error_rate: f64::from(self.inner.error_rate_ppm.load(Ordering::Relaxed)) / 1e6,
-            latency_factor: f64::from(self.inner.latency_factor_milli.load(Ordering::Relaxed))
-                / 1e3,
-            outage: self.inner.outage.load(Ordering::Relaxed),
-        }
+        *self.inner.faults.lock()
+    }
+
+    /// The chaos layer in front of `source` (named `upstream-{source}`).
+    pub fn chaos(&self, source: Source) -> ChaosHandle {
+        self.chaos[source.index()].handle()
     }
 
     /// Calls that reached the upstream for `source`.
@@ -291,62 +397,25 @@ impl Upstream {
         self.inner.failures[source.index()].load(Ordering::Relaxed)
     }
 
-    /// Decides what a call does: its latency and whether it fails.
-    fn plan(&self, source: Source) -> (Duration, bool) {
-        let faults = self.faults();
-        let (jitter, roll) = {
-            let mut rng = self.inner.rng.lock();
-            (rng.random_range(0.5..1.5), rng.random::<f64>())
-        };
-        let latency = source
-            .base_latency()
-            .mul_f64(faults.latency_factor * jitter);
-        (latency, faults.outage || roll < faults.error_rate)
-    }
-
-    /// Serves one request: waits for its latency (tokio time, so a paused clock skips
-    /// it), then answers with data or fails.
+    /// Serves one request through its source's chaos layer: the healthy upstream's
+    /// latency, any injected delay, then data or an injected failure.
     pub async fn handle(&self, request: UpstreamRequest) -> Result<Value, UpstreamError> {
         let source = request.source();
         self.inner.calls[source.index()].fetch_add(1, Ordering::Relaxed);
-        let (latency, fails) = self.plan(source);
-        tokio::time::sleep(latency).await;
-        if fails {
+        let mut chaos = self.chaos[source.index()].clone();
+        let result = chaos
+            .ready()
+            .await
+            .expect("never fails")
+            .call(request)
+            .await;
+        result.map_err(|_injected| {
             self.inner.failures[source.index()].fetch_add(1, Ordering::Relaxed);
-            return Err(UpstreamError {
+            UpstreamError {
                 source,
-                outage: self.inner.outage.load(Ordering::Relaxed),
-            });
-        }
-        Ok(self.body(&request))
-    }
-
-    fn body(&self, request: &UpstreamRequest) -> Value {
-        let mut rng = self.inner.rng.lock();
-        match request {
-            UpstreamRequest::OrderBook(symbol) => {
-                let mid: f64 = rng.random_range(100.0..200.0);
-                let level = |side: f64, i: u32, rng: &mut SmallRng| {
-                    json!([
-                        mid + side * 0.01 * f64::from(i + 1),
-                        rng.random_range(0.1..5.0)
-                    ])
-                };
-                let bids: Vec<Value> = (0..5).map(|i| level(-1.0, i, &mut rng)).collect();
-                let asks: Vec<Value> = (0..5).map(|i| level(1.0, i, &mut rng)).collect();
-                json!({ "symbol": symbol, "bids": bids, "asks": asks })
+                outage: self.inner.faults.lock().outage,
             }
-            UpstreamRequest::Quote(pair) => json!({
-                "pair": pair,
-                "price": rng.random_range(0.5..2.0),
-                "liquidity_usd": rng.random_range(1e5..1e7),
-                "route": ["uniswap-v3", "curve"],
-            }),
-            UpstreamRequest::Search(q) => json!({
-                "query": q,
-                "results": (0..3).map(|i| json!({ "id": rng.random::<u32>(), "rank": i })).collect::<Vec<_>>(),
-            }),
-        }
+        })
     }
 
     /// The upstream as an axum app on its own (`/cex/orderbook/{symbol}`,
@@ -358,6 +427,34 @@ impl Upstream {
             .route("/social/search", get(http_search))
             .route("/faults", post(http_set_faults).get(http_get_faults))
             .with_state(self.clone())
+    }
+}
+
+fn body(inner: &Inner, request: &UpstreamRequest) -> Value {
+    let mut rng = inner.rng.lock();
+    match request {
+        UpstreamRequest::OrderBook(symbol) => {
+            let mid: f64 = rng.random_range(100.0..200.0);
+            let level = |side: f64, i: u32, rng: &mut SmallRng| {
+                json!([
+                    mid + side * 0.01 * f64::from(i + 1),
+                    rng.random_range(0.1..5.0)
+                ])
+            };
+            let bids: Vec<Value> = (0..5).map(|i| level(-1.0, i, &mut rng)).collect();
+            let asks: Vec<Value> = (0..5).map(|i| level(1.0, i, &mut rng)).collect();
+            json!({ "symbol": symbol, "bids": bids, "asks": asks })
+        }
+        UpstreamRequest::Quote(pair) => json!({
+            "pair": pair,
+            "price": rng.random_range(0.5..2.0),
+            "liquidity_usd": rng.random_range(1e5..1e7),
+            "route": ["uniswap-v3", "curve"],
+        }),
+        UpstreamRequest::Search(q) => json!({
+            "query": q,
+            "results": (0..3).map(|i| json!({ "id": rng.random::<u32>(), "rank": i })).collect::<Vec<_>>(),
+        }),
     }
 }
 
@@ -458,11 +555,50 @@ mod tests {
         let f = FaultSettings {
             error_rate: f64::NAN,
             latency_factor: 1e12,
-            outage: false,
+            slow_rate: f64::INFINITY,
+            ..FaultSettings::HEALTHY
         }
         .sanitized();
         assert_eq!(f.error_rate, 0.0);
         assert_eq!(f.latency_factor, 100.0);
+        assert_eq!(f.slow_rate, 0.0);
+        for source in Source::ALL {
+            f.chaos(source, 1).validate().unwrap();
+        }
+    }
+
+    /// The latency spike is the CEX chaos layer's: every call delayed, one in 25 by the
+    /// slow tail; back to healthy, the layer is off.
+    #[tokio::test(start_paused = true)]
+    async fn the_spike_is_injected_by_the_chaos_layer() {
+        let u = Upstream::new(3);
+        u.set_faults(FaultSettings {
+            error_rate: 0.0,
+            ..Phase::LatencySpike.faults()
+        });
+        let handle = u.chaos(Source::Cex);
+        assert_eq!(handle.name(), "upstream-cex");
+        assert!(handle.is_enabled());
+        let ms = Duration::from_millis;
+        let mut slow = 0;
+        for _ in 0..2_000 {
+            let started = tokio::time::Instant::now();
+            u.handle(UpstreamRequest::OrderBook("BTC-USDT".into()))
+                .await
+                .unwrap();
+            let took = started.elapsed();
+            // 10 to 30 ms of the healthy upstream, then 60 ms, or 600 ms for the tail.
+            assert!(took >= ms(70) && took <= ms(631), "{took:?}");
+            if took > ms(300) {
+                slow += 1;
+            }
+        }
+        // 4 % of 2,000 is 80, with a standard deviation of about 9.
+        assert!((45..=115).contains(&slow), "{slow} slow calls");
+        assert_eq!(handle.counts().latencies, 2_000);
+        assert_eq!(handle.counts().errors, 0);
+        u.set_faults(FaultSettings::HEALTHY);
+        assert!(!handle.is_enabled());
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,7 +65,7 @@ fn quiet_upstream() -> Upstream {
     upstream.set_faults(FaultSettings {
         error_rate: 0.0,
         latency_factor: 0.05,
-        outage: false,
+        ..FaultSettings::HEALTHY
     });
     upstream
 }

@@ -117,6 +117,29 @@ fn the_timeline_shows_the_scenario_and_the_recovery() {
         assert_eq!(n(social, "hedges_sent"), 0, "{social}");
     }
 
+    // Hedging cuts the callers' tail in the latency spike: a CEX stack without its cache,
+    // hedged at its p95, beside the same stack unhedged, on the same scenario and requests.
+    let gain = &report["hedging_in_latency_spike"];
+    let f = |k: &str| {
+        gain[k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no {k} in {gain}"))
+    };
+    assert!(f("hedged_calls") >= 500.0, "{gain}");
+    assert!(f("unhedged_calls") >= 500.0, "{gain}");
+    assert!(
+        f("unhedged_p99_ms") >= 500.0,
+        "the slow tail, unhedged: {gain}"
+    );
+    assert!(
+        2.0 * f("hedged_p99_ms") <= f("unhedged_p99_ms"),
+        "hedging at least halves the p99: {gain}"
+    );
+    assert!(
+        f("hedged_p99_ms") <= 3.0 * f("hedged_p50_ms"),
+        "hedged, the p99 is within 3x the p50: {gain}"
+    );
+
     // The summary is the run's end: the same status as the timeline's last entry.
     let summary = &report["summary"];
     let sources: Vec<_> = summary

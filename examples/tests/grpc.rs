@@ -104,7 +104,7 @@ async fn start(quota_per_second: u64, faults: FaultSettings) -> (PriceServer, Up
 const HEALTHY: FaultSettings = FaultSettings {
     error_rate: 0.0,
     latency_factor: 0.0,
-    outage: false,
+    ..FaultSettings::HEALTHY
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

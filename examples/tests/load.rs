@@ -58,7 +58,7 @@ async fn ten_thousand_concurrent_clients() {
     upstream.set_faults(FaultSettings {
         error_rate: 0.0,
         latency_factor: 0.05,
-        outage: false,
+        ..FaultSettings::HEALTHY
     });
     let config = ServerConfig::parse(CONFIG).unwrap();
     let (router, _) = app(&config, upstream, None).unwrap();

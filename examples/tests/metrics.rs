@@ -22,7 +22,7 @@ async fn start() -> SocketAddr {
     upstream.set_faults(FaultSettings {
         error_rate: 0.0,
         latency_factor: 0.05,
-        outage: false,
+        ..FaultSettings::HEALTHY
     });
     let (router, _) = app(&config, upstream, Some(TOKEN)).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -36,7 +36,7 @@ async fn start(config: &str, token: Option<&str>) -> (SocketAddr, Upstream) {
     upstream.set_faults(examples::upstream::FaultSettings {
         error_rate: 0.0,
         latency_factor: 0.05,
-        outage: false,
+        ..examples::upstream::FaultSettings::HEALTHY
     });
     let (router, _) = app(&config, upstream.clone(), token).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -178,6 +178,17 @@ async fn outage_serves_stale_then_fails_fast() {
     )
     .await;
     assert_eq!(set.status, 200, "{}", set.body);
+    // The outage is the upstream's chaos layers', listed by the admin router.
+    let chaos = get(
+        addr,
+        "/admin/chaos/upstream-cex",
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(chaos.status, 200, "{}", chaos.body);
+    let chaos: serde_json::Value = serde_json::from_str(&chaos.body).unwrap();
+    assert_eq!(chaos["enabled"], true, "{chaos}");
+    assert_eq!(chaos["config"]["error_rate"], 1.0, "{chaos}");
     // What is awaited is time itself: the 200 ms TTL running out (a sleep can only end
     // later, never early, so no load breaks it). Polling instead would spend the key's quota.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -209,6 +220,15 @@ async fn outage_serves_stale_then_fails_fast() {
         .find(|b| b["name"] == "cex")
         .unwrap();
     assert_eq!(cex["state"], "OPEN");
+    // Every failure the upstream answered was injected by its chaos layer.
+    let chaos = get(
+        addr,
+        "/admin/chaos/upstream-cex",
+        &[("authorization", &auth)],
+    )
+    .await;
+    let chaos: serde_json::Value = serde_json::from_str(&chaos.body).unwrap();
+    assert!(chaos["counts"]["errors"].as_u64().unwrap() >= 3, "{chaos}");
 }
 
 #[tokio::test]

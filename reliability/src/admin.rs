@@ -20,7 +20,7 @@
 //! | `GET /admin/ratelimit/{user}` | the user's status per window |
 //! | `PUT /admin/ratelimit/{user}/tier` | body `{"tier": "pro"}` |
 //! | `POST /admin/ratelimit/{user}/reset` | `{"user": .., "reset": true}` |
-//! | `GET /admin/chaos` | every chaos layer: name, enabled, configuration, counts |
+//! | `GET /admin/chaos` | every chaos layer: name, enabled, configuration, counts (feature `chaos`) |
 //! | `GET`, `PUT /admin/chaos/{name}` | one chaos layer; `PUT` a `ChaosConfig` body (validated) |
 //! | `POST /admin/chaos/{name}/enable`, `/disable` | the layer, switched |
 //! | `GET /dashboard` | the live page |
@@ -209,22 +209,24 @@ pub struct Admin {
     rate_limits: Option<Arc<dyn RateLimitControl>>,
     metrics: Option<Arc<MetricsFn>>,
     extra: Vec<Router<()>>,
+    #[cfg(feature = "chaos")]
     chaos: Vec<chaos_layer::ChaosHandle>,
     history: History,
 }
 
 impl std::fmt::Debug for Admin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Admin")
-            .field("token", &"<redacted>")
+        let mut f = f.debug_struct("Admin");
+        f.field("token", &"<redacted>")
             .field("sources", &self.sources.len())
             .field("caches", &self.caches.len())
             .field("breakers", &self.breakers.len())
             .field("rate_limits", &self.rate_limits.is_some())
-            .field("chaos", &self.chaos.len())
             .field("history_capacity", &self.history.capacity())
-            .field("history_interval", &self.history.interval())
-            .finish()
+            .field("history_interval", &self.history.interval());
+        #[cfg(feature = "chaos")]
+        f.field("chaos", &self.chaos.len());
+        f.finish()
     }
 }
 
@@ -246,6 +248,7 @@ impl Admin {
             rate_limits: None,
             metrics: None,
             extra: Vec::new(),
+            #[cfg(feature = "chaos")]
             chaos: Vec::new(),
             history: History::new(DEFAULT_HISTORY_CAPACITY, DEFAULT_HISTORY_INTERVAL),
         })
@@ -301,6 +304,7 @@ impl Admin {
     /// /admin/chaos/{name}` read and replace one's configuration (validated; a bad one is a
     /// 400 naming the field); `POST /admin/chaos/{name}/enable` and `/disable` switch it.
     /// Names are the layers' own.
+    #[cfg(feature = "chaos")]
     #[must_use]
     pub fn chaos(mut self, handle: chaos_layer::ChaosHandle) -> Self {
         self.chaos.push(handle);
@@ -363,11 +367,11 @@ impl Admin {
             .route("/admin/ratelimit/{user}", get(ratelimit_status))
             .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
             .route("/admin/ratelimit/{user}/reset", post(ratelimit_reset))
-            .route("/admin/chaos", get(chaos_list))
-            .route("/admin/chaos/{name}", get(chaos_get).put(chaos_put))
-            .route("/admin/chaos/{name}/enable", post(chaos_enable))
-            .route("/admin/chaos/{name}/disable", post(chaos_disable))
             .with_state(state.clone());
+        #[cfg(feature = "chaos")]
+        {
+            protected = protected.merge(chaos::routes().with_state(state.clone()));
+        }
         for routes in extra {
             protected = protected.merge(routes);
         }
@@ -528,69 +532,80 @@ async fn breaker_open(
     Ok(Json(json!({ "name": name, "state": "FORCED_OPEN" })))
 }
 
-fn chaos_view(handle: &chaos_layer::ChaosHandle) -> Value {
-    json!({
-        "name": handle.name(),
-        "enabled": handle.is_enabled(),
-        "config": handle.config(),
-        "counts": handle.counts(),
-    })
-}
+/// `/admin/chaos`: the chaos layers, switched at run time (feature `chaos`).
+#[cfg(feature = "chaos")]
+mod chaos {
+    use super::*;
 
-fn chaos_named<'a>(
-    admin: &'a Admin,
-    name: &str,
-) -> Result<&'a chaos_layer::ChaosHandle, AdminError> {
-    let name = checked_name(name)?;
-    admin
-        .chaos
-        .iter()
-        .find(|h| h.name() == name)
-        .ok_or_else(|| AdminError::NotFound(format!("no chaos layer named `{name}`")))
-}
+    pub(super) fn routes() -> Router<Arc<Admin>> {
+        Router::new()
+            .route("/admin/chaos", get(list))
+            .route("/admin/chaos/{name}", get(show).put(replace))
+            .route("/admin/chaos/{name}/enable", post(enable))
+            .route("/admin/chaos/{name}/disable", post(disable))
+    }
 
-async fn chaos_list(State(admin): Shared) -> Json<Value> {
-    let all: Vec<Value> = admin.chaos.iter().map(chaos_view).collect();
-    Json(json!({ "chaos": all }))
-}
+    fn view(handle: &chaos_layer::ChaosHandle) -> Value {
+        json!({
+            "name": handle.name(),
+            "enabled": handle.is_enabled(),
+            "config": handle.config(),
+            "counts": handle.counts(),
+        })
+    }
 
-async fn chaos_get(
-    State(admin): Shared,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    Ok(Json(chaos_view(chaos_named(&admin, &name)?)))
-}
+    fn named<'a>(admin: &'a Admin, name: &str) -> Result<&'a chaos_layer::ChaosHandle, AdminError> {
+        let name = checked_name(name)?;
+        admin
+            .chaos
+            .iter()
+            .find(|h| h.name() == name)
+            .ok_or_else(|| AdminError::NotFound(format!("no chaos layer named `{name}`")))
+    }
 
-async fn chaos_put(
-    State(admin): Shared,
-    Path(name): Path<String>,
-    body: axum::body::Bytes,
-) -> Result<Json<Value>, AdminError> {
-    let handle = chaos_named(&admin, &name)?;
-    let config: chaos_layer::ChaosConfig = serde_json::from_slice(&body)
-        .map_err(|e| AdminError::BadRequest(format!("not a chaos configuration: {e}")))?;
-    handle
-        .apply(config)
-        .map_err(|e| AdminError::BadRequest(e.to_string()))?;
-    Ok(Json(chaos_view(handle)))
-}
+    async fn list(State(admin): Shared) -> Json<Value> {
+        let all: Vec<Value> = admin.chaos.iter().map(view).collect();
+        Json(json!({ "chaos": all }))
+    }
 
-async fn chaos_enable(
-    State(admin): Shared,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    let handle = chaos_named(&admin, &name)?;
-    handle.enable();
-    Ok(Json(chaos_view(handle)))
-}
+    async fn show(
+        State(admin): Shared,
+        Path(name): Path<String>,
+    ) -> Result<Json<Value>, AdminError> {
+        Ok(Json(view(named(&admin, &name)?)))
+    }
 
-async fn chaos_disable(
-    State(admin): Shared,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    let handle = chaos_named(&admin, &name)?;
-    handle.disable();
-    Ok(Json(chaos_view(handle)))
+    async fn replace(
+        State(admin): Shared,
+        Path(name): Path<String>,
+        body: axum::body::Bytes,
+    ) -> Result<Json<Value>, AdminError> {
+        let handle = named(&admin, &name)?;
+        let config: chaos_layer::ChaosConfig = serde_json::from_slice(&body)
+            .map_err(|e| AdminError::BadRequest(format!("not a chaos configuration: {e}")))?;
+        handle
+            .apply(config)
+            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
+        Ok(Json(view(handle)))
+    }
+
+    async fn enable(
+        State(admin): Shared,
+        Path(name): Path<String>,
+    ) -> Result<Json<Value>, AdminError> {
+        let handle = named(&admin, &name)?;
+        handle.enable();
+        Ok(Json(view(handle)))
+    }
+
+    async fn disable(
+        State(admin): Shared,
+        Path(name): Path<String>,
+    ) -> Result<Json<Value>, AdminError> {
+        let handle = named(&admin, &name)?;
+        handle.disable();
+        Ok(Json(view(handle)))
+    }
 }
 
 fn limits(admin: &Admin) -> Result<&dyn RateLimitControl, AdminError> {

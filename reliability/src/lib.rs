@@ -28,7 +28,8 @@ pub use concurrency_layer as concurrency;
 pub use hedge_layer as hedge;
 
 /// The fault-injection layer ([`chaos_layer`]): errors, latency and answers at a seeded
-/// rate, switchable at run time.
+/// rate, switchable at run time. Feature `chaos`.
+#[cfg(feature = "chaos")]
 pub use chaos_layer as chaos;
 
 /// The circuit-breaker layer ([`breaker_layer`]).

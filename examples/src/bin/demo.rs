@@ -14,6 +14,15 @@
 //! run so that a short demo shows a circuit opening *and* closing again and the SLA status
 //! recovering; every other setting is the preset's.
 //!
+//! Beside the three, two CEX stacks without their cache, one hedged at its p95 (the
+//! preset's default) and one not, each on its own upstream of the same seed, take the same
+//! requests from the same number of callers: the line after the table (and
+//! `hedging_in_latency_spike` in `--json`) sets their callers' p99 side by side in the
+//! latency spike, whose slow tail (one call in 25) is what a hedge cuts.
+//!
+//! The upstream's faults are its chaos layers' (`chaos-layer`): the scenario applies each
+//! phase's [`FaultSettings`](examples::upstream::FaultSettings) to them.
+//!
 //! The status shown is the source's, from the stack's health document: the SLA window's
 //! verdict (UNKNOWN while it holds too few calls to judge) folded with the breaker's (an
 //! open breaker makes the source FAILED, a half-open one DEGRADED).
@@ -35,6 +44,7 @@ use reliability::config::{StatusWindow, WindowConfig};
 use reliability::core::clock::TokioClock;
 use reliability::core::health::{ComponentDetail, HealthSource, HealthStatus};
 use reliability::core::redis::RedisConfig;
+use reliability::hedge::{HedgeConfig, HedgeDelay};
 use reliability::presets::{self, Handles, Preset, ReliableService};
 use serde::Serialize;
 use serde_json::Value;
@@ -168,6 +178,55 @@ struct PhaseEnd {
     /// When the phase ended, from the start of the run.
     ends_at_ms: u64,
     sources: Vec<PhaseRow>,
+    /// The side-by-side CEX pair without a cache: what hedging did to the callers' tail.
+    hedging: HedgeGain,
+}
+
+/// Caller-side latency of two CEX stacks without their cache, one hedged (the preset's
+/// default) and one not, over the same phase, each on its own upstream of the same seed
+/// and scenario, driven by callers of the same pace.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct HedgeGain {
+    hedged_calls: usize,
+    hedged_p50_ms: f64,
+    hedged_p99_ms: f64,
+    unhedged_calls: usize,
+    unhedged_p50_ms: f64,
+    unhedged_p99_ms: f64,
+}
+
+/// One stack of the side-by-side pair.
+struct Twin {
+    client: ReliableService<UpstreamRequest, Value>,
+    upstream: Upstream,
+    /// The callers' latencies since the phase began.
+    latencies: parking_lot::Mutex<Vec<Duration>>,
+}
+
+/// The `q` quantile (0..=1) of `latencies`, in milliseconds (nearest rank).
+fn quantile_ms(latencies: &mut [Duration], q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort_unstable();
+    let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+    latencies[rank - 1].as_secs_f64() * 1e3
+}
+
+impl HedgeGain {
+    /// The figures of the phase that ends, whose latencies it takes.
+    fn take(hedged: &Twin, unhedged: &Twin) -> Self {
+        let mut h = std::mem::take(&mut *hedged.latencies.lock());
+        let mut u = std::mem::take(&mut *unhedged.latencies.lock());
+        Self {
+            hedged_calls: h.len(),
+            hedged_p50_ms: quantile_ms(&mut h, 0.50),
+            hedged_p99_ms: quantile_ms(&mut h, 0.99),
+            unhedged_calls: u.len(),
+            unhedged_p50_ms: quantile_ms(&mut u, 0.50),
+            unhedged_p99_ms: quantile_ms(&mut u, 0.99),
+        }
+    }
 }
 
 /// What `--json` prints.
@@ -175,6 +234,8 @@ struct PhaseEnd {
 struct Report {
     timeline: Vec<PhaseEnd>,
     summary: Vec<Row>,
+    /// The side-by-side pair in the latency spike, where a p95 hedge cuts the tail.
+    hedging_in_latency_spike: HedgeGain,
 }
 
 /// The running totals a phase's figures are measured from.
@@ -224,6 +285,12 @@ fn request_for(source: Source, rng: &mut SmallRng) -> UpstreamRequest {
     }
 }
 
+/// The seed of the side-by-side pair's upstreams and requests.
+const TWIN_SEED: u64 = 0x7A11;
+
+/// Callers per stack of the side-by-side pair.
+const TWIN_CALLERS: u64 = 24;
+
 /// The social lane's arrivals: one every 20 ms (50 per second), whatever the latency.
 const SOCIAL_ARRIVALS: Duration = Duration::from_millis(20);
 
@@ -232,6 +299,20 @@ fn pacing(source: Source) -> Duration {
         Source::Cex => Duration::from_millis(20),
         Source::Dex => Duration::from_millis(40),
         Source::Social => Duration::from_millis(80),
+    }
+}
+
+/// A half-second hedge percentile window, trusted after 20 answers: a short demo's phase
+/// lasts seconds, and the preset's ten-second window would still hold the phase before.
+fn short_hedge_window(hedge: &mut HedgeConfig) {
+    if let HedgeDelay::Percentile {
+        window,
+        min_samples,
+        ..
+    } = &mut hedge.delay
+    {
+        *window = Duration::from_millis(500);
+        *min_samples = 20;
     }
 }
 
@@ -341,6 +422,7 @@ fn phase_end(
     lanes: &[Arc<Lane>],
     upstream: &Upstream,
     since: &mut [Totals],
+    hedging: HedgeGain,
 ) -> PhaseEnd {
     let sources = lanes
         .iter()
@@ -372,6 +454,7 @@ fn phase_end(
         phase: phase.name(),
         ends_at_ms: elapsed.as_millis() as u64,
         sources,
+        hedging,
     }
 }
 
@@ -452,9 +535,52 @@ async fn run(args: Args) -> Result<(), String> {
         ));
     }
 
+    // The side-by-side pair: hedged and not, no cache, each on its own upstream.
+    let twin = |hedged: bool| -> Result<Arc<Twin>, String> {
+        let upstream = Upstream::new(args.seed ^ TWIN_SEED);
+        let mut preset = presets::cex(if hedged { "cex-hedged" } else { "cex-unhedged" })
+            .seed(args.seed)
+            .configure(|s| {
+                short_hedge_window(&mut s.hedge);
+                // Latency is what the pair compares: no quota to wait for.
+                s.rate_limit.window = WindowConfig::new(1_000_000, Duration::from_secs(1));
+                if !hedged {
+                    s.hedge.max_hedges = 0;
+                }
+            });
+        if args.simulated_time {
+            preset = preset.clock(Arc::new(TokioClock));
+        }
+        let client = preset
+            .wrap(upstream.clone(), |_: &UpstreamRequest| None::<String>)
+            .map_err(|e| format!("cex twin: {e}"))?;
+        Ok(Arc::new(Twin {
+            client,
+            upstream,
+            latencies: parking_lot::Mutex::default(),
+        }))
+    };
+    let twins = [twin(true)?, twin(false)?];
+
     let started = Instant::now();
     let deadline = started + args.duration;
     let mut workers = Vec::new();
+    for twin in &twins {
+        for w in 0..TWIN_CALLERS {
+            let twin = twin.clone();
+            // The same requests for both stacks.
+            let mut rng = SmallRng::seed_from_u64(args.seed ^ TWIN_SEED ^ w);
+            workers.push(tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    let request = request_for(Source::Cex, &mut rng);
+                    let sent = Instant::now();
+                    let _ = twin.client.clone().oneshot(request).await;
+                    twin.latencies.lock().push(sent.elapsed());
+                    tokio::time::sleep(pacing(Source::Cex)).await;
+                }
+            }));
+        }
+    }
     for (i, lane) in lanes.iter().enumerate() {
         if lane.source == Source::Social {
             // Open loop, as a crowd of users is: arrivals do not wait for answers, so calls
@@ -506,7 +632,14 @@ async fn run(args: Args) -> Result<(), String> {
     let mut timeline = Vec::new();
     let mut since = vec![Totals::default(); lanes.len()];
     let mut phase = Phase::at(0.0);
-    upstream.set_faults(phase.faults());
+    let set_faults = |phase: Phase| {
+        upstream.set_faults(phase.faults());
+        for twin in &twins {
+            twin.upstream.set_faults(phase.faults());
+        }
+    };
+    set_faults(phase);
+    let mut spike = HedgeGain::default();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     loop {
         tick.tick().await;
@@ -514,12 +647,18 @@ async fn run(args: Args) -> Result<(), String> {
         let ended = elapsed >= args.duration;
         let now = Phase::at(elapsed.as_secs_f64() / args.duration.as_secs_f64());
         if ended || now != phase {
-            timeline.push(phase_end(phase, elapsed, &lanes, &upstream, &mut since));
+            let hedging = HedgeGain::take(&twins[0], &twins[1]);
+            if phase == Phase::LatencySpike {
+                spike = hedging;
+            }
+            timeline.push(phase_end(
+                phase, elapsed, &lanes, &upstream, &mut since, hedging,
+            ));
             if ended {
                 break;
             }
             phase = now;
-            upstream.set_faults(phase.faults());
+            set_faults(phase);
         }
         header.set_position(elapsed.as_millis() as u64);
         for lane in &lanes {
@@ -544,12 +683,22 @@ async fn run(args: Args) -> Result<(), String> {
         let report = Report {
             timeline,
             summary: rows,
+            hedging_in_latency_spike: spike,
         };
         let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
         println!("{json}");
         return Ok(());
     }
     print_table(&rows, &args);
+    println!(
+        "hedging in the latency spike, CEX reads without a cache side by side: p99 {:.0} ms \
+         unhedged, {:.0} ms hedged ({:.1}x lower); p50 {:.0} ms and {:.0} ms",
+        spike.unhedged_p99_ms,
+        spike.hedged_p99_ms,
+        spike.unhedged_p99_ms / spike.hedged_p99_ms.max(f64::MIN_POSITIVE),
+        spike.unhedged_p50_ms,
+        spike.hedged_p50_ms,
+    );
     Ok(())
 }
 
