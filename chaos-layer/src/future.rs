@@ -46,10 +46,20 @@ pin_project! {
     {
         // The disabled path: the inner future and nothing else, not even an empty span.
         Inner { #[pin] future: F },
-        // Enabled, nothing injected: the inner future in the call's span.
+        // Enabled: everything else, boxed, so the disabled path's future stays the size of
+        // the inner one plus a tag (moving a larger one costs more than the switch).
+        Enabled { state: Pin<Box<Enabled<F, Res>>> },
+    }
+}
+
+pin_project! {
+    #[project = EnabledProj]
+    enum Enabled<F, Res>
+    where
+        F: Future,
+    {
+        // Nothing injected: the inner future in the call's span.
         Traced { #[pin] future: F, span: Span },
-        // The timers are boxed: only calls with injected latency pay for them, and the
-        // disabled path's future stays the size of the inner one plus a tag.
         Slow {
             #[pin] future: F,
             // Started when the inner call finishes, so the delay is added to its latency.
@@ -75,10 +85,19 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
         }
     }
 
+    fn enabled(state: Enabled<F, Res>, answer: A) -> Self {
+        Self {
+            kind: Kind::Enabled {
+                state: Box::pin(state),
+            },
+            answer,
+        }
+    }
+
     pub(crate) fn traced(future: F, delay: Option<Duration>, answer: A, span: Span) -> Self {
-        let kind = match delay {
-            None => Kind::Traced { future, span },
-            Some(delay) => Kind::Slow {
+        let state = match delay {
+            None => Enabled::Traced { future, span },
+            Some(delay) => Enabled::Slow {
                 future,
                 sleep: None,
                 delay,
@@ -86,7 +105,7 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
                 span,
             },
         };
-        Self { kind, answer }
+        Self::enabled(state, answer)
     }
 
     pub(crate) fn injected(
@@ -95,14 +114,12 @@ impl<F: Future, A, Res> ResponseFuture<F, A, Res> {
         answer: A,
         span: Span,
     ) -> Self {
-        Self {
-            kind: Kind::Injected {
-                sleep: delay.map(|d| Box::pin(tokio::time::sleep(d))),
-                injection: Some(injection),
-                span,
-            },
-            answer,
-        }
+        let state = Enabled::Injected {
+            sleep: delay.map(|d| Box::pin(tokio::time::sleep(d))),
+            injection: Some(injection),
+            span,
+        };
+        Self::enabled(state, answer)
     }
 }
 
@@ -110,9 +127,11 @@ impl<F: Future, A: fmt::Debug, Res> fmt::Debug for ResponseFuture<F, A, Res> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match &self.kind {
             Kind::Inner { .. } => "inner",
-            Kind::Traced { .. } => "traced",
-            Kind::Slow { .. } => "slow",
-            Kind::Injected { .. } => "injected",
+            Kind::Enabled { state } => match &**state {
+                Enabled::Traced { .. } => "traced",
+                Enabled::Slow { .. } => "slow",
+                Enabled::Injected { .. } => "injected",
+            },
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -136,47 +155,62 @@ where
                 let result = ready!(future.poll(cx));
                 Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
             }
-            KindProj::Traced { future, span } => {
-                let _entered = span.enter();
-                let result = ready!(future.poll(cx));
-                Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
+            KindProj::Enabled { state } => poll_enabled(state.as_mut().project(), this.answer, cx),
+        }
+    }
+}
+
+/// Polls an enabled call's state.
+fn poll_enabled<F, Res, E, A>(
+    state: EnabledProj<'_, F, Res>,
+    answer: &A,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Res, A::Error>>
+where
+    F: Future<Output = Result<Res, E>>,
+    A: Answer<InjectedFault, Res, E>,
+{
+    match state {
+        EnabledProj::Traced { future, span } => {
+            let _entered = span.enter();
+            let result = ready!(future.poll(cx));
+            Poll::Ready(result.map_err(|e| answer.inner_error(e)))
+        }
+        EnabledProj::Slow {
+            future,
+            sleep,
+            delay,
+            output,
+            span,
+        } => {
+            let _entered = span.enter();
+            if output.is_none() {
+                *output = Some(ready!(future.poll(cx)));
+                *sleep = Some(Box::pin(tokio::time::sleep(*delay)));
             }
-            KindProj::Slow {
-                future,
-                sleep,
-                delay,
-                output,
-                span,
-            } => {
-                let _entered = span.enter();
-                if output.is_none() {
-                    *output = Some(ready!(future.poll(cx)));
-                    *sleep = Some(Box::pin(tokio::time::sleep(*delay)));
-                }
-                if let Some(sleep) = sleep.as_mut() {
-                    ready!(sleep.as_mut().poll(cx));
-                }
-                let result = output
-                    .take()
-                    .expect("chaos ResponseFuture polled after completion");
-                Poll::Ready(result.map_err(|e| this.answer.inner_error(e)))
+            if let Some(sleep) = sleep.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
             }
-            KindProj::Injected {
-                sleep,
-                injection,
-                span,
-            } => {
-                let _entered = span.enter();
-                if let Some(sleep) = sleep.as_mut() {
-                    ready!(sleep.as_mut().poll(cx));
-                }
-                match injection
-                    .take()
-                    .expect("chaos ResponseFuture polled after completion")
-                {
-                    Injection::Error(fault) => Poll::Ready(this.answer.refused(fault)),
-                    Injection::Response(res) => Poll::Ready(Ok(res)),
-                }
+            let result = output
+                .take()
+                .expect("chaos ResponseFuture polled after completion");
+            Poll::Ready(result.map_err(|e| answer.inner_error(e)))
+        }
+        EnabledProj::Injected {
+            sleep,
+            injection,
+            span,
+        } => {
+            let _entered = span.enter();
+            if let Some(sleep) = sleep.as_mut() {
+                ready!(sleep.as_mut().poll(cx));
+            }
+            match injection
+                .take()
+                .expect("chaos ResponseFuture polled after completion")
+            {
+                Injection::Error(fault) => Poll::Ready(answer.refused(fault)),
+                Injection::Response(res) => Poll::Ready(Ok(res)),
             }
         }
     }
