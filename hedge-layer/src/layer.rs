@@ -206,6 +206,20 @@ impl<P, C> HedgeBuilder<P, C> {
     }
 }
 
+#[cfg(feature = "grpc")]
+impl<P, C> HedgeBuilder<P, C> {
+    /// gRPC mode: tonic calls are hedged with their request body replayed (module
+    /// [`grpc`](crate::grpc)), and a status the gRPC classifier calls a failure
+    /// (`UNAVAILABLE`, `DEADLINE_EXCEEDED`, ...) does not answer while another copy is in
+    /// flight.
+    pub fn grpc(
+        self,
+    ) -> HedgeBuilder<crate::grpc::GrpcReplay, reliability_core::classify::GrpcClassifier> {
+        self.policy(crate::grpc::GrpcReplay::default())
+            .classifier(reliability_core::classify::GrpcClassifier)
+    }
+}
+
 #[cfg(feature = "http")]
 impl<C> HedgeBuilder<crate::http::HttpReplay, C> {
     /// Hedge `POST`, `PATCH` and every other method too, not only the idempotent ones.

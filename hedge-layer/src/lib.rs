@@ -4,6 +4,8 @@ pub mod budget;
 pub mod config;
 pub mod deadline;
 mod future;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod hedger;
 #[cfg(feature = "http")]
 pub mod http;

@@ -10,6 +10,13 @@ use reliability_core::deadline::{Deadline, HasDeadline};
 
 /// Decides whether a request may be hedged and makes its copies.
 pub trait HedgeRequest<Req> {
+    /// Readies `req` to be copied, once, before its first copy is sent and only when it
+    /// may be hedged (e.g. tees a streaming body so that copies can replay it). The
+    /// default leaves it as it is.
+    fn prepare(&self, req: Req) -> Req {
+        req
+    }
+
     /// A copy of `req` to send as a hedge, or `None` when `req` must be sent only once.
     fn copy(&self, req: &Req) -> Option<Req>;
 

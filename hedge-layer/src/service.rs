@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use reliability_core::classify::{Classify, ErrorClassifier};
 use tokio::time::Instant;
@@ -78,7 +79,7 @@ where
         let shared = &self.shared;
         shared.counters.add(Event::Request);
         let now = Instant::now();
-        let plan = self.plan(&req, now);
+        let (req, plan) = self.plan(req, now);
         // The first copy goes through the service `poll_ready` drove; hedges through a
         // clone that their future drives itself, so no readiness is reserved for them.
         let span = tracing::debug_span!(
@@ -105,14 +106,26 @@ impl<S: Clone, P, C> Hedge<S, P, C> {
     /// not known yet, the request may not be copied, or its deadline comes before the
     /// first hedge would.
     #[inline]
-    fn plan<Req>(&self, req: &Req, now: Instant) -> Option<Plan<S, Req>>
+    fn plan<Req>(&self, req: Req, now: Instant) -> (Req, Option<Plan<S, Req>>)
     where
         P: HedgeRequest<Req>,
     {
         if self.shared.max_hedges == 0 {
-            return None;
+            return (req, None);
         }
-        let delay = self.shared.delay()?;
+        let Some(delay) = self.shared.delay() else {
+            return (req, None);
+        };
+        let req = self.policy.prepare(req);
+        let plan = self.plan_for(&req, delay, now);
+        (req, plan)
+    }
+
+    #[inline]
+    fn plan_for<Req>(&self, req: &Req, delay: Duration, now: Instant) -> Option<Plan<S, Req>>
+    where
+        P: HedgeRequest<Req>,
+    {
         let spare = self.policy.copy(req)?;
         // Only requests that could be hedged earn budget: a stream of POSTs must not pay
         // for hedging the GETs beside it.

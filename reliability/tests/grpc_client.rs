@@ -52,8 +52,23 @@ struct Quotes {
     /// Failures ask the client not to retry (`grpc-retry-pushback-ms: -1`).
     no_retry: Arc<AtomicBool>,
     calls: Arc<AtomicU64>,
+    /// The first call (serial 0) takes five seconds.
+    slow_first: Arc<AtomicBool>,
+    /// Calls whose handler was dropped before it answered (the client gave up on them).
+    cancelled: Arc<AtomicU64>,
+    /// Calls that ran to their answer.
+    answered: Arc<AtomicU64>,
     /// The `grpc-timeout` each call arrived with, in order.
     timeouts: Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+/// Counts a handler dropped before it answered.
+struct Cancelled(Arc<AtomicU64>);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl NamedService for Quotes {
@@ -84,6 +99,12 @@ impl tonic::server::UnaryService<QuoteRequest> for Quotes {
             if this.slow.load(Ordering::SeqCst) {
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
+            let guard = Cancelled(this.cancelled.clone());
+            if serial == 0 && this.slow_first.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            std::mem::forget(guard);
+            this.answered.fetch_add(1, Ordering::SeqCst);
             let pair = request.into_inner().pair;
             Ok(tonic::Response::new(QuoteReply { pair, serial }))
         })
@@ -405,4 +426,55 @@ async fn the_callers_deadline_reaches_the_server_and_bounds_the_call() {
     );
     let attempts = quotes.calls.load(Ordering::SeqCst) - before;
     assert!(attempts <= 2, "no attempt after the deadline: {attempts}");
+}
+
+/// A slow call through real tonic is hedged: the second copy (its request body replayed
+/// by the layer) answers, the first is cancelled on the server, and no call the client
+/// gave up on runs to its end.
+#[tokio::test]
+async fn a_slow_call_is_hedged_and_the_loser_is_cancelled_on_the_server() {
+    let quotes = Quotes::default();
+    quotes.slow_first.store(true, Ordering::SeqCst);
+    let clock = ManualClock::new();
+    let client = client_with(serve(quotes.clone()).await, &clock, |s| {
+        s.attempt_timeout = Duration::from_secs(10);
+        s.hedge.delay = reliability::hedge::HedgeDelay::Fixed {
+            after: Duration::from_millis(50),
+        };
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    let reply = get_quote(&client, "ETH-USDC").await.unwrap();
+    // The hedge's answer, with the pair its replayed body carried; well before the first
+    // copy's five seconds.
+    assert_eq!(reply.serial, 1);
+    assert_eq!(reply.pair, "ETH-USDC");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let hedges = client
+        .handles()
+        .hedger()
+        .expect("a hedged preset")
+        .snapshot();
+    assert_eq!(
+        (hedges.hedges_sent, hedges.hedges_won),
+        (1, 1),
+        "{hedges:?}"
+    );
+
+    // The first copy's stream was reset: its handler is dropped, not run to its end.
+    let waited = std::time::Instant::now();
+    while quotes.cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(4),
+            "the losing call was never cancelled on the server"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(quotes.answered.load(Ordering::SeqCst), 1);
+    assert_eq!(quotes.calls.load(Ordering::SeqCst), 2);
 }

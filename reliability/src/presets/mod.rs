@@ -318,6 +318,8 @@ impl Preset {
     /// (feature `grpc`).
     ///
     /// Deadline (the caller's `grpc-timeout`, or the preset's `deadline` if earlier) →
+    /// hedge (the `hedge` settings: CEX and DEX calls get a second copy after their own
+    /// p95, within a 10 % budget, the request body replayed; see [`crate::hedge::grpc`]) →
     /// retry (gRPC codes, pushback honoured, every call treated as safe to repeat; no
     /// attempt after the deadline) → one circuit breaker for the channel (open:
     /// `UNAVAILABLE` at once, locally) → client quota (key: the preset's name; no wait past
@@ -340,6 +342,12 @@ impl Preset {
         let parts = parts.with_retry(retry);
         let breaker = breaker.build().map_err(|e| e.within("breaker"))?;
         let breakers = Breakers::One(breaker.breaker().clone());
+        let hedge = HedgeLayer::builder(self.name.clone())
+            .config(self.settings.hedge.clone())
+            .grpc()
+            .build()
+            .map_err(|e| e.within("hedge"))?;
+        let hedger = hedge.hedger();
         let name = Subject::new(self.name.clone());
         let deadline = match self.settings.deadline {
             Some(total) => DeadlineLayer::new(total),
@@ -349,6 +357,7 @@ impl Preset {
         let service = ServiceBuilder::new()
             .map_err(crate::grpc::into_status)
             .layer(deadline)
+            .layer(hedge)
             .layer(parts.retry.clone())
             .map_err(Into::<BoxError>::into)
             .layer(breaker)
@@ -372,7 +381,10 @@ impl Preset {
             .timeout(self.settings.attempt_timeout)
             .service(channel.map_err(Into::<BoxError>::into));
         let service = BoxCloneSyncService::new(service);
-        let handles = self.into_handles::<(), _>(parts, breakers, None);
+        let handles = Handles {
+            hedger: Some(hedger),
+            ..self.into_handles::<(), _>(parts, breakers, None)
+        };
         Ok(crate::grpc::GrpcReliableClient::new(
             service,
             Arc::new(handles),
