@@ -26,4 +26,4 @@ pub use future::ResponseFuture;
 pub use handle::{CacheHandle, CacheStats};
 pub use layer::{CacheKey, CacheLayer, CacheLayerBuilder};
 pub use service::{Cache, WarmReport};
-pub use status::CacheStatus;
+pub use status::{CacheStatus, Forwarded};

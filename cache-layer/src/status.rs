@@ -31,6 +31,53 @@ pub enum CacheStatus {
     },
     /// Not cacheable: no key, an invalid key, or credentials the key does not include.
     Bypass,
+    /// Served from the cache, stale, because the request allowed it (`max-stale`).
+    StaleAllowed {
+        /// How long past its freshness lifetime the entry is.
+        staleness: Duration,
+    },
+    /// Went upstream for a reason RFC 9211 names (RFC 9111 mode), with what came back.
+    Forward {
+        /// Why the request was forwarded.
+        fwd: Forwarded,
+        /// The status the upstream answered, when it differs from the one served
+        /// (a 304 that freshened a stored response, a 5xx replaced by a stale copy).
+        fwd_status: Option<u16>,
+        /// Whether the answer (or the freshened entry) was stored.
+        stored: bool,
+        /// Freshness left of what was served from the store, when it was.
+        ttl: Option<Duration>,
+    },
+}
+
+/// The `fwd` parameter of RFC 9211: why a request went upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Nothing was stored for the target URI.
+    UriMiss,
+    /// Responses were stored for the URI, none for this request's `Vary` values.
+    VaryMiss,
+    /// A stored response was stale (or had to be revalidated) and was checked upstream.
+    Stale,
+    /// The request asked for it (`no-cache`, `max-age`, `min-fresh`).
+    Request,
+    /// The method is not cached (`POST`, `PUT`...).
+    Method,
+    /// The cache does not handle this request (credentials, a malformed target).
+    Bypass,
+}
+
+impl Forwarded {
+    fn token(self) -> &'static str {
+        match self {
+            Self::UriMiss => "uri-miss",
+            Self::VaryMiss => "vary-miss",
+            Self::Stale => "stale",
+            Self::Request => "request",
+            Self::Method => "method",
+            Self::Bypass => "bypass",
+        }
+    }
 }
 
 impl CacheStatus {
@@ -38,8 +85,13 @@ impl CacheStatus {
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Self::Hit { .. } => "hit",
-            Self::Stale { .. } | Self::StaleIfError { .. } => "stale",
-            Self::Miss { .. } => "miss",
+            Self::Stale { .. } | Self::StaleIfError { .. } | Self::StaleAllowed { .. } => "stale",
+            Self::Forward {
+                fwd: Forwarded::Stale,
+                fwd_status: Some(304),
+                ..
+            } => "revalidated",
+            Self::Miss { .. } | Self::Forward { .. } => "miss",
             Self::Bypass => "bypass",
         }
     }
@@ -54,7 +106,11 @@ impl CacheStatus {
     pub fn is_hit(&self) -> bool {
         matches!(
             self,
-            Self::Hit { .. } | Self::Stale { .. } | Self::StaleIfError { .. }
+            Self::Hit { .. }
+                | Self::Stale { .. }
+                | Self::StaleIfError { .. }
+                | Self::StaleAllowed { .. }
+                | Self::Forward { ttl: Some(_), .. }
         )
     }
 
@@ -102,6 +158,26 @@ impl CacheStatus {
                 }
             }
             Self::Bypass => s.push_str("; fwd=bypass"),
+            Self::StaleAllowed { staleness } => {
+                let _ = write!(s, "; hit; ttl=-{}; detail=max-stale", staleness.as_secs());
+            }
+            Self::Forward {
+                fwd,
+                fwd_status,
+                stored,
+                ttl,
+            } => {
+                let _ = write!(s, "; fwd={}", fwd.token());
+                if let Some(code) = fwd_status {
+                    let _ = write!(s, "; fwd-status={code}");
+                }
+                if stored {
+                    s.push_str("; stored");
+                }
+                if let Some(ttl) = ttl {
+                    let _ = write!(s, "; ttl={}", ttl.as_secs());
+                }
+            }
         }
         s
     }
@@ -131,6 +207,18 @@ mod tests {
             "c; fwd=miss; collapsed"
         );
         assert_eq!(CacheStatus::Bypass.header_value("c"), "c; fwd=bypass");
+        let revalidated = CacheStatus::Forward {
+            fwd: Forwarded::Stale,
+            fwd_status: Some(304),
+            stored: true,
+            ttl: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            revalidated.header_value("c"),
+            "c; fwd=stale; fwd-status=304; stored; ttl=60"
+        );
+        assert!(revalidated.is_hit());
+        assert_eq!(revalidated.label(), "revalidated");
         assert!(!CacheStatus::Bypass.is_hit());
     }
 }

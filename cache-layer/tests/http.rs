@@ -2,6 +2,8 @@
 //! private, credential isolation, body cap, stale-if-error, virtual hosts, invalidation by
 //! unsafe requests.
 
+mod common;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,10 +18,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use cache_layer::http::{HttpCacheLayer, HttpCacheLayerBuilder, UpstreamError};
+use common::client::{Answer, Http};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use reliability_core::clock::ManualClock;
 use tower::{BoxError, Layer, ServiceExt};
@@ -49,13 +49,7 @@ impl Upstream {
             *c += 1;
             *c
         };
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned()
-        };
+        let header = |name: &str| common::client::header_of(req.headers(), name);
         let cc = |v: &'static str| [("cache-control", v)];
         if req.method() != Method::GET && req.method() != Method::HEAD {
             // Writes answer with the status and Location the test asks for.
@@ -102,62 +96,6 @@ async fn serve(layer: HttpCacheLayer) -> (SocketAddr, Upstream) {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (addr, up)
-}
-
-struct Answer {
-    status: StatusCode,
-    cache_status: String,
-    body: String,
-}
-
-struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    addr: SocketAddr,
-}
-
-impl Http {
-    fn new(addr: SocketAddr) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            addr,
-        }
-    }
-
-    async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        self.send(Method::GET, path, headers).await
-    }
-
-    async fn post(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
-        self.send(Method::POST, path, headers).await
-    }
-
-    async fn send(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
-        let mut req = http::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = self
-            .client
-            .request(req.body(Full::new(Bytes::new())).unwrap())
-            .await
-            .unwrap();
-        let status = resp.status();
-        let cache_status = resp
-            .headers()
-            .get_all("cache-status")
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join(", ");
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        Answer {
-            status,
-            cache_status,
-            body: String::from_utf8(body.to_vec()).unwrap(),
-        }
-    }
 }
 
 fn builder(clock: &ManualClock) -> HttpCacheLayerBuilder {

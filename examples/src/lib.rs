@@ -5,5 +5,6 @@
 //! and the gRPC example's service and client ([`grpc`]).
 
 pub mod grpc;
+pub mod proxy;
 pub mod server;
 pub mod upstream;

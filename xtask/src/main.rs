@@ -1,8 +1,10 @@
 //! The project's chores, as `cargo xtask <task>`:
 //!
 //! - `ci`: format check, clippy (warnings denied), the promtool checks, the test suite
-//!   (`cargo test --workspace`, the README's command) and the docs with broken intra-doc
-//!   links denied.
+//!   (`cargo test --workspace`, the README's command), the HTTP caching conformance
+//!   suite against the example proxy, and the docs with broken intra-doc links denied.
+//! - `cache-tests [--report] [--update-baseline]`: the cache-tests suite against
+//!   `examples --bin proxy`, gated on the committed baseline (see `src/conformance.rs`).
 //! - `promtool`: `promtool check rules` on the Prometheus rules and on the Grafana
 //!   dashboard's queries, and `promtool test rules` on the rules' unit tests (see
 //!   `src/promtool.rs`).
@@ -14,6 +16,7 @@
 //!   under `.redis/`, for manual runs and the examples' `--redis` flag. Tests never use
 //!   these: they start their own through `reliability_core::harness`.
 
+mod conformance;
 mod promtool;
 mod report;
 
@@ -29,6 +32,7 @@ fn main() -> ExitCode {
     let result = match args.as_slice() {
         ["ci"] => ci(),
         ["promtool"] => promtool::promtool(),
+        ["cache-tests", rest @ ..] => conformance::cache_tests(rest),
         ["bench", "--report", rest @ ..] => report::report(rest),
         ["bench", rest @ ..] => bench(rest),
         ["redis", "up"] => redis_up(),
@@ -45,7 +49,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | promtool | bench [--report [--skip-run] | cargo args] | redis up|down|status>";
+const USAGE: &str = "usage: cargo xtask <ci | promtool | cache-tests [--report] [--update-baseline] | bench [--report [--skip-run] | cargo args] | redis up|down|status>";
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -88,6 +92,7 @@ fn ci() -> Result {
     promtool::promtool()?;
     // The README's test command, as a user runs it.
     cargo(&["test", "--workspace"])?;
+    conformance::cache_tests(&[])?;
     run(
         env!("CARGO"),
         &["doc", "--workspace", "--no-deps"],

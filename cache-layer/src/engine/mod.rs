@@ -365,6 +365,52 @@ impl<V: Clone + Send + Sync + 'static> Engine<V> {
         Ok(())
     }
 
+    /// Keeps `value` in L1 for `retention` with no stale windows, for a mode that
+    /// judges freshness itself (HTTP's RFC 9111 mode): `false` when it is too large.
+    /// Discards any in-flight store of the key; lower tiers are not written.
+    pub(crate) fn retain(&self, key: &str, value: V, retention: Duration) -> bool {
+        let size = (self.settings.value_size)(&value);
+        if self.settings.limits.check_key(key).is_err() {
+            return false;
+        }
+        if self.settings.limits.check_value(size).is_err() {
+            bump(&self.metrics.rejected_too_large);
+            return false;
+        }
+        self.flights.discard(key);
+        let entry = Entry {
+            value,
+            freshness: Freshness::new(
+                self.clock.now(),
+                retention,
+                &crate::freshness::StaleWindows::NONE,
+            ),
+            negative: false,
+            shared: true,
+            tags: Box::new([]),
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            hits: AtomicU32::new(0),
+            next_ttl_nanos: AtomicU64::new(nanos(retention)),
+        };
+        self.l1.insert_entry(key.to_owned(), Arc::new(entry));
+        true
+    }
+
+    /// The entry held for `key` while its retention lasts, counted as one L1 lookup.
+    pub(crate) fn held(&self, key: &str) -> Option<Arc<Entry<V>>> {
+        let _ = self.l1.metrics.start_lookup();
+        let found = self
+            .l1
+            .get_entry(key)
+            .filter(|e| e.freshness.phase(self.clock.now()) == Phase::Fresh);
+        if found.is_some() {
+            self.l1.metrics.exported.hit();
+        } else {
+            self.l1.metrics.miss();
+        }
+        found
+    }
+
     /// Invalidates L1 here, every lower tier, and (through them) other instances.
     pub(crate) fn invalidate(&self, scope: &Invalidation) {
         self.invalidate_local(scope);

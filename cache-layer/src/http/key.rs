@@ -55,7 +55,7 @@ impl fmt::Debug for HttpKey {
 }
 
 /// Escapes the key's separators so that distinct requests never share a key.
-fn push_escaped(key: &mut String, s: &str) {
+pub(super) fn push_escaped(key: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '%' => key.push_str("%25"),
@@ -157,6 +157,45 @@ pub(super) fn push_path(key: &mut String, uri: &Uri) {
     }
 }
 
+impl HttpKey {
+    /// The caller's identity for the key: `Some(None)` when the request carries no
+    /// credentials (or they are shared), `Some(Some(id))` for a named caller, `None` when
+    /// the request must bypass (credentials nobody maps to an identity).
+    fn identity(&self, headers: &HeaderMap) -> Option<Option<String>> {
+        let credentialed = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
+        match (&self.identity, credentialed) {
+            (_, false) => Some(None),
+            (Some(f), true) => Some(Some(f(headers)?)),
+            (None, true) if self.share_authenticated => Some(None),
+            (None, true) => None,
+        }
+    }
+
+    /// The key under which the RFC 9111 mode stores the `GET` responses of `req`'s
+    /// target, whatever its method: `GET scheme://authority/path?query`, then `|@identity`
+    /// for a named caller. `None` when the request bypasses (credentials without an
+    /// identity, a malformed `Host`).
+    pub(super) fn primary(&self, req: &Request<impl Sized>) -> Option<String> {
+        let identity = self.identity(req.headers())?;
+        let mut key = String::with_capacity(96);
+        key.push_str("GET ");
+        push_target(&mut key, req)?;
+        if let Some(id) = identity {
+            key.push_str("|@");
+            push_escaped(&mut key, &id);
+        }
+        Some(key)
+    }
+}
+
+/// Writes the normalised origin and the escaped path and query of `req`'s target.
+fn push_target<B>(key: &mut String, req: &Request<B>) -> Option<()> {
+    let (scheme, authority) = request_origin(req)?;
+    push_origin(key, scheme, authority)?;
+    push_path(key, req.uri());
+    Some(())
+}
+
 impl<B> CacheKey<Request<B>> for HttpKey {
     fn key(&self, req: &Request<B>) -> Option<String> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -166,19 +205,11 @@ impl<B> CacheKey<Request<B>> for HttpKey {
         if cache_control(headers).any(|(name, _)| name.eq_ignore_ascii_case("no-store")) {
             return None;
         }
-        let credentialed = headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE);
-        let identity = match (&self.identity, credentialed) {
-            (_, false) => None,
-            (Some(f), true) => Some(f(headers)?),
-            (None, true) if self.share_authenticated => None,
-            (None, true) => return None,
-        };
-        let (scheme, authority) = request_origin(req)?;
+        let identity = self.identity(headers)?;
         let mut key = String::with_capacity(96);
         key.push_str(req.method().as_str());
         key.push(' ');
-        push_origin(&mut key, scheme, authority)?;
-        push_path(&mut key, req.uri());
+        push_target(&mut key, req)?;
         for name in self.vary.iter() {
             key.push('|');
             key.push_str(name.as_str());

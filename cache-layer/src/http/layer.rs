@@ -12,6 +12,7 @@ use tower_layer::Layer;
 
 use super::key::IdentityFn;
 use super::policy::{Rules, http_directive};
+use super::standard::{CacheRole, DEFAULT_RETAIN_STALE, Standard};
 use super::{BufferBody, CACHE_STATUS, CachedResponse, HttpCache, HttpKey};
 use crate::CacheHandle;
 use crate::config::CacheConfig;
@@ -25,6 +26,7 @@ pub struct HttpCacheLayer {
     cache: CacheLayer<HttpKey, CachedResponse>,
     max_body: usize,
     invalidate_on_unsafe: bool,
+    standard: Option<Arc<Standard>>,
 }
 
 impl fmt::Debug for HttpCacheLayer {
@@ -33,6 +35,7 @@ impl fmt::Debug for HttpCacheLayer {
             .field("cache", &self.cache)
             .field("max_body", &self.max_body)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("standard", &self.standard)
             .finish()
     }
 }
@@ -51,6 +54,8 @@ impl HttpCacheLayer {
             invalidate_on_unsafe: true,
             clock: None,
             invalid_vary: None,
+            standard: None,
+            surrogate: None,
             #[cfg(feature = "redis")]
             l2: None,
             #[cfg(feature = "disk")]
@@ -74,6 +79,7 @@ impl<S> Layer<S> for HttpCacheLayer {
         HttpCache {
             inner: self.cache.layer(BufferBody::new(inner, self.max_body)),
             invalidate_on_unsafe: self.invalidate_on_unsafe,
+            standard: self.standard.clone(),
         }
     }
 }
@@ -90,6 +96,9 @@ pub struct HttpCacheLayerBuilder {
     invalidate_on_unsafe: bool,
     clock: Option<SharedClock>,
     invalid_vary: Option<String>,
+    /// The RFC 9111 mode: the role and how long stale responses with validators are kept.
+    standard: Option<(CacheRole, Duration)>,
+    surrogate: Option<String>,
     #[cfg(feature = "redis")]
     l2: Option<(crate::backend::redis::RedisTier, Option<Duration>)>,
     #[cfg(feature = "disk")]
@@ -181,6 +190,64 @@ impl HttpCacheLayerBuilder {
         self
     }
 
+    /// Switches to the **RFC 9111 mode**: freshness comes from the upstream's own
+    /// `Cache-Control` (`s-maxage` in a shared cache, `max-age`), `Expires` and `Age`, or
+    /// a heuristic (a tenth of the time since `Last-Modified`, at most a day) for the
+    /// statuses that allow one; stale responses with a validator are revalidated with
+    /// `If-None-Match` / `If-Modified-Since`, and a 304 freshens the stored copy without a
+    /// body transfer; request directives (`max-age`, `max-stale`, `min-fresh`,
+    /// `no-cache`, `no-store`, `only-if-cached`) are honoured; responses vary on the
+    /// request headers their own `Vary` names; answers from the store carry `Age`; `HEAD`
+    /// is answered from a stored `GET`; RFC 5861 `stale-while-revalidate` and
+    /// `stale-if-error` come from the response (and `stale-if-error` from the request).
+    ///
+    /// `role` says whether the cache is shared (`private` responses are not stored,
+    /// `s-maxage` and `proxy-revalidate` apply) or private to one user. The configured
+    /// TTL, stale windows and `vary` list belong to the default mode, whose fixed TTL
+    /// suits upstreams that send no freshness at all; here `vary` is a build error, and
+    /// so are L2 and L3 (this mode keeps its entries in L1). Credentials are handled as
+    /// in the default mode: bypass unless
+    /// [`credential_identity`](Self::credential_identity) or
+    /// [`share_authenticated`](Self::share_authenticated).
+    ///
+    /// ```
+    /// use cache_layer::http::{CacheRole, HttpCacheLayer};
+    ///
+    /// let cache = HttpCacheLayer::builder()
+    ///     .name("edge")
+    ///     .rfc9111(CacheRole::Shared)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = cache;
+    /// ```
+    pub fn rfc9111(mut self, role: CacheRole) -> Self {
+        let retain = self.standard.map_or(DEFAULT_RETAIN_STALE, |(_, r)| r);
+        self.standard = Some((role, retain));
+        self
+    }
+
+    /// In the RFC 9111 mode, how long a response is kept past its freshness (default an
+    /// hour; longer when its `stale-while-revalidate` or `stale-if-error` window is): for
+    /// revalidation with its validators and for requests that accept a stale answer
+    /// (`max-stale`, `stale-if-error`). A response stale on arrival with no validator and
+    /// no stale window is not stored. The entry and byte bounds apply throughout.
+    pub fn retain_stale(mut self, d: Duration) -> Self {
+        let role = self.standard.map_or(CacheRole::Shared, |(r, _)| r);
+        self.standard = Some((role, d));
+        self
+    }
+
+    /// In the RFC 9111 mode, act as the gateway cache (surrogate) `name`: announce it
+    /// upstream with `Surrogate-Capability: name="Surrogate/1.0"`, let `Surrogate-Control`
+    /// directives (`max-age`, `no-store`) targeted at `name`, or untargeted, override
+    /// `Cache-Control` for this cache, and remove `Surrogate-Control` from what goes on
+    /// (W3C Edge Architecture 1.0). For reverse proxies and CDNs in front of an origin;
+    /// off by default. `name` must be a token (letters, digits, `-`, `_`, `.`).
+    pub fn surrogate(mut self, name: impl Into<String>) -> Self {
+        self.surrogate = Some(name.into());
+        self
+    }
+
     /// Adds Redis as L2 for responses ([`ResponseCodec`](super::ResponseCodec));
     /// `lock_ttl` turns on distributed single-flight. Build inside a tokio runtime.
     #[cfg(feature = "redis")]
@@ -213,6 +280,42 @@ impl HttpCacheLayerBuilder {
                 self.max_body,
             ));
         }
+        if self.standard.is_some() {
+            if !self.vary.is_empty() {
+                return Err(ConfigError::new(
+                    "vary",
+                    "the RFC 9111 mode varies on the headers each response's Vary names",
+                ));
+            }
+            #[cfg(feature = "redis")]
+            if self.l2.is_some() {
+                return Err(ConfigError::new(
+                    "l2",
+                    "the RFC 9111 mode keeps entries in L1 only",
+                ));
+            }
+            #[cfg(feature = "disk")]
+            if self.l3.is_some() {
+                return Err(ConfigError::new(
+                    "l3",
+                    "the RFC 9111 mode keeps entries in L1 only",
+                ));
+            }
+        }
+        if let Some(name) = &self.surrogate {
+            let token = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !token || self.standard.is_none() {
+                return Err(ConfigError::new(
+                    "surrogate",
+                    format!("{name:?}: a token, and only in the RFC 9111 mode"),
+                ));
+            }
+        }
+        let standard_mode = self.standard;
+        let surrogate = self.surrogate;
         let vary: Arc<[HeaderName]> = self.vary.into();
         let rules = Rules {
             vary: vary.clone(),
@@ -248,16 +351,28 @@ impl HttpCacheLayerBuilder {
         if let Some(tier) = self.l3 {
             b = b.l3(tier, super::ResponseCodec);
         }
+        let cache = b.build()?;
+        let standard = standard_mode.map(|(role, retain)| {
+            Arc::new(Standard::new(
+                cache.shared.engine.clone(),
+                cache.shared.key.clone(),
+                role,
+                retain,
+                self.invalidate_on_unsafe,
+                surrogate,
+            ))
+        });
         Ok(HttpCacheLayer {
-            cache: b.build()?,
+            cache,
             max_body: self.max_body,
             invalidate_on_unsafe: self.invalidate_on_unsafe,
+            standard,
         })
     }
 }
 
 /// Appends this cache's RFC 9211 `Cache-Status` member to `resp`.
-fn annotate(resp: &mut CachedResponse, status: &CacheStatus, name: &str) {
+pub(super) fn annotate(resp: &mut CachedResponse, status: &CacheStatus, name: &str) {
     if let Ok(v) = HeaderValue::from_str(&status.header_value(name)) {
         // RFC 9211: each cache appends its member; the upstream's own stay first.
         resp.headers_mut().append(CACHE_STATUS, v);

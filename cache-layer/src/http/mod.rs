@@ -59,6 +59,7 @@ mod key;
 mod layer;
 mod policy;
 mod service;
+mod standard;
 
 pub use body::{BufferBody, CachedBody, UpstreamError};
 #[cfg(feature = "redis")]
@@ -67,6 +68,7 @@ pub use key::HttpKey;
 pub use layer::{HttpCacheLayer, HttpCacheLayerBuilder};
 pub use policy::{cache_control, forbids_shared_storage};
 pub use service::{HttpCache, HttpResponseFuture};
+pub use standard::{CacheRole, strip_hop_by_hop};
 
 /// The `Cache-Status` header (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");

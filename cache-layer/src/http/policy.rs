@@ -227,8 +227,23 @@ pub(super) struct Invalidate {
 }
 
 impl Invalidate {
+    /// What `req` invalidates in the configured-TTL mode's `cache`.
     pub(super) fn new<S, B>(
         cache: &Cache<S, HttpKey, CachedResponse>,
+        req: &Request<B>,
+    ) -> Option<Self> {
+        let key = &cache.shared.key;
+        let exact = key.vary.is_empty();
+        let suffixed = !key.vary.is_empty() || key.identity.is_some();
+        Self::of_target(cache.handle(), exact, suffixed, req)
+    }
+
+    /// What `req` invalidates in a cache whose keys of one URI are `METHOD uri` exactly
+    /// (`exact`) and/or continue with `|` (`suffixed`).
+    pub(super) fn of_target<B>(
+        handle: CacheHandle<CachedResponse>,
+        exact: bool,
+        suffixed: bool,
         req: &Request<B>,
     ) -> Option<Self> {
         // CONNECT's authority-form target and OPTIONS' `*` name no cached resource.
@@ -241,13 +256,12 @@ impl Invalidate {
         push_origin(&mut origin, scheme, authority)?;
         let mut path = String::with_capacity(32);
         push_path(&mut path, req.uri());
-        let key = &cache.shared.key;
         Some(Self {
-            handle: cache.handle(),
+            handle,
             origin,
             paths: vec![path],
-            exact: key.vary.is_empty(),
-            suffixed: !key.vary.is_empty() || key.identity.is_some(),
+            exact,
+            suffixed,
         })
     }
 

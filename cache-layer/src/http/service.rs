@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use http::Request;
@@ -11,8 +12,12 @@ use pin_project_lite::pin_project;
 use tower::BoxError;
 use tower_service::Service;
 
+use futures_util::future::BoxFuture;
+use reliability_core::service::take_ready;
+
 use super::body::bad_gateway;
 use super::policy::{Invalidate, is_safe};
+use super::standard::{Standard, flow};
 use super::{BufferBody, CachedResponse, HttpKey};
 use crate::service::Cache;
 
@@ -21,6 +26,8 @@ use crate::service::Cache;
 pub struct HttpCache<S> {
     pub(super) inner: Cache<BufferBody<S>, HttpKey, CachedResponse>,
     pub(super) invalidate_on_unsafe: bool,
+    /// The RFC 9111 mode's state, when the layer was built in that mode.
+    pub(super) standard: Option<Arc<Standard>>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
@@ -28,6 +35,7 @@ impl<S: fmt::Debug> fmt::Debug for HttpCache<S> {
         f.debug_struct("HttpCache")
             .field("inner", &self.inner)
             .field("invalidate_on_unsafe", &self.invalidate_on_unsafe)
+            .field("standard", &self.standard)
             .finish()
     }
 }
@@ -36,6 +44,15 @@ impl<S, ReqB> Service<Request<ReqB>> for HttpCache<S>
 where
     Cache<BufferBody<S>, HttpKey, CachedResponse>:
         Service<Request<ReqB>, Response = CachedResponse, Error = BoxError>,
+    BufferBody<S>: Service<
+            Request<ReqB>,
+            Response = CachedResponse,
+            Error = Infallible,
+            Future = BoxFuture<'static, Result<CachedResponse, Infallible>>,
+        > + Clone
+        + Send
+        + 'static,
+    ReqB: Send + 'static,
 {
     type Response = CachedResponse;
     type Error = Infallible;
@@ -50,14 +67,23 @@ where
     }
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        if let Some(standard) = &self.standard {
+            let svc = take_ready(&mut self.inner.inner);
+            let fut = flow::respond(standard.clone(), svc, req);
+            return HttpResponseFuture {
+                kind: Kind::Standard { fut: Box::pin(fut) },
+            };
+        }
         let invalidate = if self.invalidate_on_unsafe && !is_safe(req.method()) {
             Invalidate::new(&self.inner, &req).map(Box::new)
         } else {
             None
         };
         HttpResponseFuture {
-            inner: self.inner.call(req),
-            invalidate,
+            kind: Kind::Ttl {
+                inner: self.inner.call(req),
+                invalidate,
+            },
         }
     }
 }
@@ -66,9 +92,24 @@ pin_project! {
     /// The future of [`HttpCache`].
     pub struct HttpResponseFuture<F> {
         #[pin]
-        inner: F,
-        // Unsafe requests only; boxed so that the hit path's future stays small.
-        invalidate: Option<Box<Invalidate>>,
+        kind: Kind<F>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F> {
+        // The configured-TTL mode: the cache's own future.
+        Ttl {
+            #[pin]
+            inner: F,
+            // Unsafe requests only; boxed so that the hit path's future stays small.
+            invalidate: Option<Box<Invalidate>>,
+        },
+        // The RFC 9111 mode.
+        Standard {
+            fut: BoxFuture<'static, CachedResponse>,
+        },
     }
 }
 
@@ -85,14 +126,19 @@ where
     type Output = Result<CachedResponse, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let resp = ready!(this.inner.poll(cx)).unwrap_or_else(bad_gateway);
-        // Before the caller sees the answer: its next GET must not be served the old copy.
-        if let Some(invalidate) = this.invalidate.take()
-            && (resp.status().is_success() || resp.status().is_redirection())
-        {
-            invalidate.run(resp.headers());
+        match self.project().kind.project() {
+            KindProj::Ttl { inner, invalidate } => {
+                let resp = ready!(inner.poll(cx)).unwrap_or_else(bad_gateway);
+                // Before the caller sees the answer: its next GET must not be served the
+                // old copy.
+                if let Some(invalidate) = invalidate.take()
+                    && (resp.status().is_success() || resp.status().is_redirection())
+                {
+                    invalidate.run(resp.headers());
+                }
+                Poll::Ready(Ok(resp))
+            }
+            KindProj::Standard { fut } => fut.as_mut().poll(cx).map(Ok),
         }
-        Poll::Ready(Ok(resp))
     }
 }

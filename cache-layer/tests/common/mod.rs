@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod client;
+
 use cache_layer::{Cache, CacheHandle, CacheLayer, CacheLayerBuilder};
 use reliability_core::redis::RedisConfig;
 use tower::{BoxError, Service, service_fn};

@@ -1,0 +1,149 @@
+//! The conditions of a request: the validators the cache puts on its own requests, the
+//! caller's `If-None-Match` / `If-Modified-Since` that a stored response can answer with a
+//! 304, and a `Range` that it can answer with a 206.
+
+use std::time::SystemTime;
+
+use http::header::{
+    CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+};
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use super::freshness::date_header;
+use crate::http::{CachedBody, CachedResponse};
+
+/// Puts the stored response's validators on a request to the upstream.
+pub(super) fn add_validators(headers: &mut HeaderMap, stored: &CachedResponse) {
+    if let Some(tag) = stored.headers().get(ETAG) {
+        headers.insert(IF_NONE_MATCH, tag.clone());
+    }
+    if let Some(lm) = stored.headers().get(LAST_MODIFIED) {
+        headers.insert(IF_MODIFIED_SINCE, lm.clone());
+    }
+}
+
+pub(super) fn is_conditional(headers: &HeaderMap) -> bool {
+    [
+        IF_NONE_MATCH,
+        IF_MODIFIED_SINCE,
+        IF_MATCH,
+        IF_UNMODIFIED_SINCE,
+        IF_RANGE,
+    ]
+    .iter()
+    .any(|h| headers.contains_key(h))
+}
+
+/// The caller's `If-None-Match` / `If-Modified-Since`, which a stored response can
+/// answer with a 304 itself (§4.3.2).
+pub(super) struct ClientConditions {
+    if_none_match: Option<String>,
+    if_modified_since: Option<SystemTime>,
+}
+
+impl ClientConditions {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let if_none_match = headers
+            .get_all(IF_NONE_MATCH)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .fold(None::<String>, |acc, v| {
+                Some(acc.map_or_else(|| v.to_owned(), |a| format!("{a}, {v}")))
+            });
+        Self {
+            if_none_match,
+            if_modified_since: date_header(headers, IF_MODIFIED_SINCE),
+        }
+    }
+
+    /// Whether `stored` satisfies the conditions, so that a 304 is the answer.
+    pub(super) fn not_modified(&self, stored: &CachedResponse) -> bool {
+        if stored.status() != StatusCode::OK {
+            return false;
+        }
+        let headers = stored.headers();
+        if let Some(inm) = &self.if_none_match {
+            let Some(tag) = headers.get(ETAG).and_then(|t| t.to_str().ok()) else {
+                return inm.trim() == "*";
+            };
+            let weak = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+            return inm.trim() == "*" || inm.split(',').any(|m| weak(m) == weak(tag));
+        }
+        let Some(since) = self.if_modified_since else {
+            return false;
+        };
+        date_header(headers, LAST_MODIFIED)
+            .or_else(|| date_header(headers, DATE))
+            .is_some_and(|lm| lm <= since)
+    }
+}
+
+/// A single byte range asked for (`Range: bytes=a-b`, `a-` or `-n`), which a stored full
+/// response answers with a 206 (RFC 9110 §14). Several ranges, other units, `If-Range`
+/// or a range the body does not hold are answered with the whole response, as a server
+/// that ignores `Range` may.
+pub(super) struct RangeRequest {
+    spec: Option<(Option<u64>, Option<u64>)>,
+}
+
+impl RangeRequest {
+    pub(super) fn of(headers: &HeaderMap) -> Self {
+        let spec = (|| {
+            if headers.contains_key(IF_RANGE) {
+                return None;
+            }
+            let mut fields = headers.get_all(RANGE).iter();
+            let v = fields.next()?.to_str().ok()?;
+            if fields.next().is_some() {
+                return None;
+            }
+            let (unit, set) = v.split_once('=')?;
+            if !unit.trim().eq_ignore_ascii_case("bytes") || set.contains(',') {
+                return None;
+            }
+            let (first, last) = set.trim().split_once('-')?;
+            let num = |s: &str| -> Option<Option<u64>> {
+                let s = s.trim();
+                if s.is_empty() {
+                    return Some(None);
+                }
+                s.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| s.parse().ok())?
+                    .map(Some)
+            };
+            let (first, last) = (num(first)?, num(last)?);
+            (first.is_some() || last.is_some()).then_some((first, last))
+        })();
+        Self { spec }
+    }
+
+    /// The 206 for `stored`, when it is a full 200 holding the range.
+    pub(super) fn apply(&self, stored: &CachedResponse) -> Option<CachedResponse> {
+        let (first, last) = self.spec?;
+        if stored.status() != StatusCode::OK || stored.headers().contains_key(CONTENT_RANGE) {
+            return None;
+        }
+        let body = stored.body().bytes()?;
+        let len = body.len() as u64;
+        let (start, end) = match (first, last) {
+            (Some(a), Some(b)) if a <= b => (a, b.min(len.checked_sub(1)?)),
+            (Some(a), None) => (a, len.checked_sub(1)?),
+            (None, Some(n)) if n > 0 => (len.saturating_sub(n), len.checked_sub(1)?),
+            _ => return None,
+        };
+        if start > end || start >= len {
+            return None;
+        }
+        let part = body.slice(usize::try_from(start).ok()?..=usize::try_from(end).ok()?);
+        let mut resp = stored.clone();
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(part.len()));
+        let content_range = format!("bytes {start}-{end}/{len}");
+        headers.insert(CONTENT_RANGE, HeaderValue::from_str(&content_range).ok()?);
+        *resp.body_mut() = CachedBody::full(part);
+        Some(resp)
+    }
+}

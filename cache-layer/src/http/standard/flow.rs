@@ -1,0 +1,535 @@
+//! One request through the RFC 9111 mode: select a stored response, judge it against the
+//! response's and the request's directives, then serve it, revalidate it, or go upstream;
+//! store what may be stored; invalidate after unsafe methods.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use tower_service::Service;
+
+use super::conditions::{ClientConditions, RangeRequest, add_validators, is_conditional};
+use super::directives::{MaxStale, RequestDirectives, ResponseDirectives};
+use super::freshness::{CacheRole, Timing, current_age, whole_secs};
+use super::surrogate::Surrogate;
+use super::{Missing, Selected, Standard, annotate, strip_hop_by_hop};
+use crate::http::policy::{Invalidate, is_safe};
+use crate::http::{CachedBody, CachedResponse, UpstreamError};
+use crate::status::{CacheStatus, Forwarded};
+
+/// Answers `req` through the RFC 9111 mode, calling `svc` (ready) when it must.
+pub(in crate::http) async fn respond<S, B>(
+    sh: Arc<Standard>,
+    mut svc: S,
+    req: Request<B>,
+) -> CachedResponse
+where
+    S: Service<Request<B>, Response = CachedResponse, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    let method = req.method().clone();
+    if !is_safe(&method) {
+        let invalidate = sh
+            .invalidate_on_unsafe
+            .then(|| Invalidate::of_target(sh.handle(), true, true, &req))
+            .flatten();
+        let (mut resp, _) = upstream(&sh, &mut svc, req).await;
+        // Before the caller sees the answer: its next GET must not be served the old copy.
+        if let Some(invalidate) = invalidate
+            && (resp.status().is_success() || resp.status().is_redirection())
+        {
+            invalidate.run(resp.headers());
+        }
+        annotate(
+            &mut resp,
+            &forwarded(Forwarded::Method, None, false),
+            sh.name(),
+        );
+        return resp;
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let (mut resp, _) = upstream(&sh, &mut svc, req).await;
+        annotate(
+            &mut resp,
+            &forwarded(Forwarded::Method, None, false),
+            sh.name(),
+        );
+        return resp;
+    }
+    let Some(primary) = sh.key.primary(&req) else {
+        let (mut resp, _) = upstream(&sh, &mut svc, req).await;
+        annotate(&mut resp, &CacheStatus::Bypass, sh.name());
+        return resp;
+    };
+    let rcc = RequestDirectives::parse(req.headers());
+    let now = sh.now();
+    let selected = match sh.select(&primary, req.headers()) {
+        Ok(selected) => selected,
+        Err(missing) => {
+            if rcc.only_if_cached {
+                return gateway_timeout(sh.name());
+            }
+            let fwd = match missing {
+                Missing::Uri => Forwarded::UriMiss,
+                Missing::Variant => Forwarded::VaryMiss,
+            };
+            return fetch(&sh, svc, req, &primary, &rcc, fwd).await;
+        }
+    };
+    let judged = Judged::of(&sh, &selected, &rcc, now);
+    if judged.servable {
+        let status = if judged.fresh {
+            CacheStatus::Hit {
+                ttl_remaining: judged.left,
+            }
+        } else {
+            CacheStatus::StaleAllowed {
+                staleness: judged.staleness,
+            }
+        };
+        return serve(selected, &req, judged.age, &status, sh.name());
+    }
+    if rcc.only_if_cached {
+        return gateway_timeout(sh.name());
+    }
+    if judged.while_revalidate && method == Method::GET {
+        let status = CacheStatus::Stale {
+            staleness: judged.staleness,
+        };
+        let served = serve(selected.clone(), &req, judged.age, &status, sh.name());
+        let runtime = tokio::runtime::Handle::try_current();
+        if let (Some(guard), Ok(runtime)) = (sh.claim_revalidation(&selected.key), runtime) {
+            let mut req = req;
+            add_validators(req.headers_mut(), &selected.response);
+            let sh = sh.clone();
+            runtime.spawn(async move {
+                let _claim = guard;
+                let headers = req.headers().clone();
+                let (resp, timing) = upstream(&sh, &mut svc, req).await;
+                let about = About {
+                    primary: &primary,
+                    req_headers: &headers,
+                    selected: &selected,
+                    asked: Asked::Validators,
+                    may_store: true,
+                };
+                absorb(&sh, &about, &resp, timing);
+            });
+        }
+        return served;
+    }
+    revalidate(&sh, svc, req, &primary, selected, &judged, &rcc).await
+}
+
+/// What a stored response is good for, for one request at one moment.
+struct Judged {
+    age: Duration,
+    fresh: bool,
+    /// Freshness left (zero when stale).
+    left: Duration,
+    /// Time past the freshness lifetime (zero when fresh).
+    staleness: Duration,
+    /// Serve it now without asking the upstream.
+    servable: bool,
+    /// Serve it now and revalidate behind (RFC 5861 `stale-while-revalidate`).
+    while_revalidate: bool,
+    /// Serve it if the upstream fails (RFC 5861 `stale-if-error`).
+    if_error: bool,
+}
+
+impl Judged {
+    fn of(sh: &Standard, selected: &Selected, rcc: &RequestDirectives, now: SystemTime) -> Self {
+        let role = sh.role;
+        let resp = &selected.response;
+        let headers = resp.headers();
+        let cc = ResponseDirectives::parse(headers);
+        let life = sh
+            .lifetime_of(resp, &cc, selected.timing.response_time)
+            .duration();
+        let age = current_age(headers, selected.timing, now);
+        let fresh = life > age;
+        let left = life.saturating_sub(age);
+        let staleness = age.saturating_sub(life);
+        // §5.2.2.2, §5.2.2.8, and s-maxage implies proxy-revalidate (§5.2.2.10).
+        let no_stale = cc.must_revalidate
+            || (role == CacheRole::Shared && (cc.proxy_revalidate || cc.s_maxage.secs().is_some()));
+        let must_check = cc.no_cache || rcc.no_cache;
+        let within_max_age = rcc.max_age.is_none_or(|m| age.as_secs() <= m);
+        let within_min_fresh = rcc.min_fresh.is_none_or(|m| left.as_secs() >= m);
+        let stale_ok = !fresh
+            && !no_stale
+            && match rcc.max_stale {
+                MaxStale::Any => true,
+                MaxStale::Secs(s) => staleness.as_secs() <= s,
+                MaxStale::Absent => false,
+            };
+        let in_window =
+            |w: Option<u64>| !no_stale && !fresh && w.is_some_and(|w| staleness.as_secs() <= w);
+        Self {
+            age,
+            fresh,
+            left,
+            staleness,
+            servable: !must_check && within_max_age && ((fresh && within_min_fresh) || stale_ok),
+            while_revalidate: !must_check
+                && within_max_age
+                && in_window(cc.stale_while_revalidate.secs()),
+            if_error: in_window(
+                cc.stale_if_error
+                    .secs()
+                    .into_iter()
+                    .chain(rcc.stale_if_error)
+                    .max(),
+            ),
+        }
+    }
+}
+
+/// Goes upstream for a request nothing stored can answer, and stores the answer when it
+/// may.
+async fn fetch<S, B>(
+    sh: &Arc<Standard>,
+    mut svc: S,
+    req: Request<B>,
+    primary: &str,
+    rcc: &RequestDirectives,
+    fwd: Forwarded,
+) -> CachedResponse
+where
+    S: Service<Request<B>, Response = CachedResponse, Error = Infallible>,
+{
+    let is_get = req.method() == Method::GET;
+    let headers = req.headers().clone();
+    let (mut resp, timing) = upstream(sh, &mut svc, req).await;
+    let stored = is_get
+        && !rcc.no_store
+        && resp.extensions().get::<UpstreamError>().is_none()
+        && sh.store(primary, &headers, &resp, timing);
+    annotate(&mut resp, &forwarded(fwd, None, stored), sh.name());
+    resp
+}
+
+/// Asks the upstream about a stored response that cannot be served as it is: with its
+/// validators (`If-None-Match`, `If-Modified-Since`) unless the caller sent conditions of
+/// its own, so that an unchanged resource costs a 304 and no body.
+async fn revalidate<S, B>(
+    sh: &Arc<Standard>,
+    mut svc: S,
+    mut req: Request<B>,
+    primary: &str,
+    selected: Selected,
+    judged: &Judged,
+    rcc: &RequestDirectives,
+) -> CachedResponse
+where
+    S: Service<Request<B>, Response = CachedResponse, Error = Infallible>,
+{
+    // RFC 9211: `request` when the stored response was fresh but the request would not
+    // take it, `stale` when it had to be checked.
+    let fwd = if judged.fresh {
+        Forwarded::Request
+    } else {
+        Forwarded::Stale
+    };
+    let caller_conditional = is_conditional(req.headers());
+    let head = req.method() == Method::HEAD;
+    // The caller's own headers (conditions, range, Vary values): not the validators the
+    // cache adds for the upstream.
+    let headers = req.headers().clone();
+    let client = ClientConditions::of(&headers);
+    let range = RangeRequest::of(&headers);
+    if !caller_conditional {
+        add_validators(req.headers_mut(), &selected.response);
+    }
+    let (mut resp, timing) = upstream(sh, &mut svc, req).await;
+    let failed =
+        resp.status().is_server_error() || resp.extensions().get::<UpstreamError>().is_some();
+    if failed && judged.if_error {
+        let status = CacheStatus::StaleIfError {
+            staleness: judged.staleness,
+        };
+        return serve_with(
+            selected,
+            head,
+            &client,
+            &range,
+            judged.age,
+            &status,
+            sh.name(),
+        );
+    }
+    let asked = if caller_conditional {
+        Asked::Caller
+    } else {
+        Asked::Validators
+    };
+    let may_store = !head && !rcc.no_store;
+    let about = About {
+        primary,
+        req_headers: &headers,
+        selected: &selected,
+        asked,
+        may_store,
+    };
+    let outcome = absorb(sh, &about, &resp, timing);
+    match outcome {
+        Absorbed::Freshened { merged, stored } if !caller_conditional => {
+            let status = forwarded_ttl(fwd, Some(304), stored, merged_left(sh, &merged, timing));
+            let age = current_age(merged.headers(), timing, timing.response_time);
+            let selected = Selected {
+                key: selected.key,
+                response: merged,
+                timing,
+            };
+            serve_with(selected, head, &client, &range, age, &status, sh.name())
+        }
+        Absorbed::Freshened { stored, .. } => {
+            // The caller's own conditions held upstream: its 304 goes back as it came.
+            annotate(&mut resp, &forwarded(fwd, None, stored), sh.name());
+            resp
+        }
+        Absorbed::Replaced { stored } => {
+            annotate(&mut resp, &forwarded(fwd, None, stored), sh.name());
+            resp
+        }
+        Absorbed::Unmatched => {
+            // The caller's conditions held for another representation than the stored
+            // one: its 304 goes back, the store is unchanged.
+            annotate(&mut resp, &forwarded(fwd, None, false), sh.name());
+            resp
+        }
+    }
+}
+
+/// What an upstream answer to a revalidation did to the store.
+enum Absorbed {
+    /// A 304 that matched the stored response: here it is, its headers updated.
+    Freshened {
+        merged: CachedResponse,
+        stored: bool,
+    },
+    /// A full answer: stored in its place (or not storable, and the old one dropped).
+    Replaced { stored: bool },
+    /// A 304 to the caller's own conditions about another representation: the store
+    /// is unchanged.
+    Unmatched,
+}
+
+/// Who put the conditions on a request about a stored response.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// The cache, with the stored response's own validators: a 304 is about it.
+    Validators,
+    /// The caller, with conditions of its own: a 304 is about the stored response only
+    /// if its validators say so.
+    Caller,
+}
+
+/// A request about a stored response: where it is stored, what the caller sent, who
+/// put the conditions on it, and whether its answer may be stored.
+#[derive(Clone, Copy)]
+struct About<'a> {
+    primary: &'a str,
+    req_headers: &'a HeaderMap,
+    selected: &'a Selected,
+    asked: Asked,
+    may_store: bool,
+}
+
+/// Takes an upstream answer to a request about `selected` into the store (§4.3.3,
+/// §4.3.4): a 304 freshens the stored response, a full answer replaces it; a failure
+/// changes nothing.
+fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timing) -> Absorbed {
+    let About {
+        primary,
+        req_headers,
+        selected,
+        asked,
+        may_store,
+    } = *about;
+    if resp.status() == StatusCode::NOT_MODIFIED {
+        if asked == Asked::Caller
+            && !same_representation(resp.headers(), selected.response.headers())
+        {
+            return Absorbed::Unmatched;
+        }
+        let merged = merge_304(&selected.response, resp);
+        let stored = sh.store(primary, req_headers, &merged, timing);
+        return Absorbed::Freshened { merged, stored };
+    }
+    if resp.status().is_server_error() || resp.extensions().get::<UpstreamError>().is_some() {
+        return Absorbed::Replaced { stored: false };
+    }
+    let stored = may_store && sh.store(primary, req_headers, resp, timing);
+    if !stored {
+        // A newer answer that is not kept (not storable, or to a HEAD): the old copy no
+        // longer stands for the resource.
+        sh.handle().invalidate(&selected.key);
+    }
+    Absorbed::Replaced { stored }
+}
+
+/// Whether a 304 (or a HEAD answer) describes the stored response (§4.3.4): the same
+/// entity tag when it has one, else the same `Last-Modified`, else yes.
+fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
+    let opaque = |v: &HeaderValue| {
+        let v = v.as_bytes();
+        v.strip_prefix(b"W/").unwrap_or(v).to_vec()
+    };
+    if let Some(tag) = new.get(ETAG) {
+        return stored.get(ETAG).is_some_and(|s| opaque(s) == opaque(tag));
+    }
+    if let Some(lm) = new.get(LAST_MODIFIED) {
+        return stored.get(LAST_MODIFIED) == Some(lm);
+    }
+    true
+}
+
+/// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2),
+/// but for the framing and encoding fields the stored body depends on.
+fn merge_304(stored: &CachedResponse, not_modified: &CachedResponse) -> CachedResponse {
+    let mut merged = stored.clone();
+    let mut update = not_modified.headers().clone();
+    strip_hop_by_hop(&mut update);
+    // The stored body depends on its framing and encoding fields, and the stored ETag
+    // names what was stored.
+    let keep = [
+        CONTENT_LENGTH,
+        CONTENT_ENCODING,
+        CONTENT_RANGE,
+        ETAG,
+        HeaderName::from_static("content-md5"),
+        super::super::CACHE_STATUS,
+    ];
+    let headers = merged.headers_mut();
+    let names: Vec<HeaderName> = update
+        .keys()
+        .filter(|n| !keep.contains(n))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+        for value in update.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(directives) = not_modified.extensions().get::<Surrogate>() {
+        merged.extensions_mut().insert(*directives);
+    }
+    merged
+}
+
+/// Freshness left of a response just freshened.
+fn merged_left(sh: &Standard, merged: &CachedResponse, timing: Timing) -> Option<Duration> {
+    let headers = merged.headers();
+    let cc = ResponseDirectives::parse(headers);
+    let life = sh.lifetime_of(merged, &cc, timing.response_time);
+    Some(
+        life.duration()
+            .saturating_sub(current_age(headers, timing, timing.response_time)),
+    )
+}
+
+/// Serves a stored response to `req`: with its current `Age`, without a body for HEAD,
+/// or as a 304 when the caller's own conditions hold.
+fn serve<B>(
+    selected: Selected,
+    req: &Request<B>,
+    age: Duration,
+    status: &CacheStatus,
+    name: &str,
+) -> CachedResponse {
+    let head = req.method() == Method::HEAD;
+    let client = ClientConditions::of(req.headers());
+    let range = RangeRequest::of(req.headers());
+    serve_with(selected, head, &client, &range, age, status, name)
+}
+
+fn serve_with(
+    selected: Selected,
+    head: bool,
+    client: &ClientConditions,
+    range: &RangeRequest,
+    age: Duration,
+    status: &CacheStatus,
+    name: &str,
+) -> CachedResponse {
+    let mut resp = selected.response;
+    resp.extensions_mut().clear();
+    resp.headers_mut()
+        .insert(AGE, HeaderValue::from(whole_secs(age)));
+    if client.not_modified(&resp) {
+        let (mut parts, _) = resp.into_parts();
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(CONTENT_LENGTH);
+        resp = Response::from_parts(parts, CachedBody::default());
+    } else if let Some(partial) = range.apply(&resp) {
+        resp = partial;
+        if head {
+            *resp.body_mut() = CachedBody::default();
+        }
+    } else if head {
+        *resp.body_mut() = CachedBody::default();
+    }
+    annotate(&mut resp, status, name);
+    resp
+}
+
+/// Sends a request upstream (announcing the surrogate), timed for the age arithmetic, and
+/// takes `Surrogate-Control` off the answer.
+async fn upstream<S, B>(sh: &Standard, svc: &mut S, mut req: Request<B>) -> (CachedResponse, Timing)
+where
+    S: Service<Request<B>, Response = CachedResponse, Error = Infallible>,
+{
+    sh.announce(req.headers_mut());
+    let request_time = sh.now();
+    let mut resp = call(svc, req).await;
+    let timing = Timing {
+        request_time,
+        response_time: sh.now(),
+    };
+    sh.receive(&mut resp);
+    (resp, timing)
+}
+
+/// RFC 9111 §5.2.1.7: `only-if-cached` and nothing stored that may be served.
+fn gateway_timeout(name: &str) -> CachedResponse {
+    let mut resp = Response::new(CachedBody::default());
+    *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+    if let Ok(v) = HeaderValue::from_str(&format!("{name}; fwd=miss; detail=only-if-cached")) {
+        resp.headers_mut().insert(super::super::CACHE_STATUS, v);
+    }
+    resp
+}
+
+fn forwarded(fwd: Forwarded, fwd_status: Option<u16>, stored: bool) -> CacheStatus {
+    forwarded_ttl(fwd, fwd_status, stored, None)
+}
+
+fn forwarded_ttl(
+    fwd: Forwarded,
+    fwd_status: Option<u16>,
+    stored: bool,
+    ttl: Option<Duration>,
+) -> CacheStatus {
+    CacheStatus::Forward {
+        fwd,
+        fwd_status,
+        stored,
+        ttl,
+    }
+}
+
+/// Calls the (ready) buffering service, which never fails.
+async fn call<S, B>(svc: &mut S, req: Request<B>) -> CachedResponse
+where
+    S: Service<Request<B>, Response = CachedResponse, Error = Infallible>,
+{
+    match svc.call(req).await {
+        Ok(resp) => resp,
+        Err(never) => match never {},
+    }
+}
