@@ -142,6 +142,13 @@ impl<V: Clone + Send + Sync + 'static> CacheHandle<V> {
         .then(|| e.value.clone())
     }
 
+    /// The value held under `key` in any phase short of gone (fresh, or stale within a
+    /// window), without counting a lookup: what a conditional refresh revalidates.
+    pub fn peek_stale(&self, key: &str) -> Option<V> {
+        let e = self.engine.l1.get_entry(key)?;
+        (e.freshness.phase(self.engine.clock.now()) != Phase::Gone).then(|| e.value.clone())
+    }
+
     /// Freshness left for `key` (zero once stale), `None` when not held.
     pub fn remaining_ttl(&self, key: &str) -> Option<Duration> {
         let e = self.engine.l1.get_entry(key)?;

@@ -47,6 +47,9 @@ pub enum CacheStatus {
         stored: bool,
         /// Freshness left of what was served from the store, when it was.
         ttl: Option<Duration>,
+        /// Whether the request waited for another one's upstream call to the same URI
+        /// and was then answered from what that call stored.
+        collapsed: bool,
     },
 }
 
@@ -166,6 +169,7 @@ impl CacheStatus {
                 fwd_status,
                 stored,
                 ttl,
+                collapsed,
             } => {
                 let _ = write!(s, "; fwd={}", fwd.token());
                 if let Some(code) = fwd_status {
@@ -173,6 +177,9 @@ impl CacheStatus {
                 }
                 if stored {
                     s.push_str("; stored");
+                }
+                if collapsed {
+                    s.push_str("; collapsed");
                 }
                 if let Some(ttl) = ttl {
                     let _ = write!(s, "; ttl={}", ttl.as_secs());
@@ -212,6 +219,7 @@ mod tests {
             fwd_status: Some(304),
             stored: true,
             ttl: Some(Duration::from_secs(60)),
+            collapsed: false,
         };
         assert_eq!(
             revalidated.header_value("c"),

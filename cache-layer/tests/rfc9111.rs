@@ -28,6 +28,8 @@ struct Origin {
     last_inm: Arc<Mutex<HashMap<String, String>>>,
     /// Whether `/flaky` answers 503.
     failing: Arc<Mutex<bool>>,
+    /// What `/slow` waits for before it answers.
+    gate: Arc<tokio::sync::Semaphore>,
 }
 
 impl Origin {
@@ -44,17 +46,25 @@ impl Origin {
     }
 
     async fn handle(self, req: Request) -> Response {
-        let path = req.uri().path().to_owned();
-        let header = |name: &str| common::client::header_of(req.headers(), name);
-        let inm = header("if-none-match");
+        // Nothing of the request is held across the awaits below.
+        let (path, method, inm, accept_encoding) = {
+            let header = |name: &str| common::client::header_of(req.headers(), name);
+            (
+                req.uri().path().to_owned(),
+                req.method().clone(),
+                header("if-none-match"),
+                header("accept-encoding"),
+            )
+        };
+        drop(req);
         self.last_inm.lock().insert(path.clone(), inm.clone());
         let date = httpdate::fmt_http_date(self.clock.wall());
         let n = self.full(&path) + 1;
-        if req.method() == Method::POST {
+        if method == Method::POST {
             // Not counted: the counters are of reads.
             return "written".into_response();
         }
-        let mut resp = match (req.method().clone(), path.as_str()) {
+        let mut resp = match (method, path.as_str()) {
             (_, "/etag") if inm == "\"v1\"" => {
                 // The resource has not changed; its metadata has.
                 let version = self.not_modified(&path) + 2;
@@ -77,6 +87,10 @@ impl Origin {
                 "hello",
             )
                 .into_response(),
+            (_, "/slow") => {
+                let _pass = self.gate.acquire().await.unwrap();
+                ([("cache-control", "max-age=60")], format!("n={n}")).into_response()
+            }
             (_, "/unsolicited-304") => StatusCode::NOT_MODIFIED.into_response(),
             (_, "/fresh") => ([("cache-control", "max-age=60")], format!("n={n}")).into_response(),
             (_, "/private") => {
@@ -84,7 +98,7 @@ impl Origin {
             }
             (_, "/vary") => (
                 [("cache-control", "max-age=60"), ("vary", "Accept-Encoding")],
-                format!("{}#{n}", header("accept-encoding")),
+                format!("{accept_encoding}#{n}"),
             )
                 .into_response(),
             (_, "/quoted-dup") => (
@@ -162,6 +176,7 @@ struct Setup {
     http: Http,
     origin: Origin,
     clock: ManualClock,
+    handle: cache_layer::CacheHandle<cache_layer::http::CachedResponse>,
 }
 
 /// The origin behind a cache of `role` (named `edge`), served on loopback.
@@ -173,11 +188,13 @@ async fn setup(role: CacheRole) -> Setup {
         .rfc9111(role)
         .build()
         .unwrap();
+    let handle = layer.handle();
     let origin = Origin {
         clock: clock.clone(),
         sent: Arc::default(),
         last_inm: Arc::default(),
         failing: Arc::default(),
+        gate: Arc::new(tokio::sync::Semaphore::new(0)),
     };
     let handler = origin.clone();
     let app = Router::new()
@@ -190,6 +207,7 @@ async fn setup(role: CacheRole) -> Setup {
         http: Http::new(addr),
         origin,
         clock,
+        handle,
     }
 }
 
@@ -452,4 +470,33 @@ async fn malformed_freshness_follows_the_rfc_and_never_panics() {
     // A Vary list longer than any real one: not stored.
     s.http.get("/huge-vary", &[]).await;
     assert_eq!(s.http.get("/huge-vary", &[]).await.body, "n=2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_of_one_uri_make_one_upstream_call() {
+    let s = Arc::new(setup(CacheRole::Shared).await);
+    let callers: Vec<_> = (0..5)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.http.get("/slow", &[]).await })
+        })
+        .collect();
+    // Release the origin once the four followers wait for the leader's call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.handle.stats().coalesced < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the misses were not collapsed"
+        );
+        tokio::task::yield_now().await;
+    }
+    s.origin.gate.add_permits(5);
+    let mut collapsed = 0;
+    for caller in callers {
+        let a = caller.await.unwrap();
+        assert_eq!(a.body, "n=1");
+        collapsed += usize::from(a.cache_status.contains("collapsed"));
+    }
+    assert_eq!(collapsed, 4, "every follower says it was collapsed");
+    assert_eq!(s.origin.full("/slow"), 1);
 }

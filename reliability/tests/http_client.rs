@@ -1,5 +1,5 @@
 //! The one-line HTTP client builder against a real axum server with injected faults:
-//! caching rules, stale-if-error, retries, and per-host breakers.
+//! caching rules, stale-if-error, retries, per-host breakers, and revalidation with 304s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use tower::ServiceExt;
 struct Upstream {
     down: Arc<AtomicBool>,
     calls: Arc<AtomicU64>,
+    not_modified: Arc<AtomicU64>,
 }
 
 async fn quote(
@@ -50,9 +51,29 @@ async fn private(State(u): State<Upstream>) -> ([(&'static str, &'static str); 1
     ([("cache-control", "private")], format!("mine #{n}"))
 }
 
+/// A timeline with an entity tag: a request that names it gets a 304 (counted apart),
+/// with a header that says how often it was checked.
+async fn timeline(
+    State(u): State<Upstream>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if headers.get("if-none-match").is_some_and(|v| v == "\"t1\"") {
+        let n = u.not_modified.fetch_add(1, Ordering::SeqCst) + 1;
+        return (
+            StatusCode::NOT_MODIFIED,
+            [("etag", "\"t1\"".to_owned()), ("x-checked", n.to_string())],
+        )
+            .into_response();
+    }
+    u.calls.fetch_add(1, Ordering::SeqCst);
+    ([("etag", "\"t1\""), ("x-checked", "0")], "timeline").into_response()
+}
+
 async fn serve(u: Upstream) -> SocketAddr {
     let app = axum::Router::new()
         .route("/quote", get(quote))
+        .route("/timeline", get(timeline))
         .route("/other/{n}", get(quote))
         .route("/private", get(private))
         .with_state(u);
@@ -170,4 +191,38 @@ async fn dex_http_client_caches_retries_serves_stale_and_opens_per_host() {
     let (host, breaker) = registry.breakers().into_iter().next().unwrap();
     assert_eq!(host, "127.0.0.1");
     assert_eq!(breaker.state(), BreakerState::Open);
+}
+
+#[tokio::test]
+async fn a_stale_answer_with_an_etag_is_revalidated_and_a_304_costs_no_body() {
+    let upstream = Upstream::default();
+    let addr = serve(upstream.clone()).await;
+    let clock = ManualClock::new();
+    let client = presets::social("timeline")
+        .seed(1)
+        .clock(clock.shared())
+        .configure(|s| {
+            // A fixed TTL, and no stale-while-revalidate: the caller itself waits for the
+            // revalidation.
+            s.cache.ttl = Duration::from_secs(10);
+            s.cache.adaptive = None;
+            s.cache.stale_while_revalidate = Duration::ZERO;
+            s.cache.stale_if_error = Some(Duration::from_secs(600));
+        })
+        .http_client(HttpClient::new())
+        .unwrap();
+    let get = || client.clone().oneshot(get_req(addr, "/timeline"));
+    let first = get().await.unwrap();
+    assert_eq!(first.body(), "timeline");
+    // Stale: the caller waits for the upstream, which is asked whether it changed.
+    clock.advance(Duration::from_secs(11));
+    let revalidated = get().await.unwrap();
+    assert_eq!(revalidated.status(), StatusCode::OK);
+    assert_eq!(revalidated.body(), "timeline", "the held body");
+    assert_eq!(revalidated.headers()["x-checked"], "1", "the 304's headers");
+    // Stored fresh again: no upstream call at all.
+    let hit = get().await.unwrap();
+    assert_eq!(hit.headers()["x-checked"], "1");
+    assert_eq!(upstream.calls.load(Ordering::SeqCst), 1, "one full answer");
+    assert_eq!(upstream.not_modified.load(Ordering::SeqCst), 1, "one 304");
 }

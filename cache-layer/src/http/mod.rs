@@ -68,7 +68,7 @@ pub use key::HttpKey;
 pub use layer::{HttpCacheLayer, HttpCacheLayerBuilder};
 pub use policy::{cache_control, forbids_shared_storage};
 pub use service::{HttpCache, HttpResponseFuture};
-pub use standard::{CacheRole, strip_hop_by_hop};
+pub use standard::{CacheRole, add_validators, freshen, is_conditional, strip_hop_by_hop};
 
 /// The `Cache-Status` header (RFC 9211).
 pub const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");

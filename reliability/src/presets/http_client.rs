@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use cache_layer::CacheHandle;
-use cache_layer::http::forbids_shared_storage;
+use cache_layer::http::{add_validators, forbids_shared_storage, freshen, is_conditional};
 use hedge_layer::HedgeLayer;
 use hedge_layer::deadline::DeadlineLayer;
 use reliability_core::classify::HttpClassifier;
@@ -31,6 +31,11 @@ impl Preset {
     ///   another); answers marked `Cache-Control: no-store` or `private` are not stored;
     ///   only 2xx answers are stored, and a 5xx or 429 answer counts as a failure, so a
     ///   stale copy is served instead where one exists.
+    /// - A stale answer that carries a validator (`ETag`, `Last-Modified`) is revalidated,
+    ///   not fetched again: the cache's call upstream carries `If-None-Match` /
+    ///   `If-Modified-Since`, and a `304 Not Modified` refreshes the held answer (with the
+    ///   304's headers, RFC 9111 §4.3.4) without a body transfer. APIs that spend no quota
+    ///   on 304s (GitHub's REST API, for one) are not charged for unchanged answers.
     /// - Statuses are judged by reliability-core's `HttpClassifier` (5xx, 429, 408 and
     ///   transport errors fail), and `Retry-After` is honoured.
     /// - One circuit breaker **per host** (a bounded registry): one failing host does not
@@ -86,6 +91,13 @@ impl Preset {
             deadline.layer(InvalidateOnUnsafe {
                 inner: ServiceBuilder::new()
                     .layer(cache)
+                    .layer_fn({
+                        let cache = cache_handle.clone();
+                        move |inner| Revalidating {
+                            inner,
+                            cache: cache.clone(),
+                        }
+                    })
                     .layer(hedge)
                     .service(below),
                 cache: cache_handle.clone(),
@@ -108,6 +120,57 @@ fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
     (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
 }
 
+/// The inner call's own future, or one that does something with its answer.
+type Either<F> = futures_util::future::Either<
+    F,
+    futures_util::future::BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>,
+>;
+
+/// Between the cache and the upstream: a `GET` whose answer the cache still holds
+/// (stale, or due for an early refresh) goes out with that answer's validators, and a
+/// `304 Not Modified` comes back up as the held answer freshened by the 304's headers,
+/// which the cache then stores as a new answer. A caller's own conditional request goes
+/// out as it is.
+#[derive(Clone)]
+struct Revalidating<S> {
+    inner: S,
+    cache: CacheHandle<http::Response<Bytes>>,
+}
+
+impl<S> Service<http::Request<Bytes>> for Revalidating<S>
+where
+    S: Service<http::Request<Bytes>, Response = http::Response<Bytes>, Error = BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Bytes>;
+    type Error = BoxError;
+    type Future = Either<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<Bytes>) -> Self::Future {
+        use futures_util::future::Either;
+        let held = (req.method() == http::Method::GET && !is_conditional(req.headers()))
+            .then(|| http_cache_key(&req))
+            .flatten()
+            .and_then(|key| self.cache.peek_stale(&key))
+            .filter(|held| add_validators(req.headers_mut(), held.headers()));
+        let Some(held) = held else {
+            return Either::Left(self.inner.call(req));
+        };
+        let future = self.inner.call(req);
+        Either::Right(Box::pin(async move {
+            let res = future.await?;
+            if res.status() == http::StatusCode::NOT_MODIFIED {
+                return Ok(freshen(&held, &res));
+            }
+            Ok(res)
+        }))
+    }
+}
+
 /// Evicts the cached `GET`/`HEAD` answers of a URI when an unsafe request to it succeeds
 /// (RFC 9111 §4.4): after a `PUT /orders/7` the next `GET /orders/7` reaches the upstream.
 #[derive(Clone)]
@@ -123,10 +186,7 @@ where
 {
     type Response = http::Response<Bytes>;
     type Error = BoxError;
-    type Future = futures_util::future::Either<
-        S::Future,
-        futures_util::future::BoxFuture<'static, Result<http::Response<Bytes>, BoxError>>,
-    >;
+    type Future = Either<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)

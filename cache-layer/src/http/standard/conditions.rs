@@ -13,17 +13,36 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use super::freshness::date_header;
 use crate::http::{CachedBody, CachedResponse};
 
-/// Puts the stored response's validators on a request to the upstream.
-pub(super) fn add_validators(headers: &mut HeaderMap, stored: &CachedResponse) {
-    if let Some(tag) = stored.headers().get(ETAG) {
+/// Puts a stored response's validators on a request to the upstream (RFC 9111 §4.3.1):
+///
+/// `If-None-Match` with its `ETag`, `If-Modified-Since` with its `Last-Modified`, each
+/// byte for byte as stored (an origin may compare them as strings); `false` when the
+/// stored response has neither, so a conditional request cannot be made.
+///
+/// ```
+/// let mut stored = http::HeaderMap::new();
+/// stored.insert("etag", "\"v7\"".parse().unwrap());
+/// let mut request = http::HeaderMap::new();
+/// assert!(cache_layer::http::add_validators(&mut request, &stored));
+/// assert_eq!(request["if-none-match"], "\"v7\"");
+/// ```
+pub fn add_validators(headers: &mut HeaderMap, stored: &HeaderMap) -> bool {
+    let mut any = false;
+    if let Some(tag) = stored.get(ETAG) {
         headers.insert(IF_NONE_MATCH, tag.clone());
+        any = true;
     }
-    if let Some(lm) = stored.headers().get(LAST_MODIFIED) {
+    if let Some(lm) = stored.get(LAST_MODIFIED) {
         headers.insert(IF_MODIFIED_SINCE, lm.clone());
+        any = true;
     }
+    any
 }
 
-pub(super) fn is_conditional(headers: &HeaderMap) -> bool {
+/// Whether a request carries conditions of its own (`If-None-Match`, `If-Modified-Since`,
+/// `If-Match`, `If-Unmodified-Since`, `If-Range`): its caller wants the upstream's answer
+/// to them, so a cache must not put its validators in their place.
+pub fn is_conditional(headers: &HeaderMap) -> bool {
     [
         IF_NONE_MATCH,
         IF_MODIFIED_SINCE,

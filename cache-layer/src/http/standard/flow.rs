@@ -14,7 +14,7 @@ use super::conditions::{ClientConditions, RangeRequest, add_validators, is_condi
 use super::directives::{MaxStale, RequestDirectives, ResponseDirectives};
 use super::freshness::{CacheRole, Timing, current_age, whole_secs};
 use super::surrogate::Surrogate;
-use super::{Missing, Selected, Standard, annotate, strip_hop_by_hop};
+use super::{Flight, Missing, Selected, Standard, annotate, strip_hop_by_hop};
 use crate::http::policy::{Invalidate, is_safe};
 use crate::http::{CachedBody, CachedResponse, UpstreamError};
 use crate::status::{CacheStatus, Forwarded};
@@ -76,6 +76,41 @@ where
                 Missing::Uri => Forwarded::UriMiss,
                 Missing::Variant => Forwarded::VaryMiss,
             };
+            // Request collapsing: concurrent plain GET misses of one URI wait for the
+            // first one's answer and are served from what it stored, when it may serve
+            // them; otherwise (another variant, not storable, the leader cancelled) each
+            // goes upstream itself.
+            let collapsible = method == Method::GET && !rcc.no_cache && !rcc.no_store;
+            let flight = if collapsible {
+                sh.join_flight(&primary)
+            } else {
+                Flight::Alone
+            };
+            match flight {
+                Flight::Follow(mut done) => {
+                    let _ = done.changed().await;
+                    if let Ok(selected) = sh.select(&primary, req.headers()) {
+                        let judged = Judged::of(&sh, &selected, &rcc, sh.now());
+                        if judged.servable {
+                            let status = CacheStatus::Forward {
+                                fwd,
+                                fwd_status: None,
+                                stored: false,
+                                ttl: Some(judged.left),
+                                collapsed: true,
+                            };
+                            return serve(selected, &req, judged.age, &status, sh.name());
+                        }
+                    }
+                    return fetch(&sh, svc, req, &primary, &rcc, fwd).await;
+                }
+                Flight::Lead(guard) => {
+                    let resp = fetch(&sh, svc, req, &primary, &rcc, fwd).await;
+                    drop(guard);
+                    return resp;
+                }
+                Flight::Alone => {}
+            }
             return fetch(&sh, svc, req, &primary, &rcc, fwd).await;
         }
     };
@@ -103,7 +138,7 @@ where
         let runtime = tokio::runtime::Handle::try_current();
         if let (Some(guard), Ok(runtime)) = (sh.claim_revalidation(&selected.key), runtime) {
             let mut req = req;
-            add_validators(req.headers_mut(), &selected.response);
+            add_validators(req.headers_mut(), selected.response.headers());
             let sh = sh.clone();
             runtime.spawn(async move {
                 let _claim = guard;
@@ -242,7 +277,7 @@ where
     let client = ClientConditions::of(&headers);
     let range = RangeRequest::of(&headers);
     if !caller_conditional {
-        add_validators(req.headers_mut(), &selected.response);
+        add_validators(req.headers_mut(), selected.response.headers());
     }
     let (mut resp, timing) = upstream(sh, &mut svc, req).await;
     let failed =
@@ -356,7 +391,7 @@ fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timin
         {
             return Absorbed::Unmatched;
         }
-        let merged = merge_304(&selected.response, resp);
+        let merged = freshen(&selected.response, resp);
         let stored = sh.store(primary, req_headers, &merged, timing);
         return Absorbed::Freshened { merged, stored };
     }
@@ -388,9 +423,24 @@ fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
     true
 }
 
-/// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2),
-/// but for the framing and encoding fields the stored body depends on.
-fn merge_304(stored: &CachedResponse, not_modified: &CachedResponse) -> CachedResponse {
+/// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2,
+/// §4.3.4), but for the framing and encoding fields the stored body depends on
+/// (`Content-Length`, `Content-Encoding`, `Content-Range`, `Content-MD5`), the stored
+/// `ETag`, which names what was stored, and hop-by-hop fields.
+///
+/// ```
+/// let stored = http::Response::builder()
+///     .header("etag", "\"v1\"").header("x-version", "1").header("content-length", "5")
+///     .body("hello").unwrap();
+/// let not_modified = http::Response::builder().status(304)
+///     .header("etag", "\"v1\"").header("x-version", "2").header("content-length", "0")
+///     .body(()).unwrap();
+/// let merged = cache_layer::http::freshen(&stored, &not_modified);
+/// assert_eq!((merged.status(), *merged.body()), (http::StatusCode::OK, "hello"));
+/// assert_eq!(merged.headers()["x-version"], "2");
+/// assert_eq!(merged.headers()["content-length"], "5");
+/// ```
+pub fn freshen<B: Clone, N>(stored: &Response<B>, not_modified: &Response<N>) -> Response<B> {
     let mut merged = stored.clone();
     let mut update = not_modified.headers().clone();
     strip_hop_by_hop(&mut update);
@@ -520,6 +570,7 @@ fn forwarded_ttl(
         fwd_status,
         stored,
         ttl,
+        collapsed: false,
     }
 }
 

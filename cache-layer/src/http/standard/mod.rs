@@ -9,7 +9,7 @@
 //! kept as long as it can still be used (fresh, within a stale window, or revalidatable),
 //! and every decision about serving it is taken at the moment of the request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,6 +19,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
 use parking_lot::Mutex;
+use tokio::sync::watch;
 
 use super::{CACHE_STATUS, CachedResponse, HttpKey};
 use crate::CacheHandle;
@@ -28,6 +29,8 @@ mod conditions;
 mod directives;
 pub(super) mod flow;
 pub(super) use super::layer::annotate;
+pub use conditions::{add_validators, is_conditional};
+pub use flow::freshen;
 mod freshness;
 mod surrogate;
 mod vary;
@@ -44,8 +47,9 @@ pub(super) const DEFAULT_RETAIN_STALE: Duration = Duration::from_secs(3600);
 /// The longest an entry is kept, whatever its headers say.
 const MAX_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
-/// In-flight background revalidations are bounded: past this many, a stale-while-
-/// revalidate request revalidates in the foreground instead.
+/// In-flight background revalidations, and collapsed misses, are bounded: past this
+/// many keys, a stale-while-revalidate request revalidates in the foreground and a miss
+/// goes upstream uncollapsed.
 const MAX_REVALIDATIONS: usize = 4096;
 
 /// The RFC 9111 mode's state, shared by the layer and its services.
@@ -61,6 +65,8 @@ pub(super) struct Standard {
     surrogate: Option<(String, HeaderValue)>,
     /// Keys with a background revalidation running.
     revalidating: Mutex<HashSet<String>>,
+    /// Keys with a collapsed miss in flight: followers wait for the sender to go.
+    flights: Mutex<HashMap<String, watch::Receiver<()>>>,
 }
 
 impl std::fmt::Debug for Standard {
@@ -110,6 +116,7 @@ impl Standard {
             invalidate_on_unsafe,
             surrogate,
             revalidating: Mutex::new(HashSet::new()),
+            flights: Mutex::new(HashMap::new()),
         }
     }
 
@@ -304,6 +311,51 @@ impl Standard {
 /// Whether RFC 9110 defines `status` (for `must-understand`, §5.2.2.3).
 fn known_status(status: u16) -> bool {
     matches!(status, 200..=206 | 300..=305 | 307 | 308 | 400..=417 | 421 | 422 | 426 | 500..=505)
+}
+
+/// A miss's place in request collapsing.
+pub(super) enum Flight {
+    /// The first miss of its key: goes upstream; followers wake when this is dropped.
+    Lead(FlightGuard),
+    /// Another miss of the key is in flight: wait for it to end.
+    Follow(watch::Receiver<()>),
+    /// Too many keys in flight: go upstream uncollapsed.
+    Alone,
+}
+
+/// Ends a collapsed miss when dropped (answered or cancelled): the key leaves the table,
+/// then the sender goes and every follower wakes.
+pub(super) struct FlightGuard {
+    standard: Arc<Standard>,
+    key: String,
+    _done: watch::Sender<()>,
+}
+
+impl Drop for FlightGuard {
+    fn drop(&mut self) {
+        self.standard.flights.lock().remove(&self.key);
+    }
+}
+
+impl Standard {
+    /// Joins the collapsed miss of `key`, or leads one.
+    pub(super) fn join_flight(self: &Arc<Self>, key: &str) -> Flight {
+        let mut flights = self.flights.lock();
+        if let Some(done) = flights.get(key) {
+            self.engine.metrics.coalesced();
+            return Flight::Follow(done.clone());
+        }
+        if flights.len() >= MAX_REVALIDATIONS {
+            return Flight::Alone;
+        }
+        let (done, waiting) = watch::channel(());
+        flights.insert(key.to_owned(), waiting);
+        Flight::Lead(FlightGuard {
+            standard: self.clone(),
+            key: key.to_owned(),
+            _done: done,
+        })
+    }
 }
 
 /// Releases a background revalidation's claim when dropped (finished or cancelled).
