@@ -45,16 +45,15 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::future::BoxFuture;
 use reliability_core::error::ConfigError;
-use reliability_core::health::{ComponentHealth, HealthSource, SystemHealth};
-use serde::Deserialize;
+use reliability_core::health::{HealthSource, SystemHealth};
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
@@ -62,6 +61,11 @@ use crate::health::HealthReport;
 
 pub mod history;
 pub mod prometheus;
+
+/// `/admin/chaos`: the chaos layers, switched at run time (feature `chaos`).
+#[cfg(feature = "chaos")]
+mod chaos;
+mod handlers;
 
 use history::{
     DEFAULT_HISTORY_CAPACITY, DEFAULT_HISTORY_INTERVAL, History, MAX_HISTORY_CAPACITY, Sampled,
@@ -353,21 +357,7 @@ impl Admin {
         let state = Arc::new(self);
         // Inside a runtime the sampler starts now; otherwise on the first request.
         let _ = ensure_sampler(&state);
-        let mut protected = Router::new()
-            .route("/admin/health", get(health))
-            .route("/admin/history", get(history))
-            .route("/admin/metrics", get(metrics))
-            .route("/admin/cache/stats", get(cache_stats))
-            .route("/admin/cache/clear", post(cache_clear))
-            .route("/admin/breakers", get(breakers))
-            .route("/admin/breakers/{name}/reset", post(breaker_reset))
-            .route("/admin/breakers/{name}/open", post(breaker_open))
-            .route("/admin/ratelimit", get(ratelimit_top))
-            .route("/admin/ratelimit/top", get(ratelimit_top))
-            .route("/admin/ratelimit/{user}", get(ratelimit_status))
-            .route("/admin/ratelimit/{user}/tier", put(ratelimit_tier))
-            .route("/admin/ratelimit/{user}/reset", post(ratelimit_reset))
-            .with_state(state.clone());
+        let mut protected = handlers::routes().with_state(state.clone());
         #[cfg(feature = "chaos")]
         {
             protected = protected.merge(chaos::routes().with_state(state.clone()));
@@ -380,7 +370,7 @@ impl Admin {
             require_token,
         ));
         Router::new()
-            .route("/dashboard", get(dashboard))
+            .route("/dashboard", get(handlers::dashboard))
             .merge(protected)
     }
 }
@@ -435,245 +425,6 @@ fn checked_name(name: &str) -> Result<&str, AdminError> {
 
 fn not_configured(part: &str) -> AdminError {
     AdminError::NotFound(format!("no {part} is configured"))
-}
-
-async fn health(State(admin): Shared) -> Json<HealthReport> {
-    Json(admin.report())
-}
-
-#[derive(Deserialize)]
-struct SinceQuery {
-    since: Option<u64>,
-}
-
-async fn history(State(admin): Shared, Query(q): Query<SinceQuery>) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "application/json"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        admin.history.to_json(q.since),
-    )
-        .into_response()
-}
-
-async fn metrics(State(admin): Shared) -> Response {
-    let body = admin.metrics.as_ref().map_or_else(String::new, |m| m());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
-}
-
-async fn cache_stats(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
-    if admin.caches.is_empty() {
-        return Err(not_configured("cache"));
-    }
-    Ok(Json(admin.caches.iter().flat_map(|c| c.health()).collect()))
-}
-
-async fn cache_clear(State(admin): Shared) -> Result<Json<Value>, AdminError> {
-    if admin.caches.is_empty() {
-        return Err(not_configured("cache"));
-    }
-    for cache in &admin.caches {
-        cache.clear().await?;
-    }
-    Ok(Json(
-        json!({ "cleared": true, "caches": admin.caches.len() }),
-    ))
-}
-
-async fn breakers(State(admin): Shared) -> Result<Json<Vec<ComponentHealth>>, AdminError> {
-    if admin.breakers.is_empty() {
-        return Err(not_configured("breaker"));
-    }
-    Ok(Json(
-        admin.breakers.iter().flat_map(|b| b.health()).collect(),
-    ))
-}
-
-/// Applies `op` to the first breaker set that knows `name`.
-fn on_breaker(
-    admin: &Admin,
-    name: &str,
-    op: impl Fn(&dyn BreakerControl, &str) -> Result<(), AdminError>,
-) -> Result<(), AdminError> {
-    let name = checked_name(name)?;
-    if admin.breakers.is_empty() {
-        return Err(not_configured("breaker"));
-    }
-    for b in &admin.breakers {
-        match op(&**b, name) {
-            Err(AdminError::NotFound(_)) => continue,
-            other => return other,
-        }
-    }
-    Err(AdminError::NotFound(format!("breaker {name}")))
-}
-
-async fn breaker_reset(
-    State(admin): Shared,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    on_breaker(&admin, &name, |b, n| b.reset(n))?;
-    Ok(Json(json!({ "name": name, "state": "CLOSED" })))
-}
-
-async fn breaker_open(
-    State(admin): Shared,
-    Path(name): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    on_breaker(&admin, &name, |b, n| b.force_open(n))?;
-    Ok(Json(json!({ "name": name, "state": "FORCED_OPEN" })))
-}
-
-/// `/admin/chaos`: the chaos layers, switched at run time (feature `chaos`).
-#[cfg(feature = "chaos")]
-mod chaos {
-    use super::*;
-
-    pub(super) fn routes() -> Router<Arc<Admin>> {
-        Router::new()
-            .route("/admin/chaos", get(list))
-            .route("/admin/chaos/{name}", get(show).put(replace))
-            .route("/admin/chaos/{name}/enable", post(enable))
-            .route("/admin/chaos/{name}/disable", post(disable))
-    }
-
-    fn view(handle: &chaos_layer::ChaosHandle) -> Value {
-        json!({
-            "name": handle.name(),
-            "enabled": handle.is_enabled(),
-            "config": handle.config(),
-            "counts": handle.counts(),
-        })
-    }
-
-    fn named<'a>(admin: &'a Admin, name: &str) -> Result<&'a chaos_layer::ChaosHandle, AdminError> {
-        let name = checked_name(name)?;
-        admin
-            .chaos
-            .iter()
-            .find(|h| h.name() == name)
-            .ok_or_else(|| AdminError::NotFound(format!("no chaos layer named `{name}`")))
-    }
-
-    async fn list(State(admin): Shared) -> Json<Value> {
-        let all: Vec<Value> = admin.chaos.iter().map(view).collect();
-        Json(json!({ "chaos": all }))
-    }
-
-    async fn show(
-        State(admin): Shared,
-        Path(name): Path<String>,
-    ) -> Result<Json<Value>, AdminError> {
-        Ok(Json(view(named(&admin, &name)?)))
-    }
-
-    async fn replace(
-        State(admin): Shared,
-        Path(name): Path<String>,
-        body: axum::body::Bytes,
-    ) -> Result<Json<Value>, AdminError> {
-        let handle = named(&admin, &name)?;
-        let config: chaos_layer::ChaosConfig = serde_json::from_slice(&body)
-            .map_err(|e| AdminError::BadRequest(format!("not a chaos configuration: {e}")))?;
-        handle
-            .apply(config)
-            .map_err(|e| AdminError::BadRequest(e.to_string()))?;
-        Ok(Json(view(handle)))
-    }
-
-    async fn enable(
-        State(admin): Shared,
-        Path(name): Path<String>,
-    ) -> Result<Json<Value>, AdminError> {
-        let handle = named(&admin, &name)?;
-        handle.enable();
-        Ok(Json(view(handle)))
-    }
-
-    async fn disable(
-        State(admin): Shared,
-        Path(name): Path<String>,
-    ) -> Result<Json<Value>, AdminError> {
-        let handle = named(&admin, &name)?;
-        handle.disable();
-        Ok(Json(view(handle)))
-    }
-}
-
-fn limits(admin: &Admin) -> Result<&dyn RateLimitControl, AdminError> {
-    admin
-        .rate_limits
-        .as_deref()
-        .ok_or_else(|| not_configured("rate limiter"))
-}
-
-#[derive(Deserialize)]
-struct TopQuery {
-    n: Option<usize>,
-    top: Option<usize>,
-}
-
-async fn ratelimit_top(
-    State(admin): Shared,
-    Query(q): Query<TopQuery>,
-) -> Result<Json<Value>, AdminError> {
-    let n = q.top.or(q.n).unwrap_or(10).clamp(1, 1000);
-    Ok(Json(limits(&admin)?.top(n).await?))
-}
-
-async fn ratelimit_status(
-    State(admin): Shared,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    Ok(Json(limits(&admin)?.status(checked_name(&user)?).await?))
-}
-
-#[derive(Deserialize)]
-struct TierBody {
-    tier: String,
-}
-
-async fn ratelimit_tier(
-    State(admin): Shared,
-    Path(user): Path<String>,
-    Json(body): Json<TierBody>,
-) -> Result<Json<Value>, AdminError> {
-    let tier = checked_name(&body.tier)?;
-    limits(&admin)?.set_tier(checked_name(&user)?, tier).await?;
-    Ok(Json(json!({ "user": user, "tier": body.tier })))
-}
-
-async fn ratelimit_reset(
-    State(admin): Shared,
-    Path(user): Path<String>,
-) -> Result<Json<Value>, AdminError> {
-    limits(&admin)?.reset(checked_name(&user)?).await?;
-    Ok(Json(json!({ "user": user, "reset": true })))
-}
-
-/// The dashboard: one self-contained page (no CDN, charts in inline SVG), polling
-/// `/admin/health` and `/admin/history` each second.
-const DASHBOARD_HTML: &str = include_str!("dashboard.html");
-
-async fn dashboard() -> impl IntoResponse {
-    (
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-            ),
-        ],
-        Html(DASHBOARD_HTML),
-    )
 }
 
 #[cfg(test)]

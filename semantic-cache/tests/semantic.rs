@@ -414,7 +414,7 @@ async fn layer_from_a_config_file() {
     get(&svc, "n", "r").await;
     assert!(
         get(&svc, "n", "q@0.91").await.lookup.is_hit(),
-        "a hit from an index past the config's approximate_above (two nodes: the graph search and the scan agree; the graph itself is tested at scale in index.rs and hnsw.rs)"
+        "a hit from an index past the config's approximate_above (two nodes: the graph search and the scan agree; the graph itself is tested at scale in index/tests.rs and hnsw.rs)"
     );
 }
 
