@@ -39,20 +39,7 @@ impl<S, C, R> CircuitBreaker<S, C, R> {
         &self.breaker
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    reliability_core::inner_accessors!(S);
 }
 
 impl<S, C, R, Req> Service<Req> for CircuitBreaker<S, C, R>

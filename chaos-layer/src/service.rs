@@ -43,15 +43,7 @@ impl<S, A, R> Chaos<S, A, R> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    reliability_core::inner_accessors!(S);
 }
 
 impl<S, A, R, Req> Service<Req> for Chaos<S, A, R>

@@ -62,20 +62,7 @@ impl<S, L, P, C, R> ConcurrencyLimit<S, L, P, C, R> {
         &self.limiters
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    reliability_core::inner_accessors!(S);
 }
 
 impl<S, L, P, C, R, Req> Service<Req> for ConcurrencyLimit<S, L, P, C, R>

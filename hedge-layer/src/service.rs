@@ -44,20 +44,7 @@ impl<S, P, C> Hedge<S, P, C> {
         }
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Unwraps the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    reliability_core::inner_accessors!(S);
 }
 
 impl<S, P, C, Req> Service<Req> for Hedge<S, P, C>

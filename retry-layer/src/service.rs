@@ -37,20 +37,7 @@ impl<S, P> Retry<S, P> {
         Self { inner, shared }
     }
 
-    /// The wrapped service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The wrapped service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The wrapped service, owned.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    reliability_core::inner_accessors!(S);
 }
 
 impl<S, P: Send + Sync + 'static> Retry<S, P> {

@@ -32,13 +32,9 @@ pub struct Aimd {
 impl Aimd {
     /// Starts at `initial_limit`, clamped to the configured bounds.
     pub fn new(config: &AimdConfig, initial_limit: usize) -> Self {
-        let bounds = Bounds {
-            min: config.min_limit as f64,
-            max: config.max_limit as f64,
-            smoothing: config.smoothing,
-        };
+        let bounds = Bounds::new(config.min_limit, config.max_limit, config.smoothing);
         Self {
-            limit: (initial_limit as f64).clamp(bounds.min, bounds.max),
+            limit: bounds.start(initial_limit),
             bounds,
             latency_threshold: config.latency_threshold,
             backoff_ratio: config.backoff_ratio,
@@ -69,15 +65,8 @@ impl Aimd {
 mod tests {
     use std::time::Duration;
 
+    use super::super::sample;
     use super::*;
-
-    fn sample(rtt_ms: u64, in_flight: usize, dropped: bool) -> Sample {
-        Sample {
-            rtt: Duration::from_millis(rtt_ms),
-            in_flight,
-            dropped,
-        }
-    }
 
     #[test]
     fn grows_by_one_backs_off_by_ratio_and_stays_in_bounds() {

@@ -51,13 +51,9 @@ pub struct Gradient2 {
 impl Gradient2 {
     /// Starts at `initial_limit`, clamped to the configured bounds.
     pub fn new(config: &Gradient2Config, initial_limit: usize) -> Self {
-        let bounds = Bounds {
-            min: config.min_limit as f64,
-            max: config.max_limit as f64,
-            smoothing: config.smoothing,
-        };
+        let bounds = Bounds::new(config.min_limit, config.max_limit, config.smoothing);
         Self {
-            limit: (initial_limit as f64).clamp(bounds.min, bounds.max),
+            limit: bounds.start(initial_limit),
             bounds,
             tolerance: config.tolerance,
             queue_size: config.queue_size,

@@ -74,6 +74,20 @@ pub(crate) struct Bounds {
 }
 
 impl Bounds {
+    /// The bounds of a config's `min_limit`, `max_limit` and `smoothing`.
+    pub(crate) fn new(min_limit: usize, max_limit: usize, smoothing: f64) -> Self {
+        Self {
+            min: min_limit as f64,
+            max: max_limit as f64,
+            smoothing,
+        }
+    }
+
+    /// Where a limit that starts at `initial` stands: within the bounds.
+    pub(crate) fn start(&self, initial: usize) -> f64 {
+        (initial as f64).clamp(self.min, self.max)
+    }
+
     /// `current` moved a `smoothing` share of the way to `target`, then clamped to
     /// `[min, max]`: the exponential smoothing of Netflix's limits.
     #[inline]
@@ -219,4 +233,14 @@ pub(crate) fn log10_step(limit: f64) -> f64 {
 pub(crate) fn whole(limit: f64) -> usize {
     // `as` saturates for out-of-range floats, and NaN becomes 0, then 1.
     (limit.floor() as usize).max(1)
+}
+
+/// A window of calls for the algorithms' tests.
+#[cfg(test)]
+pub(crate) fn sample(rtt_ms: u64, in_flight: usize, dropped: bool) -> Sample {
+    Sample {
+        rtt: Duration::from_millis(rtt_ms),
+        in_flight,
+        dropped,
+    }
 }

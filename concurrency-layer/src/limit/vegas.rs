@@ -41,13 +41,9 @@ pub struct Vegas {
 impl Vegas {
     /// Starts at `initial_limit`, clamped to the configured bounds.
     pub fn new(config: &VegasConfig, initial_limit: usize) -> Self {
-        let bounds = Bounds {
-            min: config.min_limit as f64,
-            max: config.max_limit as f64,
-            smoothing: config.smoothing,
-        };
+        let bounds = Bounds::new(config.min_limit, config.max_limit, config.smoothing);
         Self {
-            limit: (initial_limit as f64).clamp(bounds.min, bounds.max),
+            limit: bounds.start(initial_limit),
             bounds,
             alpha: config.alpha,
             beta: config.beta,
@@ -97,15 +93,8 @@ impl Vegas {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sample;
     use super::*;
-
-    fn sample(rtt_ms: u64, in_flight: usize, dropped: bool) -> Sample {
-        Sample {
-            rtt: Duration::from_millis(rtt_ms),
-            in_flight,
-            dropped,
-        }
-    }
 
     #[test]
     fn grows_while_nothing_queues_and_shrinks_when_much_does() {
