@@ -30,6 +30,8 @@ struct Origin {
     failing: Arc<Mutex<bool>>,
     /// What `/slow` waits for before it answers.
     gate: Arc<tokio::sync::Semaphore>,
+    /// Requests that reached `/slow`.
+    arrived: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Origin {
@@ -88,8 +90,27 @@ impl Origin {
             )
                 .into_response(),
             (_, "/slow") => {
+                self.arrived
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let _pass = self.gate.acquire().await.unwrap();
                 ([("cache-control", "max-age=60")], format!("n={n}")).into_response()
+            }
+            (_, "/cookie") => (
+                [
+                    ("cache-control", "max-age=60"),
+                    ("set-cookie", "sid=secret"),
+                ],
+                format!("n={n}"),
+            )
+                .into_response(),
+            (_, "/obs-text") => {
+                let mut r = format!("n={n}").into_response();
+                let cc =
+                    http::HeaderValue::from_bytes(b"private, max-age=600, x=\"\xe9\"").unwrap();
+                r.headers_mut().insert("cache-control", cc);
+                r.headers_mut()
+                    .append("cache-control", "max-age=600".parse().unwrap());
+                r
             }
             (_, "/unsolicited-304") => StatusCode::NOT_MODIFIED.into_response(),
             (_, "/fresh") => ([("cache-control", "max-age=60")], format!("n={n}")).into_response(),
@@ -181,13 +202,24 @@ struct Setup {
 
 /// The origin behind a cache of `role` (named `edge`), served on loopback.
 async fn setup(role: CacheRole) -> Setup {
+    setup_with(role, |b| b).await
+}
+
+async fn setup_with(
+    role: CacheRole,
+    customize: impl FnOnce(
+        cache_layer::http::HttpCacheLayerBuilder,
+    ) -> cache_layer::http::HttpCacheLayerBuilder,
+) -> Setup {
     let clock = ManualClock::new();
-    let layer = HttpCacheLayer::builder()
-        .name("edge")
-        .clock(clock.shared())
-        .rfc9111(role)
-        .build()
-        .unwrap();
+    let layer = customize(
+        HttpCacheLayer::builder()
+            .name("edge")
+            .clock(clock.shared())
+            .rfc9111(role),
+    )
+    .build()
+    .unwrap();
     let handle = layer.handle();
     let origin = Origin {
         clock: clock.clone(),
@@ -195,6 +227,7 @@ async fn setup(role: CacheRole) -> Setup {
         last_inm: Arc::default(),
         failing: Arc::default(),
         gate: Arc::new(tokio::sync::Semaphore::new(0)),
+        arrived: Arc::default(),
     };
     let handler = origin.clone();
     let app = Router::new()
@@ -499,4 +532,73 @@ async fn concurrent_misses_of_one_uri_make_one_upstream_call() {
     }
     assert_eq!(collapsed, 4, "every follower says it was collapsed");
     assert_eq!(s.origin.full("/slow"), 1);
+}
+
+#[tokio::test]
+async fn a_shared_cache_stores_cookie_setting_answers_only_when_told_to() {
+    let s = setup(CacheRole::Shared).await;
+    s.http.get("/cookie", &[]).await;
+    assert_eq!(
+        s.http.get("/cookie", &[]).await.body,
+        "n=2",
+        "one user's cookie is not shared"
+    );
+    let opted = setup_with(CacheRole::Shared, |b| b.store_set_cookie()).await;
+    opted.http.get("/cookie", &[]).await;
+    assert_eq!(opted.http.get("/cookie", &[]).await.body, "n=1");
+}
+
+#[tokio::test]
+async fn an_unreadable_cache_control_field_is_taken_to_forbid_storing() {
+    let s = setup(CacheRole::Shared).await;
+    s.http.get("/obs-text", &[]).await;
+    assert_eq!(s.http.get("/obs-text", &[]).await.body, "n=2");
+}
+
+#[tokio::test]
+async fn a_header_named_by_connection_cannot_choose_the_variant() {
+    let s = setup(CacheRole::Shared).await;
+    // The upstream never sees Accept-Encoding: its answer is the one for no encoding.
+    let poisoned = s
+        .http
+        .get(
+            "/vary",
+            &[
+                ("accept-encoding", "gzip"),
+                ("connection", "accept-encoding"),
+            ],
+        )
+        .await;
+    assert_eq!(poisoned.body, "#1");
+    let gzip = s.http.get("/vary", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(
+        gzip.body, "gzip#2",
+        "not the answer stored for another variant"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_overtaken_by_an_invalidation_is_not_stored() {
+    let s = Arc::new(setup(CacheRole::Shared).await);
+    let reader = {
+        let s = s.clone();
+        tokio::spawn(async move { s.http.get("/slow", &[]).await })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while s.origin.arrived.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never reached the origin"
+        );
+        tokio::task::yield_now().await;
+    }
+    // A write to the URI succeeds while the read is in flight.
+    assert_eq!(s.http.post("/slow", &[]).await.status, StatusCode::OK);
+    s.origin.gate.add_permits(2);
+    assert_eq!(reader.await.unwrap().body, "n=1");
+    assert_eq!(
+        s.http.get("/slow", &[]).await.body,
+        "n=2",
+        "the older answer was not kept"
+    );
 }

@@ -31,6 +31,10 @@ pub struct ProxySettings {
     pub name: String,
     /// Entries kept at most.
     pub max_entries: u64,
+    /// Whether responses that set cookies are stored and shared when their origin gives
+    /// them an explicit lifetime (RFC 9111 allows it; off by default: see
+    /// `HttpCacheLayerBuilder::store_set_cookie`).
+    pub store_set_cookie: bool,
 }
 
 impl ProxySettings {
@@ -58,6 +62,7 @@ impl ProxySettings {
             origin: uri,
             name: "proxy".to_owned(),
             max_entries: 100_000,
+            store_set_cookie: false,
         })
     }
 }
@@ -125,13 +130,15 @@ pub fn service(
         .authority()
         .cloned()
         .ok_or("the origin has no authority")?;
-    let cache = HttpCacheLayer::builder()
+    let mut cache = HttpCacheLayer::builder()
         .name(settings.name.as_str())
         .max_entries(settings.max_entries)
         .rfc9111(CacheRole::Shared)
-        .surrogate(settings.name.clone())
-        .build()
-        .map_err(|e| e.to_string())?;
+        .surrogate(settings.name.clone());
+    if settings.store_set_cookie {
+        cache = cache.store_set_cookie();
+    }
+    let cache = cache.build().map_err(|e| e.to_string())?;
     Ok(ServiceBuilder::new()
         .layer(cache)
         .service(forwarder(origin)))

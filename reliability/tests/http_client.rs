@@ -70,10 +70,27 @@ async fn timeline(
     ([("etag", "\"t1\""), ("x-checked", "0")], "timeline").into_response()
 }
 
+/// An answer that varies on `Accept`, which a method-and-URI key cannot tell apart.
+async fn varies(
+    State(u): State<Upstream>,
+    headers: axum::http::HeaderMap,
+) -> ([(&'static str, &'static str); 2], String) {
+    u.calls.fetch_add(1, Ordering::SeqCst);
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    (
+        [("cache-control", "max-age=60"), ("vary", "accept")],
+        accept.to_owned(),
+    )
+}
+
 async fn serve(u: Upstream) -> SocketAddr {
     let app = axum::Router::new()
         .route("/quote", get(quote))
         .route("/timeline", get(timeline))
+        .route("/varies", get(varies))
         .route("/other/{n}", get(quote))
         .route("/private", get(private))
         .with_state(u);
@@ -225,4 +242,39 @@ async fn a_stale_answer_with_an_etag_is_revalidated_and_a_304_costs_no_body() {
     assert_eq!(hit.headers()["x-checked"], "1");
     assert_eq!(upstream.calls.load(Ordering::SeqCst), 1, "one full answer");
     assert_eq!(upstream.not_modified.load(Ordering::SeqCst), 1, "one 304");
+}
+
+#[tokio::test]
+async fn answers_that_vary_and_range_requests_are_not_cached_by_uri() {
+    let upstream = Upstream::default();
+    let addr = serve(upstream.clone()).await;
+    let client = presets::social("feed")
+        .seed(1)
+        .http_client(HttpClient::new())
+        .unwrap();
+    let with_accept = |accept: &str| {
+        let mut req = get_req(addr, "/varies");
+        req.headers_mut().insert("accept", accept.parse().unwrap());
+        client.clone().oneshot(req)
+    };
+    assert_eq!(with_accept("text/html").await.unwrap().body(), "text/html");
+    assert_eq!(
+        with_accept("application/json").await.unwrap().body(),
+        "application/json"
+    );
+    let mut ranged = get_req(addr, "/quote");
+    ranged
+        .headers_mut()
+        .insert("range", "bytes=0-1".parse().unwrap());
+    client.clone().oneshot(ranged).await.unwrap();
+    client
+        .clone()
+        .oneshot(get_req(addr, "/quote"))
+        .await
+        .unwrap();
+    assert_eq!(
+        upstream.calls.load(Ordering::SeqCst),
+        4,
+        "nothing was served from the cache"
+    );
 }

@@ -188,6 +188,15 @@ impl HttpKey {
     }
 }
 
+/// `GET scheme://authority/path?query` of `req`'s target, whoever asks: what an unsafe
+/// request to it changes. `None` for a malformed `Host`.
+pub(super) fn uri_key<B>(req: &Request<B>) -> Option<String> {
+    let mut key = String::with_capacity(96);
+    key.push_str("GET ");
+    push_target(&mut key, req)?;
+    Some(key)
+}
+
 /// Writes the normalised origin and the escaped path and query of `req`'s target.
 fn push_target<B>(key: &mut String, req: &Request<B>) -> Option<()> {
     let (scheme, authority) = request_origin(req)?;

@@ -56,6 +56,7 @@ impl HttpCacheLayer {
             invalid_vary: None,
             standard: None,
             surrogate: None,
+            store_set_cookie: false,
             #[cfg(feature = "redis")]
             l2: None,
             #[cfg(feature = "disk")]
@@ -99,6 +100,7 @@ pub struct HttpCacheLayerBuilder {
     /// The RFC 9111 mode: the role and how long stale responses with validators are kept.
     standard: Option<(CacheRole, Duration)>,
     surrogate: Option<String>,
+    store_set_cookie: bool,
     #[cfg(feature = "redis")]
     l2: Option<(crate::backend::redis::RedisTier, Option<Duration>)>,
     #[cfg(feature = "disk")]
@@ -248,6 +250,18 @@ impl HttpCacheLayerBuilder {
         self
     }
 
+    /// In the RFC 9111 mode with [`CacheRole::Shared`], stores responses that set cookies
+    /// (`Set-Cookie`) when they carry an explicit lifetime (`max-age`, `s-maxage`,
+    /// `Expires`) or `public`, and serves them, cookie included, to every caller, as RFC
+    /// 9111 allows. Off by default: a response that sets a cookie is usually one
+    /// user's session, and an origin that forgets `private` would hand it to everyone.
+    /// Turn it on only in front of an origin whose `Cache-Control` you trust. (A private
+    /// cache stores them either way.)
+    pub fn store_set_cookie(mut self) -> Self {
+        self.store_set_cookie = true;
+        self
+    }
+
     /// Adds Redis as L2 for responses ([`ResponseCodec`](super::ResponseCodec));
     /// `lock_ttl` turns on distributed single-flight. Build inside a tokio runtime.
     #[cfg(feature = "redis")]
@@ -316,6 +330,7 @@ impl HttpCacheLayerBuilder {
         }
         let standard_mode = self.standard;
         let surrogate = self.surrogate;
+        let store_set_cookie = self.store_set_cookie;
         let vary: Arc<[HeaderName]> = self.vary.into();
         let rules = Rules {
             vary: vary.clone(),
@@ -359,6 +374,7 @@ impl HttpCacheLayerBuilder {
                 role,
                 retain,
                 self.invalidate_on_unsafe,
+                store_set_cookie,
                 surrogate,
             ))
         });

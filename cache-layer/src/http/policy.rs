@@ -50,7 +50,7 @@ pub fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<
 }
 
 /// Whether `Cache-Control` forbids a shared cache to store the response (`no-store`,
-/// `private`, in any case, with or without a field list).
+/// `private`, in any case, with or without a field list, or a field that cannot be read).
 ///
 /// ```
 /// use cache_layer::http::forbids_shared_storage;
@@ -61,8 +61,18 @@ pub fn cache_control(headers: &HeaderMap) -> impl Iterator<Item = (&str, Option<
 /// assert!(forbids_shared_storage(&headers));
 /// ```
 pub fn forbids_shared_storage(headers: &HeaderMap) -> bool {
-    cache_control(headers)
-        .any(|(n, _)| n.eq_ignore_ascii_case("no-store") || n.eq_ignore_ascii_case("private"))
+    unreadable_cache_control(headers)
+        || cache_control(headers)
+            .any(|(n, _)| n.eq_ignore_ascii_case("no-store") || n.eq_ignore_ascii_case("private"))
+}
+
+/// Whether a `Cache-Control` field is not visible ASCII (obs-text), which
+/// [`cache_control`] skips: what it might forbid is then assumed.
+pub(crate) fn unreadable_cache_control(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(CACHE_CONTROL)
+        .iter()
+        .any(|v| v.to_str().is_err())
 }
 
 /// The members of one comma-separated field value, trimmed, empty ones skipped; commas
@@ -136,7 +146,10 @@ fn seconds(v: Option<&str>) -> Option<Duration> {
 /// The directive for `resp` under `rules`, refining the cache's default `d`.
 pub(super) fn http_directive(resp: &CachedResponse, mut d: Directive, rules: &Rules) -> Directive {
     let status = resp.status().as_u16();
-    if resp.body().is_streaming() || resp.headers().contains_key(SET_COOKIE) {
+    if resp.body().is_streaming()
+        || resp.headers().contains_key(SET_COOKIE)
+        || unreadable_cache_control(resp.headers())
+    {
         d.action = StoreAction::DoNotShare;
         return d;
     }

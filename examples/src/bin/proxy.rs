@@ -6,12 +6,14 @@
 //! ```
 //!
 //! It prints `listening on ADDR` once it accepts connections, and stops on SIGTERM or
-//! Ctrl-C.
+//! Ctrl-C. `--store-set-cookie` stores and shares responses that set cookies when their
+//! origin gives them an explicit lifetime, as RFC 9111 allows (off by default: an origin
+//! that forgets `private` on a session response would hand it to everyone).
 
 use examples::proxy::{ProxySettings, bind, serve};
 use examples::server::stop_signal;
 
-const USAGE: &str = "usage: proxy --origin http://HOST:PORT [--addr 127.0.0.1:8080] [--name proxy] [--max-entries N]";
+const USAGE: &str = "usage: proxy --origin http://HOST:PORT [--addr 127.0.0.1:8080] [--name proxy] [--max-entries N] [--store-set-cookie]";
 
 #[tokio::main]
 async fn main() {
@@ -26,6 +28,7 @@ async fn run() -> Result<(), String> {
     let mut origin = None;
     let mut name = None;
     let mut max_entries = None;
+    let mut store_set_cookie = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value\n{USAGE}"));
@@ -40,6 +43,7 @@ async fn run() -> Result<(), String> {
                         .map_err(|e| format!("--max-entries: {e}"))?,
                 );
             }
+            "--store-set-cookie" => store_set_cookie = true,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -55,6 +59,7 @@ async fn run() -> Result<(), String> {
     if let Some(n) = max_entries {
         settings.max_entries = n;
     }
+    settings.store_set_cookie = store_set_cookie;
     let listener = bind(addr).await?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     println!("listening on {local}");

@@ -28,8 +28,9 @@ impl Preset {
     ///
     /// - `GET` and `HEAD` requests are cached by method and URI; requests carrying
     ///   `Authorization` or `Cookie` are never cached (one user's answer is not served to
-    ///   another); answers marked `Cache-Control: no-store` or `private` are not stored;
-    ///   only 2xx answers are stored, and a 5xx or 429 answer counts as a failure, so a
+    ///   another), nor are range requests; answers marked `Cache-Control: no-store` or
+    ///   `private`, partial (206) answers and answers with `Vary` are not stored; only 2xx
+    ///   answers are stored, and a 5xx or 429 answer counts as a failure, so a
     ///   stale copy is served instead where one exists.
     /// - A stale answer that carries a validator (`ETag`, `Last-Modified`) is revalidated,
     ///   not fetched again: the cache's call upstream carries `If-None-Match` /
@@ -61,8 +62,13 @@ impl Preset {
         // HTTP rule (`retry_layer::http::may_replay`).
         let (parts, breaker) = self.parts_with(classifier, Idempotent::new)?;
         let cache = self.cache_layer(http_cache_key, |b| {
+            // The key is method and URI: an answer that varies on request headers, or
+            // holds part of the resource, is not stored.
             b.store_if(|res: &http::Response<Bytes>| {
-                res.status().is_success() && !forbids_shared_storage(res.headers())
+                res.status().is_success()
+                    && res.status() != http::StatusCode::PARTIAL_CONTENT
+                    && !res.headers().contains_key(http::header::VARY)
+                    && !forbids_shared_storage(res.headers())
             })
             .failure_when(|res: &http::Response<Bytes>| {
                 res.status().is_server_error()
@@ -115,9 +121,13 @@ impl Preset {
 /// credentials; `None` (bypass) otherwise.
 fn http_cache_key(req: &http::Request<Bytes>) -> Option<String> {
     let cacheable = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
-    let credentialed = req.headers().contains_key(http::header::AUTHORIZATION)
-        || req.headers().contains_key(http::header::COOKIE);
-    (cacheable && !credentialed).then(|| format!("{} {}", req.method(), req.uri()))
+    let headers = req.headers();
+    let credentialed = headers.contains_key(http::header::AUTHORIZATION)
+        || headers.contains_key(http::header::COOKIE);
+    // A part of the resource is not the resource: range requests are not cached.
+    let partial =
+        headers.contains_key(http::header::RANGE) || headers.contains_key(http::header::IF_RANGE);
+    (cacheable && !credentialed && !partial).then(|| format!("{} {}", req.method(), req.uri()))
 }
 
 /// The inner call's own future, or one that does something with its answer.

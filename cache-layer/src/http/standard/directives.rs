@@ -85,9 +85,15 @@ pub(crate) struct ResponseDirectives {
 }
 
 impl ResponseDirectives {
-    /// Reads every `Cache-Control` field of `headers`.
+    /// Reads every `Cache-Control` field of `headers`. A field that is not visible ASCII
+    /// cannot be read, so what it might say (`private`, `no-store`) is assumed: the
+    /// response is not stored.
     pub(crate) fn parse(headers: &HeaderMap) -> Self {
         let mut d = Self::default();
+        if super::super::policy::unreadable_cache_control(headers) {
+            d.no_store = true;
+            d.private = true;
+        }
         for (name, value) in cache_control(headers) {
             let name = name.to_ascii_lowercase();
             match name.as_str() {

@@ -6,7 +6,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, ETAG, LAST_MODIFIED};
+use http::header::{
+    AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MATCH, IF_RANGE,
+    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use tower_service::Service;
 
@@ -30,17 +33,25 @@ where
     S::Future: Send + 'static,
     B: Send + 'static,
 {
+    // Hop-by-hop fields (and those `Connection` names) are the connection's, not the
+    // request's: a client must not pick the variant the upstream never sees.
+    let mut req = req;
+    strip_hop_by_hop(req.headers_mut());
     let method = req.method().clone();
     if !is_safe(&method) {
         let invalidate = sh
             .invalidate_on_unsafe
             .then(|| Invalidate::of_target(sh.handle(), true, true, &req))
             .flatten();
+        let target = crate::http::key::uri_key(&req);
         let (mut resp, _) = upstream(&sh, &mut svc, req).await;
         // Before the caller sees the answer: its next GET must not be served the old copy.
         if let Some(invalidate) = invalidate
             && (resp.status().is_success() || resp.status().is_redirection())
         {
+            if let Some(target) = &target {
+                sh.note_invalidated(target);
+            }
             invalidate.run(resp.headers());
         }
         annotate(
@@ -138,6 +149,9 @@ where
         let runtime = tokio::runtime::Handle::try_current();
         if let (Some(guard), Ok(runtime)) = (sh.claim_revalidation(&selected.key), runtime) {
             let mut req = req;
+            for name in [RANGE, IF_RANGE, IF_MATCH, IF_UNMODIFIED_SINCE] {
+                req.headers_mut().remove(name);
+            }
             add_validators(req.headers_mut(), selected.response.headers());
             let sh = sh.clone();
             runtime.spawn(async move {
@@ -391,7 +405,14 @@ fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timin
         {
             return Absorbed::Unmatched;
         }
-        let merged = freshen(&selected.response, resp);
+        let mut merged = freshen(&selected.response, resp);
+        // The stored Age and Date described the old answer: with the new timing they
+        // would make it look older than it is.
+        for name in [AGE, DATE] {
+            if !resp.headers().contains_key(&name) {
+                merged.headers_mut().remove(name);
+            }
+        }
         let stored = sh.store(primary, req_headers, &merged, timing);
         return Absorbed::Freshened { merged, stored };
     }
@@ -399,16 +420,21 @@ fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timin
         return Absorbed::Replaced { stored: false };
     }
     let stored = may_store && sh.store(primary, req_headers, resp, timing);
-    if !stored {
-        // A newer answer that is not kept (not storable, or to a HEAD): the old copy no
-        // longer stands for the resource.
+    // A newer full answer that is not kept (not storable, or another representation
+    // answering a HEAD) means the old copy no longer stands for the resource. Answers to
+    // the caller's own preconditions (a 412, a 206) say nothing of that.
+    let full = (resp.status().is_success() || resp.status().is_redirection())
+        && resp.status() != StatusCode::PARTIAL_CONTENT;
+    let replaced = may_store || !same_representation(resp.headers(), selected.response.headers());
+    if !stored && full && asked == Asked::Validators && replaced {
         sh.handle().invalidate(&selected.key);
     }
     Absorbed::Replaced { stored }
 }
 
 /// Whether a 304 (or a HEAD answer) describes the stored response (§4.3.4): the same
-/// entity tag when it has one, else the same `Last-Modified`, else yes.
+/// entity tag when it has one, else the same `Last-Modified`, else only when the stored
+/// response has no validator either.
 fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
     let opaque = |v: &HeaderValue| {
         let v = v.as_bytes();
@@ -420,7 +446,9 @@ fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
     if let Some(lm) = new.get(LAST_MODIFIED) {
         return stored.get(LAST_MODIFIED) == Some(lm);
     }
-    true
+    // No validator in the answer: it describes the stored response only if that has
+    // none either (§4.3.4).
+    !stored.contains_key(ETAG) && !stored.contains_key(LAST_MODIFIED)
 }
 
 /// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2,
@@ -535,11 +563,13 @@ where
     S: Service<Request<B>, Response = CachedResponse, Error = Infallible>,
 {
     sh.announce(req.headers_mut());
+    let epoch = sh.invalidation_count();
     let request_time = sh.now();
     let mut resp = call(svc, req).await;
     let timing = Timing {
         request_time,
         response_time: sh.now(),
+        epoch,
     };
     sh.receive(&mut resp);
     (resp, timing)

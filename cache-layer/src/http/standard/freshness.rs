@@ -25,6 +25,9 @@ pub enum CacheRole {
 pub(crate) struct Timing {
     pub(crate) request_time: SystemTime,
     pub(crate) response_time: SystemTime,
+    /// The count of URI invalidations when the request was sent: an answer to a request
+    /// that an invalidation of its URI overtook is not stored.
+    pub(crate) epoch: u64,
 }
 
 /// Statuses that are heuristically cacheable (RFC 9110 §15.1).
@@ -263,6 +266,7 @@ mod tests {
         let timing = Timing {
             request_time: at(98),
             response_time: at(100),
+            epoch: 0,
         };
         let h = headers(&[("date", date(at(90))), ("age", "30".into())]);
         // apparent 10, corrected age value 30 + 2 = 32, initial 32, resident 100.
@@ -299,7 +303,7 @@ mod tests {
             req in 0u64..1_000_000, delay in 0u64..1000, date_off in 0u64..2_000_000,
             age in 0u64..1_000_000_000_000u64, t1 in 0u64..1_000_000, t2 in 0u64..1_000_000,
         ) {
-            let timing = Timing { request_time: at(req), response_time: at(req + delay) };
+            let timing = Timing { request_time: at(req), response_time: at(req + delay), epoch: 0 };
             let h = headers(&[("date", date(at(date_off))), ("age", age.to_string())]);
             let (a, b) = (t1.min(t2), t1.max(t2));
             let (early, late) = (at(req + delay + a), at(req + delay + b));

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::header::{
@@ -60,6 +61,8 @@ pub(super) struct Standard {
     pub(super) role: CacheRole,
     pub(super) retain_stale: Duration,
     pub(super) invalidate_on_unsafe: bool,
+    /// Whether a shared cache may store responses that set cookies.
+    pub(super) store_set_cookie: bool,
     /// The name under which `Surrogate-Control` is honoured, with the
     /// `Surrogate-Capability` value sent upstream.
     surrogate: Option<(String, HeaderValue)>,
@@ -67,6 +70,11 @@ pub(super) struct Standard {
     revalidating: Mutex<HashSet<String>>,
     /// Keys with a collapsed miss in flight: followers wait for the sender to go.
     flights: Mutex<HashMap<String, watch::Receiver<()>>>,
+    /// Counts invalidations of URIs by unsafe methods.
+    invalidations: AtomicU64,
+    /// The count at each URI's latest invalidation (bounded, and kept long enough for any
+    /// request in flight at the time to have finished).
+    invalidated: moka::sync::Cache<String, u64>,
 }
 
 impl std::fmt::Debug for Standard {
@@ -102,6 +110,7 @@ impl Standard {
         role: CacheRole,
         retain_stale: Duration,
         invalidate_on_unsafe: bool,
+        store_set_cookie: bool,
         surrogate: Option<String>,
     ) -> Self {
         let surrogate = surrogate.and_then(|name| {
@@ -114,10 +123,35 @@ impl Standard {
             role,
             retain_stale,
             invalidate_on_unsafe,
+            store_set_cookie,
             surrogate,
             revalidating: Mutex::new(HashSet::new()),
             flights: Mutex::new(HashMap::new()),
+            invalidations: AtomicU64::new(0),
+            invalidated: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED_INVALIDATIONS)
+                .time_to_live(Duration::from_secs(600))
+                .build(),
         }
+    }
+
+    /// Where the count of invalidations stands: taken when a request goes upstream.
+    pub(super) fn invalidation_count(&self) -> u64 {
+        self.invalidations.load(Ordering::Acquire)
+    }
+
+    /// Notes that an unsafe method changed the resource under `primary` (whatever the
+    /// caller's identity in it).
+    pub(super) fn note_invalidated(&self, primary: &str) {
+        let n = self.invalidations.fetch_add(1, Ordering::AcqRel) + 1;
+        self.invalidated.insert(uri_of(primary).to_owned(), n);
+    }
+
+    /// Whether the resource under `primary` was invalidated after the count `since`.
+    fn invalidated_since(&self, primary: &str, since: u64) -> bool {
+        self.invalidated
+            .get(uri_of(primary))
+            .is_some_and(|n| n > since)
     }
 
     pub(super) fn handle(&self) -> CacheHandle<CachedResponse> {
@@ -207,6 +241,11 @@ impl Standard {
         resp: &CachedResponse,
         timing: Timing,
     ) -> bool {
+        // An invalidation of the URI (an unsafe method to it) since the request was sent:
+        // its answer may be older than what the write left.
+        if self.invalidated_since(primary, timing.epoch) {
+            return false;
+        }
         let Some(retention) = self.retention(resp, timing) else {
             return false;
         };
@@ -270,9 +309,14 @@ impl Standard {
         if !explicit && !cc.public && !heuristic_status {
             return None;
         }
-        // A response that sets a cookie is kept only when its sender said how long it is
-        // fresh (or `public`): never on a heuristic, never shared when `private`.
-        if headers.contains_key(SET_COOKIE) && !explicit && !cc.public {
+        // A response that sets a cookie is someone's session: a shared cache keeps it only
+        // when told to trust its origin's freshness (`store_set_cookie`, as RFC 9111
+        // allows), and then never on a heuristic.
+        let sets_cookie = headers.contains_key(SET_COOKIE) || headers.contains_key("set-cookie2");
+        if sets_cookie
+            && ((self.role == CacheRole::Shared && !self.store_set_cookie)
+                || (!explicit && !cc.public))
+        {
             return None;
         }
         let age = current_age(headers, timing, timing.response_time);
@@ -306,6 +350,15 @@ impl Standard {
             key: key.to_owned(),
         })
     }
+}
+
+/// The most URIs whose latest invalidation is remembered.
+const MAX_TRACKED_INVALIDATIONS: u64 = 100_000;
+
+/// The `GET scheme://authority/path?query` part of a primary key, without the caller's
+/// identity (`|@id`): `|` never occurs in the URI part, which escapes it.
+fn uri_of(primary: &str) -> &str {
+    primary.split_once("|@").map_or(primary, |(uri, _)| uri)
 }
 
 /// Whether RFC 9110 defines `status` (for `must-understand`, §5.2.2.3).

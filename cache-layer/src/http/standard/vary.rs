@@ -60,7 +60,17 @@ pub(crate) fn normalised(headers: &HeaderMap, name: &HeaderName) -> Option<Strin
     );
     let mut out = String::new();
     for field in fields {
-        let field = String::from_utf8_lossy(field.as_bytes());
+        // Bytes that are not visible ASCII (and `%`) as `%XX`: distinct values stay
+        // distinct, whatever bytes they hold.
+        let field: String = field
+            .as_bytes()
+            .iter()
+            .map(|&b| match b {
+                b'%' => "%25".to_owned(),
+                b' '..=b'~' | b'\t' => char::from(b).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
         for member in field.split(',').map(str::trim).filter(|m| !m.is_empty()) {
             if !out.is_empty() {
                 out.push(',');
