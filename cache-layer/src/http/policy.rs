@@ -237,6 +237,9 @@ pub(super) struct Invalidate {
     exact: bool,
     /// Keys may continue with `|` (Vary headers or per-user identities).
     suffixed: bool,
+    /// Whether `HEAD` answers have keys of their own (the RFC 9111 mode answers `HEAD`
+    /// from the stored `GET`).
+    head_keys: bool,
 }
 
 impl Invalidate {
@@ -275,7 +278,14 @@ impl Invalidate {
             paths: vec![path],
             exact,
             suffixed,
+            head_keys: true,
         })
+    }
+
+    /// For a cache that stores `GET` keys only: one scan per URI instead of two.
+    pub(super) fn get_only(mut self) -> Self {
+        self.head_keys = false;
+        self
     }
 
     pub(super) fn run(mut self, headers: &HeaderMap) {
@@ -291,7 +301,12 @@ impl Invalidate {
             }
         }
         for path in &self.paths {
-            for method in [Method::GET, Method::HEAD] {
+            let methods: &[Method] = if self.head_keys {
+                &[Method::GET, Method::HEAD]
+            } else {
+                &[Method::GET]
+            };
+            for method in methods {
                 let mut key = format!("{method} {}{path}", self.origin);
                 if self.exact {
                     self.handle.invalidate(&key);

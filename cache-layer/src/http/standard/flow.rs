@@ -22,6 +22,10 @@ use crate::http::policy::{Invalidate, is_safe};
 use crate::http::{CachedBody, CachedResponse, UpstreamError};
 use crate::status::{CacheStatus, Forwarded};
 
+/// The longest a collapsed miss waits for the call it joined before it goes upstream
+/// itself.
+const FOLLOW_AT_MOST: Duration = Duration::from_secs(30);
+
 /// Answers `req` through the RFC 9111 mode, calling `svc` (ready) when it must.
 pub(in crate::http) async fn respond<S, B>(
     sh: Arc<Standard>,
@@ -42,7 +46,8 @@ where
         let invalidate = sh
             .invalidate_on_unsafe
             .then(|| Invalidate::of_target(sh.handle(), true, true, &req))
-            .flatten();
+            .flatten()
+            .map(Invalidate::get_only);
         let target = crate::http::key::uri_key(&req);
         let (mut resp, _) = upstream(&sh, &mut svc, req).await;
         // Before the caller sees the answer: its next GET must not be served the old copy.
@@ -99,7 +104,13 @@ where
             };
             match flight {
                 Flight::Follow(mut done) => {
-                    let _ = done.changed().await;
+                    // Bounded: a leader stuck on a hung upstream holds nobody for longer
+                    // (on tokio; another executor waits for the leader).
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        let _ = tokio::time::timeout(FOLLOW_AT_MOST, done.changed()).await;
+                    } else {
+                        let _ = done.changed().await;
+                    }
                     if let Ok(selected) = sh.select(&primary, req.headers()) {
                         let judged = Judged::of(&sh, &selected, &rcc, sh.now());
                         if judged.servable {
