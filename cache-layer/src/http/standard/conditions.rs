@@ -1,16 +1,18 @@
 //! The conditions of a request: the validators the cache puts on its own requests, the
 //! caller's `If-None-Match` / `If-Modified-Since` that a stored response can answer with a
-//! 304, and a `Range` that it can answer with a 206.
+//! 304, a `Range` that it can answer with a 206, and how a 304 freshens what is stored.
 
 use std::time::SystemTime;
 
 use http::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH,
-    IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MATCH, IF_MODIFIED_SINCE,
+    IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
 };
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::freshness::date_header;
+use super::strip_hop_by_hop;
+use super::surrogate::Surrogate;
 use crate::http::{CachedBody, CachedResponse};
 
 /// Puts a stored response's validators on a request to the upstream (RFC 9111 §4.3.1):
@@ -165,4 +167,74 @@ impl RangeRequest {
         *resp.body_mut() = CachedBody::full(part);
         Some(resp)
     }
+}
+
+/// An entity tag without its weakness mark, for the weak comparison of §8.8.3.2.
+fn opaque(tag: &HeaderValue) -> &[u8] {
+    let v = tag.as_bytes();
+    v.strip_prefix(b"W/").unwrap_or(v)
+}
+
+/// Whether a 304 (or a HEAD answer) describes the stored response (§4.3.4): the same
+/// entity tag when it has one, else the same `Last-Modified`, else only when the stored
+/// response has no validator either.
+pub(super) fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
+    if let Some(tag) = new.get(ETAG) {
+        return stored.get(ETAG).is_some_and(|s| opaque(s) == opaque(tag));
+    }
+    if let Some(lm) = new.get(LAST_MODIFIED) {
+        return stored.get(LAST_MODIFIED) == Some(lm);
+    }
+    // No validator in the answer: it describes the stored response only if that has
+    // none either (§4.3.4).
+    !stored.contains_key(ETAG) && !stored.contains_key(LAST_MODIFIED)
+}
+
+/// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2,
+/// §4.3.4), but for the framing and encoding fields the stored body depends on
+/// (`Content-Length`, `Content-Encoding`, `Content-Range`, `Content-MD5`), the stored
+/// `ETag`, which names what was stored, and hop-by-hop fields.
+///
+/// ```
+/// let stored = http::Response::builder()
+///     .header("etag", "\"v1\"").header("x-version", "1").header("content-length", "5")
+///     .body("hello").unwrap();
+/// let not_modified = http::Response::builder().status(304)
+///     .header("etag", "\"v1\"").header("x-version", "2").header("content-length", "0")
+///     .body(()).unwrap();
+/// let merged = cache_layer::http::freshen(&stored, &not_modified);
+/// assert_eq!((merged.status(), *merged.body()), (http::StatusCode::OK, "hello"));
+/// assert_eq!(merged.headers()["x-version"], "2");
+/// assert_eq!(merged.headers()["content-length"], "5");
+/// ```
+pub fn freshen<B: Clone, N>(stored: &Response<B>, not_modified: &Response<N>) -> Response<B> {
+    let mut merged = stored.clone();
+    let mut update = not_modified.headers().clone();
+    strip_hop_by_hop(&mut update);
+    // The stored body depends on its framing and encoding fields, and the stored ETag
+    // names what was stored.
+    let keep = [
+        CONTENT_LENGTH,
+        CONTENT_ENCODING,
+        CONTENT_RANGE,
+        ETAG,
+        HeaderName::from_static("content-md5"),
+        super::super::CACHE_STATUS,
+    ];
+    let headers = merged.headers_mut();
+    let names: Vec<HeaderName> = update
+        .keys()
+        .filter(|n| !keep.contains(n))
+        .cloned()
+        .collect();
+    for name in names {
+        headers.remove(&name);
+        for value in update.get_all(&name) {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    if let Some(directives) = not_modified.extensions().get::<Surrogate>() {
+        merged.extensions_mut().insert(*directives);
+    }
+    merged
 }

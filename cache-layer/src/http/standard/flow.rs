@@ -6,17 +6,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use http::header::{
-    AGE, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_RANGE, DATE, ETAG, IF_MATCH, IF_RANGE,
-    IF_UNMODIFIED_SINCE, LAST_MODIFIED, RANGE,
-};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::header::{AGE, CONTENT_LENGTH, DATE, IF_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use tower_service::Service;
 
-use super::conditions::{ClientConditions, RangeRequest, add_validators, is_conditional};
+use super::conditions::{
+    ClientConditions, RangeRequest, add_validators, freshen, is_conditional, same_representation,
+};
 use super::directives::{MaxStale, RequestDirectives, ResponseDirectives};
 use super::freshness::{CacheRole, Timing, current_age, whole_secs};
-use super::surrogate::Surrogate;
 use super::{Flight, Missing, Selected, Standard, annotate, strip_hop_by_hop};
 use crate::http::policy::{Invalidate, is_safe};
 use crate::http::{CachedBody, CachedResponse, UpstreamError};
@@ -42,32 +40,23 @@ where
     let mut req = req;
     strip_hop_by_hop(req.headers_mut());
     let method = req.method().clone();
-    if !is_safe(&method) {
-        let invalidate = sh
-            .invalidate_on_unsafe
-            .then(|| Invalidate::of_target(sh.handle(), true, true, &req))
-            .flatten()
-            .map(Invalidate::get_only);
-        let target = crate::http::key::uri_key(&req);
+    if method != Method::GET && method != Method::HEAD {
+        // Not cached; an unsafe one invalidates its target once it succeeded (§4.4).
+        let invalidate = (sh.invalidate_on_unsafe && !is_safe(&method))
+            .then(|| {
+                let target = crate::http::key::uri_key(&req)?;
+                let scope = Invalidate::of_target(sh.handle(), true, true, &req)?;
+                Some((target, scope.get_only()))
+            })
+            .flatten();
         let (mut resp, _) = upstream(&sh, &mut svc, req).await;
         // Before the caller sees the answer: its next GET must not be served the old copy.
-        if let Some(invalidate) = invalidate
+        if let Some((target, scope)) = invalidate
             && (resp.status().is_success() || resp.status().is_redirection())
         {
-            if let Some(target) = &target {
-                sh.note_invalidated(target);
-            }
-            invalidate.run(resp.headers());
+            sh.note_invalidated(&target);
+            scope.run(resp.headers());
         }
-        annotate(
-            &mut resp,
-            &forwarded(Forwarded::Method, None, false),
-            sh.name(),
-        );
-        return resp;
-    }
-    if method != Method::GET && method != Method::HEAD {
-        let (mut resp, _) = upstream(&sh, &mut svc, req).await;
         annotate(
             &mut resp,
             &forwarded(Forwarded::Method, None, false),
@@ -102,7 +91,7 @@ where
             } else {
                 Flight::Alone
             };
-            match flight {
+            let _lead = match flight {
                 Flight::Follow(mut done) => {
                     // Bounded: a leader stuck on a hung upstream holds nobody for longer
                     // (on tokio; another executor waits for the leader).
@@ -124,15 +113,12 @@ where
                             return serve(selected, &req, judged.age, &status, sh.name());
                         }
                     }
-                    return fetch(&sh, svc, req, &primary, &rcc, fwd).await;
+                    None
                 }
-                Flight::Lead(guard) => {
-                    let resp = fetch(&sh, svc, req, &primary, &rcc, fwd).await;
-                    drop(guard);
-                    return resp;
-                }
-                Flight::Alone => {}
-            }
+                // Followers wake when the guard goes, after the answer is stored.
+                Flight::Lead(guard) => Some(guard),
+                Flight::Alone => None,
+            };
             return fetch(&sh, svc, req, &primary, &rcc, fwd).await;
         }
     };
@@ -266,7 +252,7 @@ where
     let (mut resp, timing) = upstream(sh, &mut svc, req).await;
     let stored = is_get
         && !rcc.no_store
-        && resp.extensions().get::<UpstreamError>().is_none()
+        && !is_upstream_error(&resp)
         && sh.store(primary, &headers, &resp, timing);
     annotate(&mut resp, &forwarded(fwd, None, stored), sh.name());
     resp
@@ -305,9 +291,7 @@ where
         add_validators(req.headers_mut(), selected.response.headers());
     }
     let (mut resp, timing) = upstream(sh, &mut svc, req).await;
-    let failed =
-        resp.status().is_server_error() || resp.extensions().get::<UpstreamError>().is_some();
-    if failed && judged.if_error {
+    if failed(&resp) && judged.if_error {
         let status = CacheStatus::StaleIfError {
             staleness: judged.staleness,
         };
@@ -337,8 +321,13 @@ where
     let outcome = absorb(sh, &about, &resp, timing);
     match outcome {
         Absorbed::Freshened { merged, stored } if !caller_conditional => {
-            let status = forwarded_ttl(fwd, Some(304), stored, merged_left(sh, &merged, timing));
             let age = current_age(merged.headers(), timing, timing.response_time);
+            let cc = ResponseDirectives::parse(merged.headers());
+            let left = sh
+                .lifetime_of(&merged, &cc, timing.response_time)
+                .duration()
+                .saturating_sub(age);
+            let status = forwarded_ttl(fwd, Some(304), stored, Some(left));
             let selected = Selected {
                 key: selected.key,
                 response: merged,
@@ -427,7 +416,7 @@ fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timin
         let stored = sh.store(primary, req_headers, &merged, timing);
         return Absorbed::Freshened { merged, stored };
     }
-    if resp.status().is_server_error() || resp.extensions().get::<UpstreamError>().is_some() {
+    if failed(resp) {
         return Absorbed::Replaced { stored: false };
     }
     let stored = may_store && sh.store(primary, req_headers, resp, timing);
@@ -443,83 +432,14 @@ fn absorb(sh: &Standard, about: &About<'_>, resp: &CachedResponse, timing: Timin
     Absorbed::Replaced { stored }
 }
 
-/// Whether a 304 (or a HEAD answer) describes the stored response (§4.3.4): the same
-/// entity tag when it has one, else the same `Last-Modified`, else only when the stored
-/// response has no validator either.
-fn same_representation(new: &HeaderMap, stored: &HeaderMap) -> bool {
-    let opaque = |v: &HeaderValue| {
-        let v = v.as_bytes();
-        v.strip_prefix(b"W/").unwrap_or(v).to_vec()
-    };
-    if let Some(tag) = new.get(ETAG) {
-        return stored.get(ETAG).is_some_and(|s| opaque(s) == opaque(tag));
-    }
-    if let Some(lm) = new.get(LAST_MODIFIED) {
-        return stored.get(LAST_MODIFIED) == Some(lm);
-    }
-    // No validator in the answer: it describes the stored response only if that has
-    // none either (§4.3.4).
-    !stored.contains_key(ETAG) && !stored.contains_key(LAST_MODIFIED)
+/// An answer the cache made itself from an upstream error (502, 504).
+fn is_upstream_error(resp: &CachedResponse) -> bool {
+    resp.extensions().get::<UpstreamError>().is_some()
 }
 
-/// The stored response with the fields of a 304 put in place of its own (RFC 9111 §3.2,
-/// §4.3.4), but for the framing and encoding fields the stored body depends on
-/// (`Content-Length`, `Content-Encoding`, `Content-Range`, `Content-MD5`), the stored
-/// `ETag`, which names what was stored, and hop-by-hop fields.
-///
-/// ```
-/// let stored = http::Response::builder()
-///     .header("etag", "\"v1\"").header("x-version", "1").header("content-length", "5")
-///     .body("hello").unwrap();
-/// let not_modified = http::Response::builder().status(304)
-///     .header("etag", "\"v1\"").header("x-version", "2").header("content-length", "0")
-///     .body(()).unwrap();
-/// let merged = cache_layer::http::freshen(&stored, &not_modified);
-/// assert_eq!((merged.status(), *merged.body()), (http::StatusCode::OK, "hello"));
-/// assert_eq!(merged.headers()["x-version"], "2");
-/// assert_eq!(merged.headers()["content-length"], "5");
-/// ```
-pub fn freshen<B: Clone, N>(stored: &Response<B>, not_modified: &Response<N>) -> Response<B> {
-    let mut merged = stored.clone();
-    let mut update = not_modified.headers().clone();
-    strip_hop_by_hop(&mut update);
-    // The stored body depends on its framing and encoding fields, and the stored ETag
-    // names what was stored.
-    let keep = [
-        CONTENT_LENGTH,
-        CONTENT_ENCODING,
-        CONTENT_RANGE,
-        ETAG,
-        HeaderName::from_static("content-md5"),
-        super::super::CACHE_STATUS,
-    ];
-    let headers = merged.headers_mut();
-    let names: Vec<HeaderName> = update
-        .keys()
-        .filter(|n| !keep.contains(n))
-        .cloned()
-        .collect();
-    for name in names {
-        headers.remove(&name);
-        for value in update.get_all(&name) {
-            headers.append(name.clone(), value.clone());
-        }
-    }
-    if let Some(directives) = not_modified.extensions().get::<Surrogate>() {
-        merged.extensions_mut().insert(*directives);
-    }
-    merged
-}
-
-/// Freshness left of a response just freshened.
-fn merged_left(sh: &Standard, merged: &CachedResponse, timing: Timing) -> Option<Duration> {
-    let headers = merged.headers();
-    let cc = ResponseDirectives::parse(headers);
-    let life = sh.lifetime_of(merged, &cc, timing.response_time);
-    Some(
-        life.duration()
-            .saturating_sub(current_age(headers, timing, timing.response_time)),
-    )
+/// An upstream failure: a 5xx, or an error the cache answered for.
+fn failed(resp: &CachedResponse) -> bool {
+    resp.status().is_server_error() || is_upstream_error(resp)
 }
 
 /// Serves a stored response to `req`: with its current `Age`, without a body for HEAD,
@@ -557,10 +477,8 @@ fn serve_with(
         resp = Response::from_parts(parts, CachedBody::default());
     } else if let Some(partial) = range.apply(&resp) {
         resp = partial;
-        if head {
-            *resp.body_mut() = CachedBody::default();
-        }
-    } else if head {
+    }
+    if head {
         *resp.body_mut() = CachedBody::default();
     }
     annotate(&mut resp, status, name);
